@@ -1,0 +1,32 @@
+# normbench: `make install`, `make test`, `make bench`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RESULTS ?= runs
+
+.PHONY: install test bench smoke overhead clean
+
+$(BIN)/normbench: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(BIN)/normbench
+
+test: install
+	$(BIN)/python -m pytest -q
+
+# The main job: the standard grid on real MNIST and CIFAR-10 (resumes if interrupted).
+bench: install
+	$(BIN)/normbench run --suite standard --results $(RESULTS)/standard
+
+smoke: install
+	$(BIN)/normbench run --suite smoke --results $(RESULTS)/smoke
+
+# Cost of the activation statistics relative to an epoch (prints numbers).
+overhead: install
+	$(BIN)/python benchmarks/stats_overhead.py
+
+clean:
+	rm -rf $(RESULTS) .pytest_cache

@@ -1,0 +1,157 @@
+"""Command line: ``normbench list | run``. Thin: parsing, then calls into the library.
+
+The Keras backend is chosen here (``--backend`` or ``KERAS_BACKEND``) before Keras is
+first imported. Bad input exits with status 2 and a one-paragraph message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .errors import ConfigError, NormbenchError
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of integers like 0,1,2, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="normbench", description="Benchmark normalization strategies in deep networks.")
+    p.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: $KERAS_BACKEND or tensorflow)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ls = sub.add_parser("list", help="list registered models, strategies, datasets or suites")
+    ls.add_argument("what", nargs="?", default="all", choices=["all", "models", "strategies", "datasets", "suites"])
+
+    r = sub.add_parser("run", help="train a grid and write one record per run")
+    r.add_argument("--suite", help="a suite from benchmarks/suites (see `normbench list suites`)")
+    r.add_argument("--models", help="comma list of model names or glob patterns, e.g. 'mlp8,vgg*'")
+    r.add_argument("--strategies", help="comma list of strategy names or patterns (default with --models: all)")
+    r.add_argument("--datasets", help="comma list of datasets (default with --models: mnist)")
+    r.add_argument("--seeds", type=_int_list, help="comma list of seeds, e.g. 0,1,2 (default: 0)")
+    r.add_argument("--epochs", type=_positive, help="epochs per run (overrides the suite)")
+    r.add_argument("--limit", type=_positive, help="class-balanced cap on training samples (overrides the suite)")
+    r.add_argument("--batch-size", type=_positive, help="mini-batch size (overrides the suite)")
+    r.add_argument("--lr", type=float, help="learning rate (overrides the suite)")
+    r.add_argument("--optimizer", choices=["sgd", "adam", "rmsprop"], help="optimizer (overrides the suite)")
+    r.add_argument("--results", default="runs", help="folder for the records (default: runs)")
+    r.add_argument("--data-dir", help="folder with mnist.npz / CIFAR-10 files (default: $NORMBENCH_DATA_DIR)")
+    r.add_argument("--force", action="store_true", help="rerun runs whose record exists")
+    r.add_argument("--dry-run", action="store_true", help="print the grid and exit")
+    return p
+
+
+def _select_backend(args: argparse.Namespace) -> None:
+    if args.backend:
+        if "keras" in sys.modules and os.environ.get("KERAS_BACKEND", "tensorflow") != args.backend:
+            raise ConfigError("Keras is already imported with another backend; set KERAS_BACKEND before starting")
+        os.environ["KERAS_BACKEND"] = args.backend
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend not in BACKENDS:
+        raise ConfigError(f"KERAS_BACKEND={backend!r} is not one of {BACKENDS}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
+
+
+def cmd_list(what: str) -> None:
+    from . import datasets, models, norms  # noqa: F401  (registers)
+    from .registry import DATASETS, MODELS, NORMS, SUITES
+    from .suites import get_suite, register_suites
+
+    register_suites()
+    sections = {
+        "models": (MODELS, lambda n: models.describe(n)),
+        "strategies": (NORMS, lambda n: (NORMS.get(n).__doc__ or "").strip().splitlines()[0]),
+        "datasets": (DATASETS, lambda n: (DATASETS.get(n).__doc__ or "").strip().splitlines()[0]),
+        "suites": (SUITES, lambda n: f"{len(get_suite(n).specs)} runs. {get_suite(n).description}"),
+    }
+    for name, (registry, describe) in sections.items():
+        if what not in ("all", name):
+            continue
+        print(f"{name}:")
+        for item in registry.list():
+            print(f"  {item:<16} {describe(item)}")
+
+
+def grid_from_args(args: argparse.Namespace):
+    from . import datasets, models, norms  # noqa: F401  (registers)
+    from .suites import expand_grid, get_suite
+
+    overrides = {
+        k: v
+        for k, v in {
+            "epochs": args.epochs,
+            "limit": args.limit,
+            "batch_size": args.batch_size,
+            "learning_rate": args.lr,
+            "optimizer": args.optimizer,
+        }.items()
+        if v is not None
+    }
+    if args.suite:
+        if args.models or args.strategies or args.datasets:
+            raise ConfigError("give either --suite or --models/--strategies/--datasets, not both")
+        specs = list(get_suite(args.suite).specs)
+        if args.seeds:
+            specs = [s.with_(seed=seed) for s in specs if s.seed == specs[0].seed for seed in args.seeds]
+        return [s.with_(**overrides) for s in specs]
+    if not args.models:
+        raise ConfigError("nothing to run: give --suite NAME or --models (see `normbench list`)")
+    return expand_grid(
+        args.datasets or "mnist", args.models, args.strategies or "*", args.seeds or [0], overrides
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .datasets import load_raw
+    from .runner import run_grid
+
+    specs = grid_from_args(args)
+    if args.dry_run:
+        for s in specs:
+            print(f"{s.run_id}  {s.label}  epochs={s.epochs} limit={s.limit}")
+        print(f"{len(specs)} runs")
+        return 0
+    for name in sorted({s.dataset for s in specs}):  # fail fast on missing data, before any training
+        load_raw(name, args.data_dir)
+    counts = run_grid(specs, args.results, force=args.force, data_dir=args.data_dir)
+    return 1 if counts["error"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _select_backend(args)
+        if args.command == "list":
+            cmd_list(args.what)
+            return 0
+        return cmd_run(args)
+    except NormbenchError as e:
+        print(f"normbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nnormbench: interrupted. Finished runs are saved; run the same command again to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

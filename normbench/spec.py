@@ -1,0 +1,75 @@
+"""The run contract: a RunSpec in, a record out. Written once; one line per member."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+SCHEMA_VERSION = 1  # bump when the record layout changes; comparisons across versions are refused
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines one training run (and so its run id)."""
+
+    model: str  # registered model builder
+    strategy: str  # registered normalization strategy
+    dataset: str  # registered dataset
+    seed: int = 0  # keras.utils.set_random_seed: init, shuffling, dropout
+    epochs: int = 1  # passes over the training split
+    batch_size: int = 128  # mini-batch size
+    optimizer: str = "sgd"  # sgd | adam | rmsprop
+    learning_rate: float = 0.01  # optimizer step size
+    momentum: float = 0.9  # SGD momentum (0 = plain SGD); ignored by other optimizers
+    limit: int | None = None  # class-balanced cap on training samples (None = all)
+    eval_limit: int | None = None  # class-balanced cap on validation and test samples each
+    val_size: int = 5000  # samples held out of the training set for validation
+    probe_size: int = 256  # fixed validation samples probed for activation statistics
+    train_eval_size: int = 5000  # fixed training samples evaluated in inference mode every epoch
+    model_params: dict = field(default_factory=dict)  # extra builder arguments, e.g. {"width": 784}
+    strategy_params: dict = field(default_factory=dict)  # strategy arguments, e.g. {"c": 2.0}
+
+    def __post_init__(self) -> None:
+        positive = ("epochs", "batch_size", "val_size", "probe_size", "train_eval_size")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "epochs" else 1):
+                raise ConfigError(f"run spec: {name} must be a positive integer, got {value!r}")
+        for name in ("limit", "eval_limit"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 10):
+                raise ConfigError(f"run spec: {name} must be an integer >= 10 (one per class) or None, got {value!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"run spec: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"run spec: learning_rate must be positive, got {self.learning_rate!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise ConfigError(f"unknown run spec field(s) {unknown}; valid fields: {sorted(fields)}")
+        return cls(**d)
+
+    @property
+    def run_id(self) -> str:
+        """Hash of the canonical spec: the same spec always gets the same id."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset}/{self.model}/{self.strategy}/seed{self.seed}"
+
+    def with_(self, **changes: Any) -> "RunSpec":
+        return dataclasses.replace(self, **changes)

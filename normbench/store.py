@@ -1,0 +1,123 @@
+"""Records on disk: one JSON file per run, written atomically; loading into pandas."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, NormbenchError
+from .spec import SCHEMA_VERSION, RunSpec
+
+STATS_COLUMNS = ["epoch", "layer", "tap", "quantity", "value"]
+COMPLETE = ("ok", "diverged")  # statuses that resume skips; "error" runs are retried
+
+
+def _clean(obj: Any) -> Any:
+    """Strict JSON: non-finite floats become None (the run's status says why)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item"):  # numpy scalars
+        return _clean(obj.item())
+    return obj
+
+
+def record_filename(spec: RunSpec) -> str:
+    return f"{spec.dataset}-{spec.model}-{spec.strategy}-s{spec.seed}-{spec.run_id}.json"
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_clean(data), f, indent=1, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_record(results_dir: str | os.PathLike, record: dict) -> Path:
+    spec = RunSpec.from_dict(record["spec"])
+    path = Path(results_dir) / record_filename(spec)
+    atomic_write_json(path, record)
+    return path
+
+
+def find_record(results_dir: str | os.PathLike, spec: RunSpec) -> dict | None:
+    """The stored record of ``spec``, or None when absent (or unreadable)."""
+    path = Path(results_dir) / record_filename(spec)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_complete(results_dir: str | os.PathLike, spec: RunSpec) -> bool:
+    record = find_record(results_dir, spec)
+    return record is not None and record.get("status") in COMPLETE
+
+
+def load_records(results_dir: str | os.PathLike) -> list[dict]:
+    """All records of a results folder (not recursive), sorted by run label."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise NormbenchError(f"results folder {str(root)!r} does not exist; run `normbench run --results {root}` first.")
+    records, bad = [], []
+    for path in sorted(root.glob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+            if not isinstance(rec, dict) or "schema_version" not in rec or "spec" not in rec:
+                raise ValueError("not a normbench record")
+        except (OSError, ValueError) as e:
+            bad.append(f"{path.name} ({e})")
+            continue
+        records.append(rec)
+    if bad:
+        raise NormbenchError(f"unreadable record(s) in {root}: {'; '.join(bad)}. Delete or re-run them.")
+    versions = {r["schema_version"] for r in records}
+    if versions - {SCHEMA_VERSION}:
+        raise ConfigError(
+            f"{root} holds records of schema version(s) {sorted(versions)}, this normbench reads {SCHEMA_VERSION}. "
+            f"Re-run the grid into a fresh folder (or with --force)."
+        )
+    return records
+
+
+def load_dataframe(results_dir: str | os.PathLike):
+    """One tidy long DataFrame of every record in a folder.
+
+    Columns: run_id, dataset, model, strategy, seed, status, source, epoch, layer, tap,
+    quantity, value. History metrics have ``tap == "metric"`` and no layer; test metrics
+    have ``tap == "test"``; activation statistics carry their layer and tap
+    (``pre``, ``act`` or ``kernel``).
+    """
+    import pandas as pd
+
+    rows = []
+    for rec in load_records(results_dir):
+        s = rec["spec"]
+        key = (rec["run_id"], s["dataset"], s["model"], s["strategy"], s["seed"], rec["status"], rec["data"].get("source"))
+        for h in rec["history"]:
+            rows += [(*key, h["epoch"], None, "metric", q, v) for q, v in h.items() if q != "epoch"]
+        for q, v in (rec.get("test") or {}).items():
+            rows.append((*key, rec["history"][-1]["epoch"] if rec["history"] else None, None, "test", q, v))
+        stats = rec.get("stats") or {"rows": []}
+        rows += [(*key, e, layer, tap, q, v) for e, layer, tap, q, v in stats["rows"]]
+    columns = ["run_id", "dataset", "model", "strategy", "seed", "status", "source", *STATS_COLUMNS]
+    df = pd.DataFrame(rows, columns=columns)
+    df["layer"] = df["layer"].astype("Int64")
+    df["epoch"] = df["epoch"].astype("Int64")
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    return df

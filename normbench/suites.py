@@ -1,0 +1,108 @@
+"""Suites: named grids of run specs, defined as TOML files under ``benchmarks/suites/``.
+
+A suite file has a ``description``, optional ``[defaults]`` (any RunSpec field) and
+one or more ``[[grid]]`` tables with ``datasets``, ``models``, ``strategies`` (names
+or glob patterns) and ``seeds``; any other key in a grid table is a RunSpec field
+that overrides the defaults for that grid. Every grid expands to the cross product.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .registry import DATASETS, MODELS, NORMS, SUITES
+from .spec import RunSpec
+
+SUITES_DIR_ENV = "NORMBENCH_SUITES_DIR"
+GRID_AXES = ("datasets", "models", "strategies", "seeds")
+SPEC_FIELDS = {f.name for f in dataclasses.fields(RunSpec)} - {"model", "strategy", "dataset", "seed"}
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named, versioned list of run specs."""
+
+    name: str
+    description: str
+    specs: tuple[RunSpec, ...]
+    path: str
+
+    @property
+    def definition_hash(self) -> str:
+        """Hash of the suite's run ids: two suites with the same hash train the same grid."""
+        return hashlib.sha256("\n".join(sorted(s.run_id for s in self.specs)).encode()).hexdigest()[:16]
+
+
+def expand_grid(
+    datasets, models, strategies, seeds, overrides: dict[str, Any] | None = None
+) -> list[RunSpec]:
+    """The cross product of names/patterns as RunSpecs (order: dataset, model, strategy, seed)."""
+    overrides = dict(overrides or {})
+    bad = sorted(set(overrides) - SPEC_FIELDS)
+    if bad:
+        raise ConfigError(f"unknown run setting(s) {bad}; valid settings: {sorted(SPEC_FIELDS)}")
+    specs = []
+    for d in DATASETS.expand(datasets):
+        for m in MODELS.expand(models):
+            for s in NORMS.expand(strategies):
+                for seed in seeds:
+                    specs.append(RunSpec(model=m, strategy=s, dataset=d, seed=int(seed), **overrides))
+    return specs
+
+
+def load_suite(path: Path) -> Suite:
+    """Parse one suite file; any problem names the file and the key."""
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"suite file {path}: cannot parse it as TOML ({e})") from None
+    unknown = sorted(set(doc) - {"description", "defaults", "grid"})
+    if unknown:
+        raise ConfigError(f"suite file {path}: unknown top-level key(s) {unknown}; use description, defaults, [[grid]]")
+    grids = doc.get("grid")
+    if not grids:
+        raise ConfigError(f"suite file {path}: no [[grid]] table; add one with datasets, models, strategies, seeds")
+    specs: list[RunSpec] = []
+    for i, grid in enumerate(grids):
+        missing = [a for a in GRID_AXES if a not in grid]
+        if missing:
+            raise ConfigError(f"suite file {path}: grid {i + 1} lacks {missing}")
+        settings = {**doc.get("defaults", {}), **{k: v for k, v in grid.items() if k not in GRID_AXES}}
+        try:
+            specs += expand_grid(grid["datasets"], grid["models"], grid["strategies"], grid["seeds"], settings)
+        except ConfigError as e:
+            raise ConfigError(f"suite file {path}, grid {i + 1}: {e}") from None
+    ids = [s.run_id for s in specs]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"suite file {path}: the grids repeat a run; each run must appear once")
+    return Suite(path.stem, doc.get("description", ""), tuple(specs), str(path))
+
+
+def suites_dir() -> Path:
+    env = os.environ.get(SUITES_DIR_ENV)
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "benchmarks" / "suites"
+
+
+def register_suites(directory: Path | None = None) -> None:
+    """Register every ``*.toml`` in the suites folder (lazily: a suite is parsed when used)."""
+    directory = directory or suites_dir()
+    for path in sorted(directory.glob("*.toml")):
+        if path.stem not in SUITES:
+            SUITES.register(lambda p=path: load_suite(p), name=path.stem)
+
+
+def get_suite(name: str) -> Suite:
+    register_suites()
+    if not len(SUITES):
+        raise ConfigError(
+            f"no suite files found in {suites_dir()}. Run from a source checkout (pip install -e .) "
+            f"or set {SUITES_DIR_ENV} to a folder of suite .toml files."
+        )
+    return SUITES.get(name)()

@@ -1,0 +1,35 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from normbench.errors import DataError  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras():
+    import keras
+
+    keras.backend.clear_session()
+    yield
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """The real data: NORMBENCH_DATA_DIR when set, else the Keras download; skip if neither works."""
+    from normbench.datasets import load_raw
+
+    value = os.environ.get("NORMBENCH_DATA_DIR") or None
+    try:
+        load_raw("mnist", value)
+    except DataError as e:
+        pytest.skip(f"no MNIST available: {e}")
+    return value
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

@@ -1,0 +1,122 @@
+"""The runner, records and store on real data (tiny slices) and real files."""
+
+import json
+import math
+
+import pytest
+
+from normbench import store
+from normbench.runner import run, run_grid
+from normbench.spec import SCHEMA_VERSION, RunSpec
+from normbench.suites import get_suite
+
+TINY = dict(epochs=2, limit=200, eval_limit=100, val_size=200, probe_size=32, train_eval_size=100, batch_size=32)
+
+
+def _quiet(_msg):
+    pass
+
+
+@pytest.fixture(scope="module")
+def grid_dir(tmp_path_factory, data_dir):
+    """Records of a small real grid, shared by the tests that only read them."""
+    out = tmp_path_factory.mktemp("grid")
+    specs = [RunSpec("mlp", s, "mnist", model_params={"depth": 3, "width": 32}, **TINY) for s in ("none", "selu")]
+    run_grid(specs, out, data_dir=data_dir, log=_quiet)
+    return out, specs
+
+
+def test_record_is_complete_and_self_describing(grid_dir):
+    out, specs = grid_dir
+    rec = store.find_record(out, specs[1])
+    assert rec["schema_version"] == SCHEMA_VERSION and rec["run_id"] == specs[1].run_id
+    assert rec["status"] == "ok" and rec["error"] is None
+    assert RunSpec.from_dict(rec["spec"]) == specs[1]
+    assert [h["epoch"] for h in rec["history"]] == [0, 1, 2]
+    assert "fit_loss" not in rec["history"][0] and rec["history"][2]["samples_per_s"] > 0
+    assert 0 <= rec["test"]["accuracy"] <= 1
+    assert rec["data"]["sizes"] == {"train": 200, "val": 100, "test": 100}
+    assert rec["data"]["preprocessing"]["input_scaling"] == "standardize"
+    assert rec["param_count"] > 0 and len(rec["layers"]) == 3
+    env = rec["environment"]
+    assert env["backend"] and env["keras"] and env["device"] and "hostname" not in json.dumps(env).lower()
+    epochs = {r[0] for r in rec["stats"]["rows"]}
+    assert epochs == {0, 1, 2}
+    quantities = {(r[2], r[3]) for r in rec["stats"]["rows"]}
+    for tap in ("pre", "act"):
+        for q in ("mean", "std", "p05", "p15", "p50", "p85", "p95"):
+            assert (tap, q) in quantities
+    assert ("act", "sat_frac") in quantities and ("kernel", "norm_max") in quantities
+
+
+def test_records_round_trip_into_one_dataframe(grid_dir):
+    out, specs = grid_dir
+    df = store.load_dataframe(out)
+    assert set(df.strategy) == {"none", "selu"}
+    rec = store.find_record(out, specs[0])
+    got = df[(df.run_id == specs[0].run_id) & (df.tap == "test") & (df.quantity == "accuracy")].value.item()
+    assert got == rec["test"]["accuracy"]
+    stats = df[(df.run_id == specs[0].run_id) & (df.tap == "act") & (df.quantity == "mean") & (df.layer == 2)]
+    assert stats.epoch.tolist() == [0, 1, 2]
+
+
+def test_resume_skips_completed_runs_and_force_reruns(grid_dir, data_dir):
+    out, specs = grid_dir
+    counts = run_grid(specs, out, data_dir=data_dir, log=_quiet)
+    assert counts == {"skipped": 2, "ok": 0, "diverged": 0, "error": 0}
+    counts = run_grid(specs[:1], out, force=True, data_dir=data_dir, log=_quiet)
+    assert counts["ok"] == 1 and counts["skipped"] == 0
+
+
+def test_same_seed_reproduces_initialization_statistics(grid_dir, data_dir):
+    out, specs = grid_dir
+    again = run(specs[0], data_dir=data_dir, log=_quiet)
+    first = store.find_record(out, specs[0])
+    init = lambda rec: [list(r) for r in rec["stats"]["rows"] if r[0] == 0]  # noqa: E731
+    assert init(again) == init(first)
+    assert again["history"][0] == {**first["history"][0], "eval_s": again["history"][0]["eval_s"], "probe_s": again["history"][0]["probe_s"]}
+
+
+def test_divergence_is_a_status_not_a_crash(data_dir):
+    spec = RunSpec("mlp", "none", "mnist", learning_rate=1e4, momentum=0.9, model_params={"depth": 3, "width": 32}, **TINY)
+    rec = run(spec, data_dir=data_dir, log=_quiet)
+    assert rec["status"] == "diverged" and rec["diverged_epoch"] in (1, 2)
+    assert rec["test"] is None
+    assert not math.isfinite(rec["history"][-1]["fit_loss"]) or not math.isfinite(rec["history"][-1]["train_loss"])
+
+
+def test_an_error_is_recorded_and_the_grid_goes_on(tmp_path, data_dir):
+    bad = RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "heigth": 4}, **TINY)
+    good = RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "width": 8}, **TINY)
+    counts = run_grid([bad, good], tmp_path, data_dir=data_dir, log=_quiet)
+    assert counts["error"] == 1 and counts["ok"] == 1
+    rec = store.find_record(tmp_path, bad)
+    assert rec["status"] == "error" and "heigth" in rec["error"]
+    # an error is not a result: resume retries it, but not the finished run
+    assert run_grid([bad, good], tmp_path, data_dir=data_dir, log=_quiet)["skipped"] == 1
+
+
+def test_interrupted_write_leaves_no_partial_record(tmp_path, monkeypatch):
+    spec = RunSpec("mlp", "none", "mnist")
+    rec = {"schema_version": SCHEMA_VERSION, "run_id": spec.run_id, "spec": spec.to_dict(), "status": "ok"}
+    path = store.save_record(tmp_path, rec)
+    before = path.read_text()
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store.json, "dump", boom)
+    with pytest.raises(KeyboardInterrupt):
+        store.save_record(tmp_path, {**rec, "status": "diverged"})
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
+
+
+def test_smoke_suite_covers_both_datasets_and_every_strategy():
+    from normbench.registry import NORMS
+
+    suite = get_suite("smoke")
+    assert {s.dataset for s in suite.specs} == {"mnist", "cifar10"}
+    for dataset in ("mnist", "cifar10"):
+        assert {s.strategy for s in suite.specs if s.dataset == dataset} == set(NORMS.list())
+    assert len(suite.definition_hash) == 16
