@@ -92,9 +92,9 @@ def cmd_list(what: str) -> None:
             print(f"  {item:<16} {describe(item)}")
 
 
-def grid_from_args(args: argparse.Namespace):
+def grid_from_args(args: argparse.Namespace) -> tuple[list, dict | None]:
     from . import datasets, models, norms  # noqa: F401  (registers)
-    from .suites import expand_grid, get_suite
+    from .suites import definition_hash, expand_grid, get_suite
 
     overrides = {
         k: v
@@ -110,22 +110,26 @@ def grid_from_args(args: argparse.Namespace):
     if args.suite:
         if args.models or args.strategies or args.datasets:
             raise ConfigError("give either --suite or --models/--strategies/--datasets, not both")
-        specs = list(get_suite(args.suite).specs)
+        suite = get_suite(args.suite)
+        specs = list(suite.specs)
         if args.seeds:
             specs = [s.with_(seed=seed) for s in specs if s.seed == specs[0].seed for seed in args.seeds]
-        return [s.with_(**overrides) for s in specs]
+        specs = [s.with_(**overrides) for s in specs]
+        # a suite changed from the command line is a different benchmark definition
+        modified = bool(overrides or args.seeds)
+        name = f"{suite.name} (modified)" if modified else suite.name
+        return specs, {"name": name, "definition_hash": definition_hash(specs)}
     if not args.models:
         raise ConfigError("nothing to run: give --suite NAME or --models (see `normbench list`)")
-    return expand_grid(
-        args.datasets or "mnist", args.models, args.strategies or "*", args.seeds or [0], overrides
-    )
+    specs = expand_grid(args.datasets or "mnist", args.models, args.strategies or "*", args.seeds or [0], overrides)
+    return specs, {"name": None, "definition_hash": definition_hash(specs)}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .datasets import load_raw
     from .runner import run_grid
 
-    specs = grid_from_args(args)
+    specs, suite = grid_from_args(args)
     if args.dry_run:
         for s in specs:
             print(f"{s.run_id}  {s.label}  epochs={s.epochs} limit={s.limit}")
@@ -133,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     for name in sorted({s.dataset for s in specs}):  # fail fast on missing data, before any training
         load_raw(name, args.data_dir)
-    counts = run_grid(specs, args.results, force=args.force, data_dir=args.data_dir)
+    counts = run_grid(specs, args.results, force=args.force, data_dir=args.data_dir, suite=suite)
     return 1 if counts["error"] else 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from datetime import datetime, timezone
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -79,6 +80,7 @@ def new_record(spec: RunSpec) -> dict:
         "stats": {"columns": store.STATS_COLUMNS, "rows": []},
         "timings": {},
         "environment": {},
+        "suite": None,
     }
 
 
@@ -176,6 +178,7 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = _print) -> dic
         log(f"    error: {record['error']}")
     record["timings"]["total_s"] = time.perf_counter() - t_start
     record["timings"]["peak_rss_mib"] = peak_rss_mib()
+    record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return record
 
 
@@ -192,12 +195,14 @@ def run_grid(
     *,
     force: bool = False,
     data_dir: str | None = None,
+    suite: dict | None = None,
     log: Log = _print,
 ) -> dict[str, int]:
     """Run every spec not already complete in ``results_dir``; return counts by status.
 
     Each record is written as soon as its run ends, so an interrupted grid loses at
-    most the run in progress; running the grid again resumes.
+    most the run in progress; running the grid again resumes. ``suite`` (name and
+    definition hash) is stored in each record as provenance; it is not part of the run id.
     """
     results_dir = Path(results_dir)
     todo = [s for s in specs if force or not store.is_complete(results_dir, s)]
@@ -210,6 +215,7 @@ def run_grid(
         eta = f", ETA {_duration(elapsed / i * (len(todo) - i))}" if i else ""
         log(f"[{i + 1}/{len(todo)}] {spec.label} ({spec.epochs} epochs, run {spec.run_id}; elapsed {_duration(elapsed)}{eta})")
         record = run(spec, data_dir=data_dir, log=log)
+        record["suite"] = suite
         store.save_record(results_dir, record)
         counts[record["status"]] += 1
     log(

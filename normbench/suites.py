@@ -36,8 +36,12 @@ class Suite:
 
     @property
     def definition_hash(self) -> str:
-        """Hash of the suite's run ids: two suites with the same hash train the same grid."""
-        return hashlib.sha256("\n".join(sorted(s.run_id for s in self.specs)).encode()).hexdigest()[:16]
+        return definition_hash(self.specs)
+
+
+def definition_hash(specs) -> str:
+    """Hash of a grid's run ids: two grids with the same hash train the same runs."""
+    return hashlib.sha256("\n".join(sorted(s.run_id for s in specs)).encode()).hexdigest()[:16]
 
 
 def expand_grid(
