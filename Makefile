@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RESULTS ?= runs
 
-.PHONY: install test bench smoke overhead clean
+.PHONY: install test bench report smoke overhead clean
 
 $(BIN)/normbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,14 @@ install: $(BIN)/normbench
 test: install
 	$(BIN)/python -m pytest -q
 
-# The main job: the standard grid on real MNIST and CIFAR-10 (resumes if interrupted).
+# The main job: the standard grid on real MNIST and CIFAR-10 (resumes if interrupted),
+# then the report (tables and figures) into results/.
 bench: install
 	$(BIN)/normbench run --suite standard --results $(RESULTS)/standard
+	$(BIN)/normbench report --results $(RESULTS)/standard --out results
+
+report: install
+	$(BIN)/normbench report --results $(RESULTS)/standard --out results
 
 smoke: install
 	$(BIN)/normbench run --suite smoke --results $(RESULTS)/smoke

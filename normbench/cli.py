@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", help="folder with mnist.npz / CIFAR-10 files (default: $NORMBENCH_DATA_DIR)")
     r.add_argument("--force", action="store_true", help="rerun runs whose record exists")
     r.add_argument("--dry-run", action="store_true", help="print the grid and exit")
+
+    rp = sub.add_parser("report", help="tables and figures from a folder of records")
+    rp.add_argument("--results", default="runs/standard", help="folder of records (default: runs/standard)")
+    rp.add_argument("--out", default="results", help="folder for README.md, tables/ and figures/ (default: results)")
+    rp.add_argument("--threshold", action="append", default=[], metavar="DATASET=ACC",
+                    help="validation-accuracy threshold for the time-to-threshold table, e.g. mnist=0.98 (repeatable)")
     return p
 
 
@@ -141,6 +147,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if counts["error"] else 0
 
 
+def _thresholds(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ConfigError(f"--threshold takes DATASET=ACCURACY, e.g. mnist=0.98; got {item!r}")
+    return out
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import make_report
+
+    make_report(args.results, args.out, thresholds=_thresholds(args.threshold))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -148,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             cmd_list(args.what)
             return 0
+        if args.command == "report":
+            return cmd_report(args)
         return cmd_run(args)
     except NormbenchError as e:
         print(f"normbench: error: {e}", file=sys.stderr)

@@ -95,8 +95,8 @@ def load_records(results_dir: str | os.PathLike) -> list[dict]:
     return records
 
 
-def load_dataframe(results_dir: str | os.PathLike):
-    """One tidy long DataFrame of every record in a folder.
+def load_dataframe(results_dir: str | os.PathLike, records: list[dict] | None = None):
+    """One tidy long DataFrame of every record in a folder (or of ``records``).
 
     Columns: run_id, dataset, model, strategy, seed, status, source, epoch, layer, tap,
     quantity, value. History metrics have ``tap == "metric"`` and no layer; test metrics
@@ -106,7 +106,7 @@ def load_dataframe(results_dir: str | os.PathLike):
     import pandas as pd
 
     rows = []
-    for rec in load_records(results_dir):
+    for rec in records if records is not None else load_records(results_dir):
         s = rec["spec"]
         key = (rec["run_id"], s["dataset"], s["model"], s["strategy"], s["seed"], rec["status"], rec["data"].get("source"))
         for h in rec["history"]:
@@ -121,3 +121,59 @@ def load_dataframe(results_dir: str | os.PathLike):
     df["epoch"] = df["epoch"].astype("Int64")
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     return df
+
+
+def param_key(name: str, params: dict | None) -> str:
+    """A display key that tells apart runs of one builder/strategy with other parameters: ``mlp[depth=3,width=32]``."""
+    if not params:
+        return name
+    inner = ",".join(f"{k}={'x'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in sorted(params.items()))
+    return f"{name}[{inner}]"
+
+
+def runs_frame(records: list[dict]):
+    """One row per run: identity, status, final metrics, cost and provenance.
+
+    ``model`` and ``strategy`` include non-default parameters (``maxnorm[c=2.0]``), so that
+    tables never pool runs of different configurations; ``builder`` is the bare model name.
+    """
+    import numpy as np
+    import pandas as pd
+
+    rows = []
+    for rec in records:
+        s, hist, env = rec["spec"], rec.get("history") or [], rec.get("environment") or {}
+        last = hist[-1] if hist else {}
+        epoch_s = [h["epoch_s"] for h in hist if h.get("epoch_s")]
+        speed = [h["samples_per_s"] for h in hist[2:] if h.get("samples_per_s")]  # epoch 1 includes tracing
+        rows.append(
+            {
+                "run_id": rec["run_id"],
+                "dataset": s["dataset"],
+                "model": param_key(s["model"], s.get("model_params")),
+                "builder": s["model"],
+                "strategy": param_key(s["strategy"], s.get("strategy_params")),
+                "seed": s["seed"],
+                "depth": len(rec.get("layers") or []) or None,
+                "status": rec["status"],
+                "error": rec.get("error"),
+                "diverged_epoch": rec.get("diverged_epoch"),
+                "epochs": s["epochs"],
+                "epochs_done": last.get("epoch", 0),
+                "limit": s.get("limit"),
+                "test_accuracy": (rec.get("test") or {}).get("accuracy"),
+                "test_loss": (rec.get("test") or {}).get("loss"),
+                "final_train_loss": last.get("train_loss"),
+                "final_val_accuracy": last.get("val_accuracy"),
+                "train_s": float(np.sum(epoch_s)) if epoch_s else None,
+                "samples_per_s": float(np.median(speed)) if speed else None,
+                "param_count": rec.get("param_count"),
+                "source": (rec.get("data") or {}).get("source"),
+                "backend": env.get("backend"),
+                "device": env.get("device"),
+                "suite": (rec.get("suite") or {}).get("name"),
+                "definition_hash": (rec.get("suite") or {}).get("definition_hash"),
+                "finished_at": rec.get("finished_at"),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,143 @@
+"""Figures (seaborn, PNG): one colour per strategy in every figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+import numpy as np
+import pandas as pd
+
+
+def _mpl():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    return plt, sns
+
+
+def strategy_palette(strategies) -> dict[str, tuple]:
+    """A fixed colour per strategy name: registered strategies first, in registry order."""
+    import seaborn as sns
+
+    from ..registry import NORMS
+
+    names = list(NORMS.list()) + sorted(set(strategies) - set(NORMS.list()))
+    colours = sns.color_palette("colorblind", n_colors=max(len(names), 8))
+    return {name: colours[i % len(colours)] for i, name in enumerate(names)}
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def training_loss(history: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path:
+    """Training loss (inference mode, fixed training subset) against epoch, log scale; one panel per dataset."""
+    plt, sns = _mpl()
+    d = history.merge(runs[["run_id", "dataset", "model", "strategy", "depth"]], on="run_id")
+    d = d[np.isfinite(d.train_loss.astype(float))]
+    d["model"] = [f"{m} ({int(x)})" if pd.notna(x) else m for m, x in zip(d.model, d.depth)]
+    datasets = sorted(d.dataset.unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.8), squeeze=False)
+    palette = strategy_palette(d.strategy.unique())
+    for ax, dataset in zip(axes[0], datasets):
+        sub = d[d.dataset == dataset]
+        sns.lineplot(data=sub, x="epoch", y="train_loss", hue="strategy", style="model", palette=palette,
+                     hue_order=[s for s in palette if s in set(sub.strategy)], markers=True, dashes=True,
+                     errorbar=None, ax=ax)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_yscale("log")
+        ax.set_title(f"{dataset}: training loss")
+        ax.set_xlabel("epoch (0 = initialization)")
+        ax.set_ylabel("cross-entropy (log scale)")
+        ax.legend(fontsize=7, ncol=2)
+    fig.suptitle("Training loss per epoch, one line per strategy and model (depth in layers)")
+    return _save(fig, path)
+
+
+def preactivation_bands(long: pd.DataFrame, runs: pd.DataFrame, dataset: str, model: str, path: Path) -> Path:
+    """15th/50th/85th percentiles of the last hidden layer's pre-activation over training, one panel per strategy."""
+    plt, sns = _mpl()
+    r = runs[(runs.dataset == dataset) & (runs.model == model)]
+    d = long[long.run_id.isin(r.run_id) & (long.tap == "pre") & long.quantity.isin(["p15", "p50", "p85"])]
+    d = d.merge(r[["run_id", "strategy"]], on="run_id", suffixes=("", "_r"))
+    last = d.groupby("run_id").layer.transform("max")
+    d = d[d.layer == last]
+    strategies = sorted(d.strategy.unique())
+    palette = strategy_palette(strategies)
+    fig, axes = plt.subplots(1, len(strategies), figsize=(3.3 * len(strategies), 3.6), squeeze=False)
+    for ax, strategy in zip(axes[0], strategies):
+        w = d[d.strategy == strategy].pivot_table(index="epoch", columns="quantity", values="value", aggfunc="mean")
+        c = palette[strategy]
+        ax.fill_between(w.index, w.p15, w.p85, color=c, alpha=0.3, label="15th-85th pct")
+        ax.plot(w.index, w.p50, color=c, marker="o", label="median")
+        ax.set_title(strategy)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("pre-activation value")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{dataset} / {model}: input of the last hidden layer's nonlinearity (probe batch; own y-scale per panel)", y=1.04)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def signal_propagation(layers: pd.DataFrame, dataset: str, model: str, path: Path) -> Path:
+    """Per-layer activation mean and variance against depth, at initialization and after training."""
+    plt, sns = _mpl()
+    d = layers[(layers.dataset == dataset) & (layers.model == model)].copy()
+    palette = strategy_palette(d.strategy.unique())
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    for col, when in enumerate(("init", "end")):
+        d[f"{when}_var"] = d[f"{when}_std"] ** 2
+        for row, (q, label) in enumerate((("mean", "activation mean"), ("var", "activation variance"))):
+            ax = axes[row][col]
+            sns.lineplot(data=d, x="layer", y=f"{when}_{q}", hue="strategy", palette=palette, marker="o", ax=ax,
+                         hue_order=[s for s in palette if s in set(d.strategy)])
+            ax.axhline(0.0 if q == "mean" else 1.0, color="grey", lw=1, ls="--")
+            ax.set_title(f"{label}, {'at initialization' if when == 'init' else 'after training'}")
+            ax.set_xlabel("hidden layer (0 = first)")
+            ax.set_ylabel(label)
+            if q == "var":
+                ax.set_yscale("log")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if ax.get_legend() is not None:
+                if (row, col) != (0, 1):
+                    ax.get_legend().remove()
+                else:
+                    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(f"{dataset} / {model}: signal propagation (probe batch; dashed: SELU fixed point)")
+    return _save(fig, path)
+
+
+def accuracy_vs_depth(runs: pd.DataFrame, path: Path) -> Path:
+    """Final test accuracy against depth, one line per strategy, one panel per dataset; families by marker."""
+    plt, sns = _mpl()
+    d = runs[runs.status == "ok"].copy()
+    d["family"] = d.builder.str.rstrip("0123456789").str.rstrip("_")
+    datasets = sorted(runs.dataset.unique())
+    palette = strategy_palette(runs.strategy.unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.2), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        sub = d[d.dataset == dataset]
+        if len(sub):
+            sns.lineplot(data=sub, x="depth", y="test_accuracy", hue="strategy", style="family", palette=palette,
+                         markers=True, errorbar=("sd", 1) if sub.seed.nunique() > 1 else None, ax=ax)
+        ax.set_title(f"{dataset}: test accuracy vs depth")
+        ax.set_xlabel("hidden layers")
+        ax.set_ylabel("test accuracy (fraction)")
+        if ax.get_legend():
+            ax.legend(fontsize=7)
+    return _save(fig, path)

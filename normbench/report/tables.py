@@ -1,0 +1,170 @@
+"""Result tables, computed from the records' DataFrames only (never from folder names)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_THRESHOLDS = {"mnist": 0.97, "cifar10": 0.45}
+MIN_WILCOXON_N = 6  # below 6 pairs the two-sided signed-rank test cannot reach p < 0.05
+
+
+def model_label(model: str, depth) -> str:
+    return f"{model} ({int(depth)} layers)" if depth is not None and not pd.isna(depth) else model
+
+
+def _status_note(statuses: pd.Series) -> str:
+    bad = statuses[statuses != "ok"].value_counts()
+    return ", ".join(f"{n} {s}" for s, n in bad.items())
+
+
+def accuracy_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, model, strategy): test accuracy mean, std (ddof=1), n ok runs, and failures."""
+    out = []
+    for (dataset, model, strategy), g in runs.groupby(["dataset", "model", "strategy"], sort=True):
+        ok = g[g.status == "ok"].test_accuracy.astype(float)
+        out.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "depth": g.depth.dropna().max() if g.depth.notna().any() else None,
+                "strategy": strategy,
+                "n": len(ok),
+                "runs": len(g),
+                "mean": ok.mean() if len(ok) else np.nan,
+                "std": ok.std(ddof=1) if len(ok) > 1 else np.nan,
+                "failed": _status_note(g.status),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def accuracy_cells(summary: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Wide table (rows model, columns strategy) of cell texts, and a same-shape mask of the best cell per row."""
+    d = summary[summary.dataset == dataset].copy()
+    d["row"] = [model_label(m, dep) for m, dep in zip(d.model, d.depth)]
+    d = d.sort_values(["depth", "model"])
+    rows = list(dict.fromkeys(d.row))
+    cols = sorted(d.strategy.unique())
+    text = pd.DataFrame("", index=rows, columns=cols)
+    best = pd.DataFrame(False, index=rows, columns=cols)
+    for row, g in d.groupby("row", sort=False):
+        top = g["mean"].max()
+        for r in g.itertuples():
+            if r.n == 0:
+                cell = r.failed or "no run"
+            else:
+                std = f" ± {r.std:.4f}" if not math.isnan(r.std) else ""
+                cell = f"{r.mean:.4f}{std} (n={r.n})" + (f"; {r.failed}" if r.failed else "")
+                best.loc[row, r.strategy] = bool(r.mean == top)
+            text.loc[row, r.strategy] = cell
+    return text, best
+
+
+def time_to_threshold(runs: pd.DataFrame, history: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
+    """Per run: the first epoch whose validation accuracy reaches the dataset's threshold, and training seconds until then."""
+    out = []
+    for r in runs.itertuples():
+        thr = thresholds.get(r.dataset)
+        h = history[history.run_id == r.run_id].sort_values("epoch")
+        reached = h[h.val_accuracy >= thr] if thr is not None else h.iloc[0:0]
+        epoch = int(reached.epoch.iloc[0]) if len(reached) else None
+        seconds = float(h[h.epoch <= epoch].epoch_s.fillna(0).sum()) if epoch is not None else None
+        out.append({"run_id": r.run_id, "dataset": r.dataset, "model": r.model, "depth": r.depth,
+                    "strategy": r.strategy, "seed": r.seed, "status": r.status, "threshold": thr,
+                    "epochs_to_threshold": epoch, "seconds_to_threshold": seconds})
+    return pd.DataFrame(out)
+
+
+def threshold_cells(ttt: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    d = ttt[ttt.dataset == dataset].copy()
+    d["row"] = [model_label(m, dep) for m, dep in zip(d.model, d.depth)]
+    d = d.sort_values(["depth", "model"])
+    text = pd.DataFrame("", index=list(dict.fromkeys(d.row)), columns=sorted(d.strategy.unique()))
+    for (row, strategy), g in d.groupby(["row", "strategy"], sort=False):
+        hit = g.dropna(subset=["epochs_to_threshold"])
+        if len(hit):
+            cell = f"{hit.epochs_to_threshold.mean():.1f} ep ({hit.seconds_to_threshold.mean():.0f} s)"
+            if len(hit) < len(g):
+                cell += f", {len(g) - len(hit)}/{len(g)} never"
+        else:
+            cell = "not reached" if (g.status == "ok").any() else _status_note(g.status)
+        text.loc[row, strategy] = cell
+    return text
+
+
+def history_frame(long: pd.DataFrame) -> pd.DataFrame:
+    """Per (run, epoch) metrics, wide."""
+    m = long[long.tap == "metric"]
+    return m.pivot_table(index=["run_id", "epoch"], columns="quantity", values="value", aggfunc="first").reset_index()
+
+
+def layer_stats(long: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, model, strategy, layer): activation mean and std at initialization and at the run's last epoch, averaged over seeds."""
+    act = long[(long.tap == "act") & long.quantity.isin(["mean", "std", "sat_frac", "dead_units"])]
+    last = act.groupby("run_id").epoch.transform("max")
+    parts = []
+    for when, sel in (("init", act.epoch == 0), ("end", act.epoch == last)):
+        w = act[sel].pivot_table(index=["run_id", "layer"], columns="quantity", values="value", aggfunc="first")
+        w.columns = [f"{when}_{c}" for c in w.columns]
+        parts.append(w)
+    wide = pd.concat(parts, axis=1).reset_index().merge(runs[["run_id", "dataset", "model", "strategy", "status"]], on="run_id")
+    keys = ["dataset", "model", "strategy", "layer"]
+    cols = [c for c in wide.columns if c.startswith(("init_", "end_"))]
+    return wide.groupby(keys)[cols].mean().reset_index()
+
+
+def drift_summary(layers: pd.DataFrame) -> pd.DataFrame:
+    """One line per (dataset, model, strategy): how far the signal drifts through depth, at init and at the end."""
+    out = []
+    for (dataset, model, strategy), g in layers.groupby(["dataset", "model", "strategy"]):
+        g = g.sort_values("layer")
+        row = {"dataset": dataset, "model": model, "strategy": strategy, "layers": len(g)}
+        for when in ("init", "end"):
+            row[f"{when}_max_abs_mean"] = g[f"{when}_mean"].abs().max()
+            row[f"{when}_std_min"] = g[f"{when}_std"].min()
+            row[f"{when}_std_max"] = g[f"{when}_std"].max()
+            for q in ("sat_frac", "dead_units"):
+                col = f"{when}_{q}"
+                row[f"{when}_last_{q}"] = g[col].iloc[-1] if col in g else np.nan
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def paired_tests(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Wilcoxon signed-rank tests of test accuracy between every two strategies over matched
+    (dataset, model, seed) blocks, the average rank of each strategy (1 = best), and a plain note on n."""
+    from scipy.stats import wilcoxon
+
+    ok = runs[runs.status == "ok"]
+    acc = ok.pivot_table(index=["dataset", "model", "seed"], columns="strategy", values="test_accuracy", aggfunc="first")
+    complete = acc.dropna()
+    ranks = complete.rank(axis=1, ascending=False).mean().sort_values()
+    rank_df = pd.DataFrame({"strategy": ranks.index, "average_rank": ranks.values, "blocks": len(complete)})
+    tests = []
+    for a, b in itertools.combinations(sorted(acc.columns), 2):
+        pair = acc[[a, b]].dropna()
+        diff = pair[a] - pair[b]
+        n = int(len(pair))
+        p = np.nan
+        if n >= 1 and (diff != 0).any():
+            p = float(wilcoxon(pair[a], pair[b]).pvalue)
+        tests.append({"strategy_a": a, "strategy_b": b, "n_pairs": n, "mean_diff": float(diff.mean()) if n else np.nan,
+                      "a_better": int((diff > 0).sum()), "b_better": int((diff < 0).sum()), "p_value": p})
+    tests_df = pd.DataFrame(tests)
+    n_max = int(tests_df.n_pairs.max()) if len(tests_df) else 0
+    seeds = runs.seed.nunique()
+    if seeds < 2:
+        note = (f"Only {seeds} seed per configuration: the paired comparisons below pool matched (dataset, model) "
+                f"pairs, with at most {n_max} pairs.")
+    else:
+        note = f"{seeds} seeds; at most {n_max} matched (dataset, model, seed) pairs per comparison."
+    if n_max < MIN_WILCOXON_N:
+        note += (f" With fewer than {MIN_WILCOXON_N} pairs a two-sided Wilcoxon signed-rank test cannot reach "
+                 f"p < 0.05 whatever the data: the p-values mean nothing here.")
+    else:
+        note += " p-values are not corrected for multiple comparisons."
+    return tests_df, rank_df, note

@@ -1,0 +1,123 @@
+"""The reporter on records made by the real runner on tiny real data."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from normbench import store
+from normbench.errors import NormbenchError
+from normbench.report import make_report, plots
+from normbench.runner import run_grid
+from normbench.spec import RunSpec
+
+TINY = dict(epochs=1, limit=100, eval_limit=100, val_size=100, probe_size=32, train_eval_size=100, batch_size=32)
+
+
+def _quiet(_msg):
+    pass
+
+
+@pytest.fixture(scope="session")
+def records_dir(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("records")
+    specs = [
+        RunSpec("mlp", strategy, "mnist", seed=seed, model_params={"depth": depth, "width": 16}, **TINY)
+        for depth in (2, 4) for strategy in ("none", "selu") for seed in (0, 1)
+    ]
+    specs.append(RunSpec("mlp", "none", "mnist", learning_rate=1e4, model_params={"depth": 3, "width": 32}, **TINY))
+    specs.append(RunSpec("mlp", "batchnorm", "mnist", model_params={"depth": 2, "widht": 16}, **TINY))  # an error
+    run_grid(specs, out, data_dir=data_dir, suite={"name": "test", "definition_hash": "x"}, log=_quiet)
+    return out
+
+
+@pytest.fixture(scope="session")
+def report(records_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    captured = []
+    original = plots._save
+
+    def spy(fig, path):
+        captured.append((path.name, len([a for a in fig.axes if a.get_visible()])))
+        return original(fig, path)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(plots, "_save", spy)
+    make_report(records_dir, out, log=_quiet)
+    mp.undo()
+    return out, dict(captured)
+
+
+def test_every_file_is_written_and_plots_are_valid_pngs(report):
+    out, panels = report
+    assert (out / "README.md").is_file()
+    for name in ("accuracy.csv", "time_to_threshold.csv", "layer_stats.csv", "drift.csv", "wilcoxon.csv", "ranks.csv",
+                 "accuracy_mnist.tex", "drift.tex"):
+        assert (out / "tables" / name).stat().st_size > 0, name
+    pngs = sorted((out / "figures").glob("*.png"))
+    assert {p.name for p in pngs} == set(panels)
+    for p in pngs:
+        with Image.open(p) as im:
+            assert im.format == "PNG" and im.size[0] > 200 and im.size[1] > 200
+    assert panels["training_loss.png"] == 1  # one panel per dataset
+    assert panels["accuracy_vs_depth.png"] == 1
+    assert panels["signal_mnist_mlp_depth_2_width_16.png"] == 4  # mean/variance x init/end
+    # one panel per strategy with statistics for that model; the run that errored has none
+    assert panels["preact_mnist_mlp_depth_2_width_16.png"] == 2
+    assert "signal_mnist_mlp_depth_2_widht_16.png" not in panels
+
+
+def test_accuracy_table_equals_direct_computation_from_records(records_dir, report):
+    out, _ = report
+    table = pd.read_csv(out / "tables" / "accuracy.csv")
+    recs = [json.loads(p.read_text()) for p in records_dir.glob("*.json")]
+    for depth in (2, 4):
+        for strategy in ("none", "selu"):
+            accs = [r["test"]["accuracy"] for r in recs if r["spec"]["strategy"] == strategy
+                    and r["spec"]["model_params"] == {"depth": depth, "width": 16} and r["status"] == "ok"]
+            row = table[(table.model == f"mlp[depth={depth},width=16]") & (table.strategy == strategy)].iloc[0]
+            assert row.n == len(accs) == 2
+            assert row["mean"] == pytest.approx(np.mean(accs))
+            assert row["std"] == pytest.approx(np.std(accs, ddof=1))
+    md = (out / "README.md").read_text()
+    assert "| suite | test (definition x) |" in md
+    assert "data source | mnist (" in md
+
+
+def test_failed_runs_are_shown_not_dropped(report):
+    out, _ = report
+    table = pd.read_csv(out / "tables" / "accuracy.csv")
+    diverged = table[table.model == "mlp[depth=3,width=32]"].iloc[0]
+    assert diverged.n == 0 and diverged.failed == "1 diverged"
+    md = (out / "README.md").read_text()
+    assert "| 1 diverged |" in md.replace("  ", " ")
+    section = md.split("## Runs that did not finish")[1]
+    assert "diverged" in section and "error" in section and "widht" in section
+
+
+def test_wilcoxon_and_ranks_come_from_matched_runs(report):
+    out, _ = report
+    tests = pd.read_csv(out / "tables" / "wilcoxon.csv")
+    pair = tests[(tests.strategy_a == "none") & (tests.strategy_b == "selu")].iloc[0]
+    assert pair.n_pairs == 4  # 2 depths x 2 seeds, both finished
+    assert pair.a_better + pair.b_better <= 4
+    md = (out / "README.md").read_text()
+    assert "cannot reach p < 0.05" in md
+
+
+def test_empty_and_mixed_folders_give_clear_errors(tmp_path, records_dir):
+    with pytest.raises(NormbenchError, match="holds no records"):
+        make_report(tmp_path, tmp_path / "out", log=_quiet)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for i, p in enumerate(sorted(records_dir.glob("*.json"))[:2]):
+        rec = json.loads(p.read_text())
+        rec["suite"] = {"name": f"suite{i}", "definition_hash": str(i)}
+        (mixed / p.name).write_text(json.dumps(rec))
+    with pytest.raises(NormbenchError, match="mixes records of several suites"):
+        make_report(mixed, tmp_path / "out", log=_quiet)
+    (mixed / "broken.json").write_text("{not json")
+    with pytest.raises(NormbenchError, match="unreadable record"):
+        store.load_records(mixed)
