@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RESULTS ?= runs
 
-.PHONY: install test bench report smoke overhead clean
+.PHONY: install test bench report smoke check baseline overhead clean
 
 $(BIN)/normbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,15 @@ smoke: install
 # Cost of the activation statistics relative to an epoch (prints numbers).
 overhead: install
 	$(BIN)/python benchmarks/stats_overhead.py
+
+# CI's regression guard: the smoke suite against the committed baseline.
+check: smoke
+	$(BIN)/normbench check --baseline results/baseline --current $(RESULTS)/smoke
+
+# Refresh the committed baseline deliberately; say why in the commit message.
+baseline: install
+	rm -f results/baseline/*.json
+	$(BIN)/normbench run --suite smoke --results results/baseline
 
 clean:
 	rm -rf $(RESULTS) .pytest_cache

@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default="results", help="folder for README.md, tables/ and figures/ (default: results)")
     rp.add_argument("--threshold", action="append", default=[], metavar="DATASET=ACC",
                     help="validation-accuracy threshold for the time-to-threshold table, e.g. mnist=0.98 (repeatable)")
+
+    c = sub.add_parser("check", help="compare results against a baseline with tolerance rules; exit 1 on a regression")
+    c.add_argument("--baseline", default="results/baseline", help="baseline folder (default: results/baseline)")
+    c.add_argument("--current", required=True, help="folder of the records to check")
+    c.add_argument("--rules", help="rules file (default: BASELINE/rules.txt)")
     return p
 
 
@@ -76,6 +81,10 @@ def _select_backend(args: argparse.Namespace) -> None:
     if backend not in BACKENDS:
         raise ConfigError(f"KERAS_BACKEND={backend!r} is not one of {BACKENDS}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
+    if backend == "jax" and os.environ.get("NORMBENCH_DETERMINISTIC", "1") != "0":
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_gpu_deterministic_ops" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
 
 
 def cmd_list(what: str) -> None:
@@ -176,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "check":
+            from .check import run_check
+
+            return run_check(args.baseline, args.current, args.rules)
         return cmd_run(args)
     except NormbenchError as e:
         print(f"normbench: error: {e}", file=sys.stderr)

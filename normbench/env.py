@@ -87,9 +87,36 @@ def environment() -> dict[str, object]:
         "numpy": _version("numpy"),
         "device": gpu or f"CPU: {cpu_name()}",
         "device_kind": "gpu" if gpu else "cpu",
+        "deterministic_ops": os.environ.get(DETERMINISM_ENV, "1") != "0",
     }
     env.update(git_commit())
     return env
+
+
+DETERMINISM_ENV = "NORMBENCH_DETERMINISTIC"
+
+
+def enable_determinism() -> bool:
+    """Ask the backend for deterministic ops (default on; NORMBENCH_DETERMINISTIC=0 turns it off).
+
+    TensorFlow: op determinism. torch: deterministic algorithms (warn-only where none exist).
+    JAX is deterministic on the CPU; on a GPU the CLI sets XLA's deterministic-ops flag
+    before JAX starts. Returns whether determinism was requested.
+    """
+    if os.environ.get(DETERMINISM_ENV, "1") == "0":
+        return False
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    elif backend == "torch":
+        import torch
+
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return True
 
 
 def peak_rss_mib() -> float:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import store
-from .env import environment, peak_rss_mib
+from .env import enable_determinism, environment, peak_rss_mib
 from .spec import SCHEMA_VERSION, RunSpec
 
 EVAL_BATCH = 1024
@@ -94,6 +94,7 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = _print) -> dic
     record = new_record(spec)
     t_start = time.perf_counter()
     try:
+        enable_determinism()
         record["environment"] = environment()
         keras.backend.clear_session()
         keras.utils.set_random_seed(spec.seed)

@@ -38,6 +38,9 @@ def atomic_write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; records are ordinary readable files
         with os.fdopen(fd, "w") as f:
             json.dump(_clean(data), f, indent=1, allow_nan=False)
             f.flush()

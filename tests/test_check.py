@@ -1,0 +1,139 @@
+"""normbench check on records made by the real runner on tiny real data."""
+
+import json
+import shutil
+
+import pytest
+
+from normbench import check
+from normbench.errors import ConfigError, NormbenchError
+from normbench.norms import NormStrategy
+from normbench.registry import NORMS
+from normbench.runner import run_grid
+from normbench.spec import RunSpec
+from normbench.suites import definition_hash
+
+TINY = dict(epochs=1, limit=200, eval_limit=200, val_size=200, probe_size=32, train_eval_size=200, batch_size=32)
+SPECS = [RunSpec("mlp", s, "mnist", model_params={"depth": 3, "width": 32}, **TINY) for s in ("none", "selu")]
+SUITE = {"name": "tiny", "definition_hash": definition_hash(SPECS)}
+RULES = "test_accuracy: -0.02\nfinal_train_loss: +10%\ninit activation std: 1e-4\ninit activation mean: 1e-4\n"
+
+
+def _quiet(_msg):
+    pass
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("baseline")
+    run_grid(SPECS, out, data_dir=data_dir, suite=SUITE, log=_quiet)
+    (out / "rules.txt").write_text(RULES)
+    return out
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _edit(folder, strategy, fn):
+    for p in folder.glob(f"*-{strategy}-*.json"):
+        rec = json.loads(p.read_text())
+        fn(rec)
+        p.write_text(json.dumps(rec))
+
+
+def test_a_rerun_on_the_same_machine_is_identical(baseline, tmp_path, data_dir):
+    current = tmp_path / "current"
+    run_grid(SPECS, current, data_dir=data_dir, suite=SUITE, log=_quiet)
+    exact = tmp_path / "exact.txt"
+    exact.write_text("test_accuracy: 0\nfinal_train_loss: 0\nfinal_val_accuracy: 0\ninit activation std: 0\n")
+    lines = []
+    assert check.run_check(baseline, current, exact, out=lines.append) == 0
+    assert "0 worse, 0 improved" in lines[-1]
+
+
+def test_planted_regression_fails_and_names_run_and_metric(baseline, tmp_path, data_dir, monkeypatch):
+    # a real code regression: the selu bundle loses its activation (falls back to sigmoid)
+    broken = lambda dropout_rate=0.0: NormStrategy("selu", activation="sigmoid", kernel_initializer="lecun_normal",  # noqa: E731
+                                                   input_scaling="standardize")
+    monkeypatch.setitem(NORMS._items, "selu", broken)
+    current = tmp_path / "current"
+    run_grid(SPECS, current, data_dir=data_dir, suite=SUITE, log=_quiet)
+    lines = []
+    assert check.run_check(baseline, current, out=lines.append) == 1
+    text = "\n".join(lines)
+    worse = [line for line in text.splitlines() if " worse " in f" {line} "]
+    assert any("mnist/mlp/selu/seed0" in line and "init activation mean" in line for line in worse)
+    assert not any("mnist/mlp/none/seed0" in line for line in worse)
+    assert "REGRESSION" in text
+
+
+def test_improvement_passes_and_is_shown(baseline, tmp_path):
+    current = _copy(baseline, tmp_path / "current")
+    _edit(current, "none", lambda r: r["test"].update(accuracy=r["test"]["accuracy"] + 0.1))
+    lines = []
+    assert check.run_check(baseline, current, out=lines.append) == 0
+    row = next(line for line in lines[0].splitlines() if "mlp/none" in line and "test_accuracy" in line)
+    assert "improved" in row and "test_accuracy: -0.02" in row
+
+
+def test_mismatched_schema_suite_or_backend_is_refused(baseline, tmp_path):
+    for i, (field, value) in enumerate((("schema_version", 99), ("suite", {"name": "tiny", "definition_hash": "other"}))):
+        current = _copy(baseline, tmp_path / f"c{i}")
+        _edit(current, "*", lambda r: r.__setitem__(field, value))
+        with pytest.raises(NormbenchError, match="refusing to compare|schema version"):
+            check.run_check(baseline, current, out=_quiet)
+    current = _copy(baseline, tmp_path / "c3")
+    _edit(current, "*", lambda r: r["environment"].__setitem__("backend", "jax"))
+    with pytest.raises(NormbenchError, match="refusing to compare: the baseline has backend 'tensorflow'.*make baseline"):
+        check.run_check(baseline, current, out=_quiet)
+
+
+def test_missing_run_is_reported_and_fails(baseline, tmp_path):
+    current = _copy(baseline, tmp_path / "current")
+    for p in current.glob("*-selu-*.json"):
+        p.unlink()
+    lines = []
+    assert check.run_check(baseline, current, out=lines.append) == 1
+    assert any("mnist/mlp/selu/seed0" in line and "missing" in line for line in lines[0].splitlines())
+
+
+def test_status_change_is_a_regression(baseline, tmp_path):
+    current = _copy(baseline, tmp_path / "current")
+    _edit(current, "none", lambda r: r.update(status="diverged", test=None))
+    lines = []
+    assert check.run_check(baseline, current, out=lines.append) == 1
+    assert any("status" in line and "diverged" in line and "worse" in line for line in lines[0].splitlines())
+
+
+@pytest.mark.parametrize("text, message", [
+    ("test_accuracy -0.02\n", "line 1: cannot parse 'test_accuracy -0.02'"),
+    ("# comment\n\ntest_acc: -0.02\n", "line 3: unknown metric 'test_acc'"),
+    ("final_train_loss: +ten%\n", "line 1: cannot parse"),
+    ("# nothing\n", "has no rules"),
+])
+def test_malformed_rules_give_the_line(tmp_path, text, message):
+    path = tmp_path / "rules.txt"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        check.parse_rules(path)
+
+
+def test_rule_semantics():
+    acc, loss, std = [
+        check.Rule("test_accuracy", 0.02, False, -1, "a"),
+        check.Rule("final_train_loss", 0.10, True, 1, "b"),
+        check.Rule("init activation std", 1e-4, False, 0, "c"),
+    ]
+    assert acc.judge(0.90, 0.885) == "same" and acc.judge(0.90, 0.87) == "worse" and acc.judge(0.90, 0.93) == "improved"
+    assert loss.judge(1.0, 1.09) == "same" and loss.judge(1.0, 1.2) == "worse" and loss.judge(1.0, 0.8) == "improved"
+    assert std.judge(1.0, 1.00005) == "same" and std.judge(1.0, 1.001) == "worse" and std.judge(1.0, 0.999) == "worse"
+    assert loss.judge(1.0, float("nan")) == "worse"
+
+
+def test_committed_baseline_rules_parse():
+    from pathlib import Path
+
+    rules = check.parse_rules(Path(__file__).resolve().parents[1] / "results" / "baseline" / "rules.txt")
+    assert {r.metric for r in rules} >= {"test_accuracy", "init activation std"}
