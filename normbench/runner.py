@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import store
 from .env import enable_determinism, environment, peak_rss_mib
+from .perf import choose_execution, training_flops
 from .spec import SCHEMA_VERSION, RunSpec
 
 EVAL_BATCH = 1024
@@ -38,26 +39,55 @@ def make_optimizer(spec: RunSpec):
     return keras.optimizers.RMSprop(learning_rate=spec.learning_rate)
 
 
-def build_compiled(spec: RunSpec, input_shape, num_classes: int):
-    """The spec's model, compiled with its optimizer; logits + sparse cross-entropy."""
-    import keras
-
+def build(spec: RunSpec, input_shape, num_classes: int):
+    """The spec's model (uncompiled) and its strategy."""
     from .models import build_model
     from .norms import get_strategy
 
     strategy = get_strategy(spec.strategy, **spec.strategy_params)
-    model = build_model(spec.model, input_shape, num_classes, strategy, **spec.model_params)
+    return build_model(spec.model, input_shape, num_classes, strategy, **spec.model_params), strategy
+
+
+def compile_model(model, spec: RunSpec, execution=None) -> None:
+    """Compile with the spec's optimizer, logits + sparse cross-entropy, accuracy.
+
+    ``execution`` (a :class:`normbench.perf.Execution`) sets XLA and steps per execution;
+    None keeps Keras' defaults.
+    """
+    import keras
+
     model.compile(
         optimizer=make_optimizer(spec),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        **({} if execution is None else execution.as_dict()),
     )
+
+
+def build_compiled(spec: RunSpec, input_shape, num_classes: int, execution=None):
+    """``build`` then ``compile_model``."""
+    model, strategy = build(spec, input_shape, num_classes)
+    compile_model(model, spec, execution)
     return model, strategy
 
 
 def _evaluate(model, x, y) -> tuple[float, float]:
-    out = model.evaluate(x, y, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
-    return float(out["loss"]), float(out["accuracy"])
+    """Mean cross-entropy and accuracy in inference mode.
+
+    Logits come from Keras' compiled predict step in fixed-size chunks (traced once per
+    chunk shape, reused every epoch); the loss is computed here in float64. This avoids
+    the per-call set-up of ``model.evaluate``, which cost more than the forward pass on
+    a few thousand samples.
+    """
+    import numpy as np
+
+    logits = np.concatenate(
+        [np.asarray(model.predict_on_batch(x[i : i + EVAL_BATCH]), dtype=np.float64) for i in range(0, len(x), EVAL_BATCH)]
+    )
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = float(-log_probs[np.arange(len(y)), y].mean())
+    return loss, float((logits.argmax(axis=1) == y).mean())
 
 
 def _fmt(v: float | None, spec: str = ".4f") -> str:
@@ -81,6 +111,7 @@ def new_record(spec: RunSpec) -> dict:
         "timings": {},
         "environment": {},
         "suite": None,
+        "performance": {},
     }
 
 
@@ -101,7 +132,7 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = _print) -> dic
         t = time.perf_counter()
         from .norms import get_strategy
 
-        strategy = get_strategy(spec.strategy, **spec.strategy_params)
+        strategy = get_strategy(spec.strategy, **spec.strategy_params)  # fail fast, before loading data
         splits = load_splits(
             spec.dataset,
             input_scaling=strategy.input_scaling,
@@ -114,7 +145,10 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = _print) -> dic
         record["timings"]["data_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        model, strategy = build_compiled(spec, splits.input_shape, splits.num_classes)
+        model, strategy = build(spec, splits.input_shape, splits.num_classes)
+        execution = choose_execution(model, keras.backend.backend(), record["environment"]["deterministic_ops"])
+        compile_model(model, spec, execution)
+        record["performance"] = {**execution.as_dict(), "train_flops_per_sample": training_flops(model)}
         record["strategy_config"] = strategy.get_config()
         record["param_count"] = int(model.count_params())
         record["layers"] = [
@@ -126,50 +160,25 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = _print) -> dic
             }
             for i, act, linear in hidden_blocks(model)
         ]
-        x_tr_eval, y_tr_eval = splits.x_train[: spec.train_eval_size], splits.y_train[: spec.train_eval_size]
         probe = ActivationProbe(model, splits.x_val[: spec.probe_size])
         record["timings"]["build_s"] = time.perf_counter() - t
 
-        n_train = len(splits.y_train)
-        epoch_times = []
-        for epoch in range(spec.epochs + 1):
-            row: dict = {"epoch": epoch}
-            if epoch > 0:
-                t = time.perf_counter()
-                h = model.fit(
-                    splits.x_train, splits.y_train, batch_size=spec.batch_size, epochs=1, shuffle=True, verbose=0
-                )
-                dt = time.perf_counter() - t
-                epoch_times.append(dt)
-                row.update(
-                    fit_loss=float(h.history["loss"][-1]),
-                    fit_accuracy=float(h.history["accuracy"][-1]),
-                    epoch_s=dt,
-                    samples_per_s=n_train / dt,
-                )
-            t = time.perf_counter()
-            row["train_loss"], row["train_accuracy"] = _evaluate(model, x_tr_eval, y_tr_eval)
-            row["val_loss"], row["val_accuracy"] = _evaluate(model, splits.x_val, splits.y_val)
-            row["eval_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            record["stats"]["rows"] += probe.measure(epoch)
-            row["probe_s"] = time.perf_counter() - t
-            record["history"].append(row)
-            log(
-                f"    epoch {epoch:>3}/{spec.epochs}  train loss {_fmt(row['train_loss'])} acc {_fmt(row['train_accuracy'], '.3f')}"
-                f"  val loss {_fmt(row['val_loss'])} acc {_fmt(row['val_accuracy'], '.3f')}"
-                + (f"  {row['epoch_s']:.1f}s ({row['samples_per_s']:,.0f} samples/s)" if epoch else "  (initialization)")
+        measure = _EpochMeasure(spec, model, splits, probe, record, log)
+        if measure(0):
+            model.fit(
+                splits.x_train,
+                splits.y_train,
+                batch_size=spec.batch_size,
+                epochs=spec.epochs,
+                shuffle=True,
+                verbose=0,
+                callbacks=[measure.callback()],
             )
-            losses = [row.get("fit_loss", 0.0), row["train_loss"], row["val_loss"]]
-            if not all(math.isfinite(v) for v in losses):
-                record["status"], record["diverged_epoch"] = "diverged", epoch
-                log(f"    diverged at epoch {epoch}: loss is not finite")
-                break
         if record["status"] == "running":
             loss, acc = _evaluate(model, splits.x_test, splits.y_test)
             record["test"] = {"loss": loss, "accuracy": acc}
             record["status"] = "ok"
-        record["timings"]["epoch_s"] = epoch_times
+        record["timings"]["epoch_s"] = [h["epoch_s"] for h in record["history"] if "epoch_s" in h]
     except KeyboardInterrupt:
         raise
     except Exception as e:  # recorded, and the grid goes on
@@ -181,6 +190,66 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = _print) -> dic
     record["timings"]["peak_rss_mib"] = peak_rss_mib()
     record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return record
+
+
+class _EpochMeasure:
+    """Measures one epoch's row: evaluations in inference mode, the activation probe, timings.
+
+    Called once before training (epoch 0) and, through ``callback()``, at the end of every
+    epoch of a single ``model.fit`` call (one fit call keeps Keras' data pipeline and
+    compiled step alive across epochs). A non-finite loss marks the run diverged and stops
+    training.
+    """
+
+    def __init__(self, spec: RunSpec, model, splits, probe, record: dict, log: Log):
+        self.spec, self.model, self.probe, self.record, self.log = spec, model, probe, record, log
+        self.x_train_eval = splits.x_train[: spec.train_eval_size]
+        self.y_train_eval = splits.y_train[: spec.train_eval_size]
+        self.x_val, self.y_val = splits.x_val, splits.y_val
+        self.n_train = len(splits.y_train)
+
+    def __call__(self, epoch: int, fit_logs: dict | None = None, epoch_s: float | None = None) -> bool:
+        row: dict = {"epoch": epoch}
+        if fit_logs is not None:
+            row.update(
+                fit_loss=float(fit_logs["loss"]),
+                fit_accuracy=float(fit_logs["accuracy"]),
+                epoch_s=epoch_s,
+                samples_per_s=self.n_train / epoch_s,
+            )
+        t = time.perf_counter()
+        row["train_loss"], row["train_accuracy"] = _evaluate(self.model, self.x_train_eval, self.y_train_eval)
+        row["val_loss"], row["val_accuracy"] = _evaluate(self.model, self.x_val, self.y_val)
+        row["eval_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        self.record["stats"]["rows"] += self.probe.measure(epoch)
+        row["probe_s"] = time.perf_counter() - t
+        self.record["history"].append(row)
+        self.log(
+            f"    epoch {epoch:>3}/{self.spec.epochs}  train loss {_fmt(row['train_loss'])} acc {_fmt(row['train_accuracy'], '.3f')}"
+            f"  val loss {_fmt(row['val_loss'])} acc {_fmt(row['val_accuracy'], '.3f')}"
+            + (f"  {row['epoch_s']:.1f}s ({row['samples_per_s']:,.0f} samples/s)" if epoch else "  (initialization)")
+        )
+        if not all(math.isfinite(v) for v in (row.get("fit_loss", 0.0), row["train_loss"], row["val_loss"])):
+            self.record["status"], self.record["diverged_epoch"] = "diverged", epoch
+            self.log(f"    diverged at epoch {epoch}: loss is not finite")
+            return False
+        return True
+
+    def callback(self):
+        import keras
+
+        measure = self
+
+        class EpochEnd(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.t = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                if not measure(epoch + 1, logs or {}, time.perf_counter() - self.t):
+                    self.model.stop_training = True
+
+        return EpochEnd()
 
 
 def _duration(seconds: float) -> str:

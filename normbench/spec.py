@@ -12,6 +12,7 @@ from .errors import ConfigError
 
 SCHEMA_VERSION = 1  # bump when the record layout changes; comparisons across versions are refused
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
+IDENTITY = ("model", "strategy", "dataset", "seed")
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,21 @@ class RunSpec:
             raise ConfigError(f"unknown run spec field(s) {unknown}; valid fields: {sorted(fields)}")
         return cls(**d)
 
+    def canonical(self) -> dict[str, Any]:
+        """The fields that identify the run: model, strategy, dataset, seed, and every other field
+        that differs from its default. A field added later with a default keeps old run ids valid."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if f.name in IDENTITY or value != default:
+                out[f.name] = value
+        return out
+
     @property
     def run_id(self) -> str:
         """Hash of the canonical spec: the same spec always gets the same id."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     @property

@@ -120,3 +120,27 @@ def test_smoke_suite_covers_both_datasets_and_every_strategy():
     for dataset in ("mnist", "cifar10"):
         assert {s.strategy for s in suite.specs if s.dataset == dataset} == set(NORMS.list())
     assert len(suite.definition_hash) == 16
+
+
+def test_run_id_is_stable_and_ignores_fields_left_at_their_default():
+    a = RunSpec("mlp8", "selu", "mnist", epochs=3)
+    assert a.run_id == RunSpec.from_dict(json.loads(json.dumps(a.to_dict()))).run_id
+    assert a.canonical() == {"model": "mlp8", "strategy": "selu", "dataset": "mnist", "seed": 0, "epochs": 3}
+    assert a.run_id != a.with_(seed=1).run_id != a.with_(epochs=4).run_id
+    assert a.run_id != a.with_(model_params={"width": 64}).run_id
+
+
+def test_inference_loss_and_accuracy_equal_keras_evaluate(rng):
+    import keras
+
+    from normbench.runner import _evaluate, build_compiled
+
+    model, _ = build_compiled(RunSpec("mlp", "batchnorm", "mnist", model_params={"depth": 2, "width": 16}), (12,), 3)
+    x = rng.normal(size=(2500, 12)).astype("float32")  # more than one chunk, with a ragged last one
+    y = rng.integers(0, 3, size=2500)
+    model.fit(x, y, epochs=1, verbose=0)
+    ours = _evaluate(model, x, y)
+    theirs = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert ours[0] == pytest.approx(theirs["loss"], rel=1e-5)
+    assert ours[1] == pytest.approx(theirs["accuracy"], abs=1e-6)
+    keras.backend.clear_session()
