@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RESULTS ?= runs
 
-.PHONY: install test bench report smoke check baseline overhead clean
+.PHONY: install test bench report smoke check baseline perf overhead clean
 
 $(BIN)/normbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ report: install
 
 smoke: install
 	$(BIN)/normbench run --suite smoke --results $(RESULTS)/smoke
+
+# Throughput against plain Keras model.fit; writes results/perf.md and results/perf.csv.
+perf: install
+	$(BIN)/python benchmarks/throughput.py --out results
 
 # Cost of the activation statistics relative to an epoch (prints numbers).
 overhead: install

@@ -38,6 +38,8 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="normbench", description="Benchmark normalization strategies in deep networks.")
     p.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: $KERAS_BACKEND or tensorflow)")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="auto: a GPU when the backend sees one; cpu: hide GPUs; gpu: fail unless one is visible")
     sub = p.add_subparsers(dest="command", required=True)
 
     ls = sub.add_parser("list", help="list registered models, strategies, datasets or suites")
@@ -54,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=_positive, help="mini-batch size (overrides the suite)")
     r.add_argument("--lr", type=float, help="learning rate (overrides the suite)")
     r.add_argument("--optimizer", choices=["sgd", "adam", "rmsprop"], help="optimizer (overrides the suite)")
+    r.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"],
+                   help="dtype policy (default float32); mixed precision changes results and is named in every table")
     r.add_argument("--results", default="runs", help="folder for the records (default: runs)")
     r.add_argument("--data-dir", help="folder with mnist.npz / CIFAR-10 files (default: $NORMBENCH_DATA_DIR)")
     r.add_argument("--force", action="store_true", help="rerun runs whose record exists")
@@ -77,6 +81,9 @@ def _select_backend(args: argparse.Namespace) -> None:
         if "keras" in sys.modules and os.environ.get("KERAS_BACKEND", "tensorflow") != args.backend:
             raise ConfigError("Keras is already imported with another backend; set KERAS_BACKEND before starting")
         os.environ["KERAS_BACKEND"] = args.backend
+    if args.device == "cpu":  # before any backend starts: it must never see the GPU
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+        os.environ["JAX_PLATFORMS"] = "cpu"
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     if backend not in BACKENDS:
         raise ConfigError(f"KERAS_BACKEND={backend!r} is not one of {BACKENDS}")
@@ -119,6 +126,7 @@ def grid_from_args(args: argparse.Namespace) -> tuple[list, dict | None]:
             "batch_size": args.batch_size,
             "learning_rate": args.lr,
             "optimizer": args.optimizer,
+            "precision": args.precision,
         }.items()
         if v is not None
     }
@@ -145,6 +153,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_grid
 
     specs, suite = grid_from_args(args)
+    if args.device == "gpu":
+        from .env import accelerator
+
+        backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+        if accelerator(backend) is None:
+            raise ConfigError(
+                f"--device gpu: the {backend} backend sees no GPU. Install its CUDA build (see the README), "
+                f"check that the driver works, or run with --device auto/cpu."
+            )
     if args.dry_run:
         for s in specs:
             print(f"{s.run_id}  {s.label}  epochs={s.epochs} limit={s.limit}")

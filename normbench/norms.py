@@ -197,5 +197,6 @@ class LayerStack:
         import keras
 
         init = self.strategy.kernel_initializer or "glorot_uniform"
-        outputs = keras.layers.Dense(num_classes, kernel_initializer=init, name="logits")(x)
+        # float32 logits even under a mixed-precision policy, so the loss is computed in float32
+        outputs = keras.layers.Dense(num_classes, kernel_initializer=init, name="logits", dtype="float32")(x)
         return keras.Model(inputs, outputs, name=name)

@@ -145,6 +145,7 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = _print) -> dic
         record["timings"]["data_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
+        keras.mixed_precision.set_global_policy(spec.precision)
         model, strategy = build(spec, splits.input_shape, splits.num_classes)
         execution = choose_execution(model, keras.backend.backend(), record["environment"]["deterministic_ops"])
         compile_model(model, spec, execution)
@@ -186,6 +187,8 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = _print) -> dic
         record["error"] = f"{type(e).__name__}: {e}"
         record["traceback"] = traceback.format_exc(limit=8)
         log(f"    error: {record['error']}")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")  # the policy is global: never leak it to the next run
     record["timings"]["total_s"] = time.perf_counter() - t_start
     record["timings"]["peak_rss_mib"] = peak_rss_mib()
     record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

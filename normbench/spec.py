@@ -12,6 +12,7 @@ from .errors import ConfigError
 
 SCHEMA_VERSION = 1  # bump when the record layout changes; comparisons across versions are refused
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 IDENTITY = ("model", "strategy", "dataset", "seed")
 
 
@@ -35,6 +36,7 @@ class RunSpec:
     train_eval_size: int = 5000  # fixed training samples evaluated in inference mode every epoch
     model_params: dict = field(default_factory=dict)  # extra builder arguments, e.g. {"width": 784}
     strategy_params: dict = field(default_factory=dict)  # strategy arguments, e.g. {"c": 2.0}
+    precision: str = "float32"  # Keras dtype policy; mixed precision changes results, so it is part of the id
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "val_size", "probe_size", "train_eval_size")
@@ -48,6 +50,8 @@ class RunSpec:
                 raise ConfigError(f"run spec: {name} must be an integer >= 10 (one per class) or None, got {value!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"run spec: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"run spec: precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not self.learning_rate > 0:
             raise ConfigError(f"run spec: learning_rate must be positive, got {self.learning_rate!r}")
 

@@ -164,6 +164,7 @@ def runs_frame(records: list[dict]):
                 "epochs": s["epochs"],
                 "epochs_done": last.get("epoch", 0),
                 "limit": s.get("limit"),
+                "precision": s.get("precision", "float32"),
                 "test_accuracy": (rec.get("test") or {}).get("accuracy"),
                 "test_loss": (rec.get("test") or {}).get("loss"),
                 "final_train_loss": last.get("train_loss"),

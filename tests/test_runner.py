@@ -144,3 +144,14 @@ def test_inference_loss_and_accuracy_equal_keras_evaluate(rng):
     assert ours[0] == pytest.approx(theirs["loss"], rel=1e-5)
     assert ours[1] == pytest.approx(theirs["accuracy"], abs=1e-6)
     keras.backend.clear_session()
+
+
+def test_mixed_precision_is_opt_in_part_of_the_id_and_reset_after_the_run(data_dir):
+    import keras
+
+    spec = RunSpec("mlp", "selu", "mnist", precision="mixed_bfloat16", model_params={"depth": 2, "width": 16}, **TINY)
+    assert spec.run_id != spec.with_(precision="float32").run_id
+    rec = run(spec, data_dir=data_dir, log=_quiet)
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["spec"]["precision"] == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"
