@@ -3,13 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 RESULTS ?= runs
+EXTRAS ?= test
 
-.PHONY: install test bench report smoke check baseline perf overhead clean
+.PHONY: install test bench report smoke check baseline papers perf overhead clean
 
 $(BIN)/normbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
 install: $(BIN)/normbench
@@ -36,6 +37,13 @@ perf: install
 # Cost of the activation statistics relative to an epoch (prints numbers).
 overhead: install
 	$(BIN)/python benchmarks/stats_overhead.py
+
+# Paper replications (CPU-sized suites), then results/papers.md.
+papers: install
+	$(BIN)/normbench run --suite paper-bn --results $(RESULTS)/paper-bn
+	$(BIN)/normbench run --suite paper-maxnorm --results $(RESULTS)/paper-maxnorm
+	$(BIN)/normbench run --suite paper-snn --results $(RESULTS)/paper-snn
+	$(BIN)/normbench report --papers $(RESULTS) --out results
 
 # CI's regression guard: the smoke suite against the committed baseline.
 check: smoke

@@ -62,10 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", help="folder with mnist.npz / CIFAR-10 files (default: $NORMBENCH_DATA_DIR)")
     r.add_argument("--force", action="store_true", help="rerun runs whose record exists")
     r.add_argument("--dry-run", action="store_true", help="print the grid and exit")
+    r.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: in this process (default); ray: one Ray task per run (pip install 'normbench[ray]')")
+    r.add_argument("--address", help="Ray cluster address, e.g. 10.0.0.1:6379 (default: start a local Ray instance)")
+    r.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray: CPUs each run asks for (default 1)")
+    r.add_argument("--max-retries", type=int, default=2, help="Ray: retries of a run whose worker died (default 2)")
 
     rp = sub.add_parser("report", help="tables and figures from a folder of records")
     rp.add_argument("--results", default="runs/standard", help="folder of records (default: runs/standard)")
     rp.add_argument("--out", default="results", help="folder for README.md, tables/ and figures/ (default: results)")
+    rp.add_argument("--papers", metavar="RUNS_DIR",
+                    help="instead: the paper-replication report from RUNS_DIR/paper-snn, paper-bn, paper-maxnorm (writes OUT/papers.md)")
     rp.add_argument("--threshold", action="append", default=[], metavar="DATASET=ACC",
                     help="validation-accuracy threshold for the time-to-threshold table, e.g. mnist=0.98 (repeatable)")
 
@@ -169,7 +176,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     for name in sorted({s.dataset for s in specs}):  # fail fast on missing data, before any training
         load_raw(name, args.data_dir)
-    counts = run_grid(specs, args.results, force=args.force, data_dir=args.data_dir, suite=suite)
+    options = None
+    if args.executor == "ray":
+        options = {"address": args.address, "num_cpus": args.cpus_per_run, "max_retries": args.max_retries,
+                   "num_gpus": 1 if args.device == "gpu" else 0}
+    elif args.address:
+        raise ConfigError("--address is for --executor ray")
+    counts = run_grid(specs, args.results, force=args.force, data_dir=args.data_dir, suite=suite,
+                      executor=args.executor, executor_options=options)
     return 1 if counts["error"] else 0
 
 
@@ -187,6 +201,11 @@ def _thresholds(items: list[str]) -> dict[str, float]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.papers:
+        from .report.papers import make_papers_report
+
+        make_papers_report(args.papers, args.out)
+        return 0
     from .report import make_report
 
     make_report(args.results, args.out, thresholds=_thresholds(args.threshold))

@@ -41,6 +41,7 @@ class NormStrategy:
     max_norm: float | None = None  # radius c of each unit's incoming weight vector
     dropout: str | None = None  # None, "standard" or "alpha", after each hidden block
     dropout_rate: float = 0.0
+    input_dropout_rate: float = 0.0  # dropout (of the strategy's kind) on the network input
     input_scaling: str = "unit"  # "unit": pixels / 255; "standardize": zero mean, unit variance
 
     def __post_init__(self) -> None:
@@ -52,8 +53,11 @@ class NormStrategy:
             raise ConfigError(
                 f"strategy {self.name!r}: input_scaling must be one of {INPUT_SCALINGS}, got {self.input_scaling!r}"
             )
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ConfigError(f"strategy {self.name!r}: dropout_rate must be in [0, 1), got {self.dropout_rate!r}")
+        for name in ("dropout_rate", "input_dropout_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"strategy {self.name!r}: {name} must be in [0, 1), got {getattr(self, name)!r}")
+        if (self.dropout_rate or self.input_dropout_rate) and self.dropout is None:
+            raise ConfigError(f"strategy {self.name!r}: a dropout rate needs a dropout kind ('standard' or 'alpha')")
         if self.max_norm is not None and self.max_norm <= 0:
             raise ConfigError(f"strategy {self.name!r}: max_norm radius must be positive, got {self.max_norm!r}")
 
@@ -85,13 +89,17 @@ def get_strategy(identifier: "str | dict | NormStrategy", **params: Any) -> Norm
         return NormStrategy.from_config(identifier)
     if isinstance(identifier, str):
         factory = NORMS.get(identifier)
-        accepted = inspect.signature(factory).parameters
-        bad = sorted(set(params) - set(accepted))
+        accepted = set(inspect.signature(factory).parameters)
+        fields = {f.name for f in dataclasses.fields(NormStrategy)} - {"name"}
+        bad = sorted(set(params) - accepted - fields)
         if bad:
             raise ConfigError(
-                f"strategy {identifier!r} takes no parameter(s) {bad}; it takes: {sorted(accepted) or 'none'}"
+                f"strategy {identifier!r} takes no parameter(s) {bad}; it takes: {sorted(accepted) or 'none'}, "
+                f"or any NormStrategy field to override: {sorted(fields)}"
             )
-        return factory(**params)
+        strategy = factory(**{k: v for k, v in params.items() if k in accepted})
+        overrides = {k: v for k, v in params.items() if k not in accepted}
+        return dataclasses.replace(strategy, **overrides) if overrides else strategy
     raise ConfigError(f"cannot interpret {identifier!r} as a normalization strategy (give a name, dict or NormStrategy)")
 
 
@@ -117,11 +125,11 @@ def _batchnorm_post() -> NormStrategy:
 
 
 @NORMS.register(name="maxnorm")
-def _maxnorm(c: float = 3.0, dropout_rate: float = 0.0) -> NormStrategy:
+def _maxnorm(c: float = 3.0, dropout_rate: float = 0.0, input_dropout_rate: float = 0.0) -> NormStrategy:
     """Max-norm: each hidden unit's incoming weight vector rescaled to norm <= c after every update."""
-    return NormStrategy(
-        "maxnorm", max_norm=float(c), dropout="standard" if dropout_rate else None, dropout_rate=dropout_rate
-    )
+    dropout = "standard" if dropout_rate or input_dropout_rate else None
+    return NormStrategy("maxnorm", max_norm=float(c), dropout=dropout, dropout_rate=dropout_rate,
+                        input_dropout_rate=input_dropout_rate)
 
 
 @NORMS.register(name="selu")
@@ -148,7 +156,8 @@ def hidden_layer_name(index: int, part: str) -> str:
 class LayerStack:
     """Builds hidden blocks for one network, numbering them and applying the strategy.
 
-    Each block is linear -> [BN if "pre"] -> activation -> [BN if "post"] -> [dropout].
+    Each block is linear -> [BN if "pre"] -> activation -> [BN if "post"] -> [dropout];
+    the first block starts with input dropout when the strategy has one.
     The activation layer is named ``hNN_act``: its input is the pre-activation and its
     output the activation, which is what the probe measures.
     """
@@ -169,6 +178,9 @@ class LayerStack:
 
         s = self.strategy
         i = self.count
+        if i == 0 and s.input_dropout_rate > 0:
+            layer = keras.layers.AlphaDropout if s.dropout == "alpha" else keras.layers.Dropout
+            x = layer(s.input_dropout_rate, name="input_drop")(x)
         self.count += 1
         common = dict(
             use_bias=s.batchnorm != "pre",

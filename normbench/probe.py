@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from .stats import kernel_norms, summarize
+from .stats import kernel_norms, summarize, unit_summary
 
 ACT_LAYER = re.compile(r"h(\d+)_act")
 
@@ -49,7 +49,7 @@ class ActivationProbe:
         rows = []
         for (index, act, linear), pre, out in zip(self.blocks, taps[0::2], taps[1::2]):
             activation = act.get_config()["activation"]
-            for tap, values in (("pre", summarize(pre)), ("act", summarize(out, activation))):
+            for tap, values in (("pre", summarize(pre) | unit_summary(pre)), ("act", summarize(out, activation))):
                 rows += [(epoch, index, tap, q, v) for q, v in values.items()]
             norms = kernel_norms(keras.ops.convert_to_numpy(linear.kernel))
             rows += [(epoch, index, "kernel", q, v) for q, v in norms.items()]

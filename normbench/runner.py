@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 import traceback
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ from pathlib import Path
 from . import store
 from .env import enable_determinism, environment, peak_rss_mib
 from .perf import choose_execution, training_flops
+from .errors import ConfigError
 from .spec import SCHEMA_VERSION, RunSpec
 
 EVAL_BATCH = 1024
@@ -148,6 +150,10 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = _print) -> dic
         keras.mixed_precision.set_global_policy(spec.precision)
         model, strategy = build(spec, splits.input_shape, splits.num_classes)
         execution = choose_execution(model, keras.backend.backend(), record["environment"]["deterministic_ops"])
+        if spec.probe_every_steps:  # the step hook must see every probed step, and chunks restart each epoch
+            steps_per_epoch = -(-len(splits.y_train) // spec.batch_size)
+            spe = math.gcd(execution.steps_per_execution, spec.probe_every_steps, steps_per_epoch)
+            execution = replace(execution, steps_per_execution=spe)
         compile_model(model, spec, execution)
         record["performance"] = {**execution.as_dict(), "train_flops_per_sample": training_flops(model)}
         record["strategy_config"] = strategy.get_config()
@@ -173,7 +179,7 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = _print) -> dic
                 epochs=spec.epochs,
                 shuffle=True,
                 verbose=0,
-                callbacks=[measure.callback()],
+                callbacks=measure.callbacks(),
             )
         if record["status"] == "running":
             loss, acc = _evaluate(model, splits.x_test, splits.y_test)
@@ -209,17 +215,40 @@ class _EpochMeasure:
         self.x_train_eval = splits.x_train[: spec.train_eval_size]
         self.y_train_eval = splits.y_train[: spec.train_eval_size]
         self.x_val, self.y_val = splits.x_val, splits.y_val
+        self.x_test, self.y_test = splits.x_test, splits.y_test
         self.n_train = len(splits.y_train)
+        self.step_probe_s = 0.0  # time spent in step probes during the current epoch
+        if spec.probe_every_steps:
+            record["steps"] = {"columns": ["step", "val_loss", "val_accuracy", "test_loss", "test_accuracy"], "rows": []}
+            record["step_stats"] = {"columns": ["step", "layer", "tap", "quantity", "value"], "rows": []}
+            self.measure_step(0)
+
+    def measure_step(self, step: int) -> None:
+        """Validation and test metrics and activation statistics after ``step`` optimizer steps.
+
+        Test accuracy during training is recorded only for replicating figures that plot it
+        (the BN paper's Figure 1); nothing in normbench selects models on it.
+        """
+        t = time.perf_counter()
+        val = _evaluate(self.model, self.x_val, self.y_val)
+        test = _evaluate(self.model, self.x_test, self.y_test)
+        self.record["steps"]["rows"].append([step, *val, *test])
+        self.record["step_stats"]["rows"] += [[step, *row[1:]] for row in self.probe.measure(step)]
+        self.step_probe_s += time.perf_counter() - t
 
     def __call__(self, epoch: int, fit_logs: dict | None = None, epoch_s: float | None = None) -> bool:
         row: dict = {"epoch": epoch}
         if fit_logs is not None:
+            epoch_s -= self.step_probe_s  # training time only
             row.update(
                 fit_loss=float(fit_logs["loss"]),
                 fit_accuracy=float(fit_logs["accuracy"]),
                 epoch_s=epoch_s,
                 samples_per_s=self.n_train / epoch_s,
             )
+            if self.spec.probe_every_steps:
+                row["step_probe_s"] = self.step_probe_s
+            self.step_probe_s = 0.0
         t = time.perf_counter()
         row["train_loss"], row["train_accuracy"] = _evaluate(self.model, self.x_train_eval, self.y_train_eval)
         row["val_loss"], row["val_accuracy"] = _evaluate(self.model, self.x_val, self.y_val)
@@ -239,7 +268,9 @@ class _EpochMeasure:
             return False
         return True
 
-    def callback(self):
+    def callbacks(self) -> list:
+        """The epoch-end callback, and a step callback only when step probes are asked for
+        (Keras skips batch hooks that no callback overrides: no per-batch Python work otherwise)."""
         import keras
 
         measure = self
@@ -252,7 +283,13 @@ class _EpochMeasure:
                 if not measure(epoch + 1, logs or {}, time.perf_counter() - self.t):
                     self.model.stop_training = True
 
-        return EpochEnd()
+        class StepProbe(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+                if step % measure.spec.probe_every_steps == 0:
+                    measure.measure_step(step)
+
+        return [EpochEnd(), StepProbe()] if self.spec.probe_every_steps else [EpochEnd()]
 
 
 def _duration(seconds: float) -> str:
@@ -269,28 +306,47 @@ def run_grid(
     force: bool = False,
     data_dir: str | None = None,
     suite: dict | None = None,
+    executor: str = "local",
+    executor_options: dict | None = None,
     log: Log = _print,
 ) -> dict[str, int]:
     """Run every spec not already complete in ``results_dir``; return counts by status.
 
-    Each record is written as soon as its run ends, so an interrupted grid loses at
-    most the run in progress; running the grid again resumes. ``suite`` (name and
+    Completed runs are skipped before anything is started (resume). Each record is
+    written atomically by this process as soon as its run ends, whichever executor ran
+    it, so an interrupted grid loses at most the runs in progress. ``suite`` (name and
     definition hash) is stored in each record as provenance; it is not part of the run id.
     """
+    from . import executors
+
     results_dir = Path(results_dir)
     todo = [s for s in specs if force or not store.is_complete(results_dir, s)]
     counts = {"skipped": len(specs) - len(todo), "ok": 0, "diverged": 0, "error": 0}
     if counts["skipped"]:
         log(f"{counts['skipped']} of {len(specs)} runs already complete in {results_dir} (use --force to rerun)")
     t_grid = time.perf_counter()
-    for i, spec in enumerate(todo):
+
+    def progress(done: int) -> str:
         elapsed = time.perf_counter() - t_grid
-        eta = f", ETA {_duration(elapsed / i * (len(todo) - i))}" if i else ""
-        log(f"[{i + 1}/{len(todo)}] {spec.label} ({spec.epochs} epochs, run {spec.run_id}; elapsed {_duration(elapsed)}{eta})")
-        record = run(spec, data_dir=data_dir, log=log)
+        eta = f", ETA {_duration(elapsed / done * (len(todo) - done))}" if done else ""
+        return f"elapsed {_duration(elapsed)}{eta}"
+
+    def header(i: int, spec: RunSpec) -> str:
+        return f"[{i + 1}/{len(todo)}] {spec.label} ({spec.epochs} epochs, run {spec.run_id}; {progress(i)})"
+
+    if executor == "local":
+        stream = executors.local(todo, data_dir=data_dir, log=log, header=header)
+    elif executor == "ray":
+        stream = executors.ray(todo, data_dir=data_dir, log=log, **(executor_options or {}))
+    else:
+        raise ConfigError(f"unknown executor {executor!r}; use one of {executors.EXECUTORS}")
+    for done, (spec, record) in enumerate(stream, 1):
         record["suite"] = suite
         store.save_record(results_dir, record)
         counts[record["status"]] += 1
+        if executor != "local":
+            note = f": {record['error']}" if record.get("error") else ""
+            log(f"[{done}/{len(todo)}] {spec.label} {record['status']}{note} ({progress(done)})")
     log(
         f"done in {_duration(time.perf_counter() - t_grid)}: {counts['ok']} ok, {counts['diverged']} diverged, "
         f"{counts['error']} error, {counts['skipped']} skipped; records in {results_dir}"

@@ -37,6 +37,7 @@ class RunSpec:
     model_params: dict = field(default_factory=dict)  # extra builder arguments, e.g. {"width": 784}
     strategy_params: dict = field(default_factory=dict)  # strategy arguments, e.g. {"c": 2.0}
     precision: str = "float32"  # Keras dtype policy; mixed precision changes results, so it is part of the id
+    probe_every_steps: int | None = None  # also probe stats, validation and test metrics every N optimizer steps
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "val_size", "probe_size", "train_eval_size")
@@ -44,6 +45,8 @@ class RunSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "epochs" else 1):
                 raise ConfigError(f"run spec: {name} must be a positive integer, got {value!r}")
+        if self.probe_every_steps is not None and (not isinstance(self.probe_every_steps, int) or self.probe_every_steps < 1):
+            raise ConfigError(f"run spec: probe_every_steps must be a positive integer or None, got {self.probe_every_steps!r}")
         for name in ("limit", "eval_limit"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 10):

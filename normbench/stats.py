@@ -79,6 +79,15 @@ def summarize(values: np.ndarray, activation: str | None = None) -> dict[str, fl
     return out
 
 
+UNIT_PERCENTILES = (15, 50, 85)  # the BN paper's Figure 1 bands
+
+
+def unit_summary(values: np.ndarray, unit: int = 0) -> dict[str, float]:
+    """Percentiles of one fixed unit (or channel) over every probe sample and position: ``u0_p15`` ..."""
+    v = np.asarray(values, dtype=np.float32)[..., unit].reshape(-1)
+    return {f"u{unit}_p{p:02d}": float(x) for p, x in zip(UNIT_PERCENTILES, np.percentile(v, UNIT_PERCENTILES))}
+
+
 def kernel_norms(kernel: np.ndarray) -> dict[str, float]:
     """Max and mean L2 norm of each unit's incoming weights (all axes but the last)."""
     k = np.asarray(kernel, dtype=np.float64)

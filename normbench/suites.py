@@ -48,6 +48,10 @@ def expand_grid(
     datasets, models, strategies, seeds, overrides: dict[str, Any] | None = None
 ) -> list[RunSpec]:
     """The cross product of names/patterns as RunSpecs (order: dataset, model, strategy, seed)."""
+    import normbench.datasets
+    import normbench.models
+    import normbench.norms  # noqa: F401  (these imports fill the registries)
+
     overrides = dict(overrides or {})
     bad = sorted(set(overrides) - SPEC_FIELDS)
     if bad:

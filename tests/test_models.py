@@ -23,7 +23,8 @@ SMALL = {
     "vgg8": {"base_filters": 4},
     "vgg16": {"base_filters": 4},
 }
-EXPECTED_DEPTH = {"mlp": 3, "mlp8": 8, "mlp16": 16, "mlp32": 32, "bn_paper_mlp": 3, "convnet": 3, "vgg": 4, "vgg8": 8, "vgg16": 16}
+EXPECTED_DEPTH = {"mlp": 3, "mlp8": 8, "mlp16": 16, "mlp32": 32, "bn_paper_mlp": 3, "convnet": 3, "vgg": 4, "vgg8": 8, "vgg16": 16,
+                  "dropout_paper_mlp": 3}
 
 
 @pytest.mark.parametrize("strategy", NORMS.list())

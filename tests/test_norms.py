@@ -16,14 +16,31 @@ def test_strategy_config_round_trips(name):
 
 
 def test_get_strategy_errors_name_the_problem():
-    with pytest.raises(ConfigError, match=r"takes no parameter\(s\) \['radius'\]; it takes: \['c', 'dropout_rate'\]"):
+    with pytest.raises(ConfigError, match=r"takes no parameter\(s\) \['radius'\]; it takes: \['c', 'dropout_rate', 'input_dropout_rate'\]"):
         get_strategy("maxnorm", radius=2)
+    with pytest.raises(ConfigError, match="a dropout rate needs a dropout kind"):
+        get_strategy("none", dropout_rate=0.5)
     with pytest.raises(ConfigError, match="cannot interpret 42"):
         get_strategy(42)
     with pytest.raises(ConfigError, match="batchnorm must be one of"):
         NormStrategy("x", batchnorm="middle")
     with pytest.raises(ConfigError, match="unknown NormStrategy field"):
         NormStrategy.from_config({"name": "x", "colour": "red"})
+
+
+def test_any_strategy_field_can_be_overridden_by_parameter():
+    s = get_strategy("batchnorm_post", input_scaling="standardize")
+    assert s.input_scaling == "standardize" and s.batchnorm == "post" and s.name == "batchnorm_post"
+    assert get_strategy("selu", dropout_rate=0.05).dropout == "alpha"
+
+
+def test_input_dropout_comes_first_and_only_once():
+    model = build_model("mlp", (8,), 3, get_strategy("maxnorm", c=2.0, dropout_rate=0.5, input_dropout_rate=0.2),
+                        depth=2, width=4)
+    names = [l.name for l in model.layers]
+    assert names.index("input_drop") < names.index("h00_linear")
+    assert model.get_layer("input_drop").rate == 0.2 and model.get_layer("h01_drop").rate == 0.5
+    assert names.count("input_drop") == 1
 
 
 def _types(model):

@@ -48,3 +48,16 @@ def mlp32(input_shape, num_classes, strategy, width: int = 256):
 def bn_paper_mlp(input_shape, num_classes, strategy):
     """3 hidden layers of 100 sigmoid units: the MNIST net of the BN paper's Figure 1."""
     return _create_mlp(input_shape, num_classes, strategy, 3, 100, "sigmoid", name="bn_paper_mlp")
+
+
+@MODELS.register
+def dropout_paper_mlp(input_shape, num_classes, strategy):
+    """784-1024-1024-2048-10 ReLU net of the dropout paper's MNIST max-norm results."""
+    import keras
+
+    stack = LayerStack(strategy, "relu")
+    inputs = keras.Input(shape=input_shape, name="inputs")
+    x = keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
+    for width in (1024, 1024, 2048):
+        x = stack.dense(x, width)
+    return stack.logits(inputs, x, num_classes, name="dropout_paper_mlp")

@@ -20,7 +20,8 @@ from .render import latex_table, markdown_table, slug
 
 def check_consistent(runs: pd.DataFrame, results_dir) -> None:
     """Refuse a folder that mixes suites or backends: its tables would compare unlike runs."""
-    for column, what in (("suite", "suites"), ("backend", "Keras backends")):
+    for column, what in (("suite", "suites"), ("definition_hash", "benchmark definitions (suite edited between runs?)"),
+                         ("backend", "Keras backends")):
         values = sorted(v for v in runs[column].dropna().unique())
         if len(values) > 1:
             raise NormbenchError(

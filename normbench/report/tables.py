@@ -131,7 +131,8 @@ def drift_summary(layers: pd.DataFrame) -> pd.DataFrame:
                 col = f"{when}_{q}"
                 row[f"{when}_last_{q}"] = g[col].iloc[-1] if col in g else np.nan
         out.append(row)
-    return pd.DataFrame(out)
+    df = pd.DataFrame(out)
+    return df.sort_values(["dataset", "layers", "model", "strategy"], kind="stable").reset_index(drop=True) if len(df) else df
 
 
 def paired_tests(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:

@@ -1,0 +1,76 @@
+"""The Ray executor against the local one, on a local Ray instance (loopback only, 2 CPUs)."""
+
+import os
+import sys
+
+import pytest
+
+from normbench import store
+from normbench.errors import ConfigError
+from normbench.executors import FAULT_ENV
+from normbench.runner import run_grid
+from normbench.spec import RunSpec
+
+TINY = dict(epochs=1, limit=100, eval_limit=100, val_size=100, probe_size=16, train_eval_size=100, batch_size=32)
+SPECS = [RunSpec("mlp", s, "mnist", model_params={"depth": 2, "width": 16}, **TINY) for s in ("none", "selu")]
+DOOMED = RunSpec("mlp", "maxnorm", "mnist", model_params={"depth": 2, "width": 16}, **TINY)
+
+
+def _quiet(_msg):
+    pass
+
+
+def test_ray_executor_without_ray_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'normbench\[ray\]'"):
+        run_grid(SPECS[:1], tmp_path, executor="ray", log=_quiet)
+
+
+@pytest.fixture(scope="module")
+def ray_instance(data_dir):
+    ray = pytest.importorskip("ray")
+    env = {"TF_CPP_MIN_LOG_LEVEL": "3", FAULT_ENV: DOOMED.run_id}
+    if data_dir:
+        env["NORMBENCH_DATA_DIR"] = data_dir
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    yield ray
+    ray.shutdown()
+
+
+def _values(rec):
+    h = [(r["epoch"], r["train_loss"], r["val_accuracy"]) for r in rec["history"]]
+    return rec["status"], h, rec["test"], rec["stats"]["rows"]
+
+
+def test_ray_gives_the_same_records_as_local(ray_instance, tmp_path, data_dir):
+    run_grid(SPECS, tmp_path / "local", data_dir=data_dir, log=_quiet)
+    counts = run_grid(SPECS, tmp_path / "ray", data_dir=data_dir, executor="ray", log=_quiet)
+    assert counts["ok"] == 2
+    for spec in SPECS:
+        a, b = store.find_record(tmp_path / "local", spec), store.find_record(tmp_path / "ray", spec)
+        assert a["run_id"] == b["run_id"] == spec.run_id
+        sa, ha, ta, ra = _values(a)
+        sb, hb, tb, rb = _values(b)
+        assert sa == sb == "ok"
+        # a Ray worker runs with other thread settings; deterministic kernels agree to round-off
+        for (ea, la, va), (eb, lb, vb) in zip(ha, hb):
+            assert ea == eb and la == pytest.approx(lb, rel=1e-4) and va == pytest.approx(vb, abs=0.011)
+        assert [r[:4] for r in ra] == [r[:4] for r in rb]
+        assert [r[4] for r in ra if r[0] == 0] == pytest.approx([r[4] for r in rb if r[0] == 0], rel=1e-4, abs=1e-6)
+
+
+def test_a_dying_worker_is_retried_then_recorded_as_error_and_the_grid_goes_on(ray_instance, tmp_path, data_dir):
+    lines = []
+    counts = run_grid([DOOMED, *SPECS], tmp_path, data_dir=data_dir, executor="ray",
+                      executor_options={"max_retries": 1}, log=lines.append)
+    assert counts["ok"] == 2 and counts["error"] == 1
+    rec = store.find_record(tmp_path, DOOMED)
+    assert rec["status"] == "error" and "after 1 retries" in rec["error"]
+    assert any("maxnorm" in line and "error" in line for line in lines)
+    # resume: completed runs are skipped before anything is submitted; the failed one is retried
+    again = run_grid(SPECS, tmp_path, data_dir=data_dir, executor="ray", log=_quiet)
+    assert again["skipped"] == 2 and again["ok"] == 0
+
+
+def test_fault_injection_is_inert_outside_tests():
+    assert os.environ.get(FAULT_ENV) is None

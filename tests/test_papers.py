@@ -1,0 +1,86 @@
+"""Paper suites: every configuration builds and trains a step; step probes land on the right steps;
+the comparison tables come from the records."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from normbench.registry import DATASETS
+from normbench.report.papers import DROPOUT_PAPER, make_papers_report
+from normbench.runner import build_compiled, run, run_grid
+from normbench.spec import RunSpec
+from normbench.suites import get_suite, register_suites
+
+SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
+PAPER_SUITES = ["paper-snn", "paper-snn-full", "paper-bn", "paper-maxnorm", "paper-maxnorm-full"]
+
+
+def _configs():
+    register_suites()
+    seen = {}
+    for name in PAPER_SUITES:
+        for s in get_suite(name).specs:
+            key = (s.dataset, s.model, str(s.model_params), s.strategy, str(s.strategy_params), s.optimizer, s.learning_rate)
+            seen.setdefault(key, (name, s))
+    return list(seen.values())
+
+
+@pytest.mark.parametrize("suite, spec", _configs(), ids=lambda v: v if isinstance(v, str) else v.label + str(v.model_params) + str(v.strategy_params))
+def test_every_paper_configuration_builds_and_trains_a_step(suite, spec, rng):
+    assert spec.dataset in DATASETS
+    model, strategy = build_compiled(spec, SHAPES[spec.dataset], 10)
+    x = rng.normal(size=(2, *SHAPES[spec.dataset])).astype("float32")
+    logs = model.train_on_batch(x, np.array([0, 1]), return_dict=True)
+    assert np.isfinite(logs["loss"])
+
+
+def test_paper_suites_match_the_papers_settings():
+    snn = get_suite("paper-snn").specs
+    assert {s.model_params["depth"] for s in snn} == {8, 16, 32}
+    assert {(s.dataset, s.model_params["width"]) for s in snn} == {("mnist", 784), ("cifar10", 3072)}
+    assert {s.strategy for s in snn} == {"selu", "batchnorm_post"}
+    assert all(s.optimizer == "sgd" and s.momentum == 0 and s.learning_rate == 1e-5 and s.batch_size == 128 for s in snn)
+    assert all(s.epochs == 2000 for s in get_suite("paper-snn-full").specs)
+    bn = get_suite("paper-bn").specs
+    assert {s.strategy for s in bn} == {"none", "batchnorm"} and all(s.batch_size == 60 for s in bn)
+    assert all(s.epochs * -(-55000 // 60) >= 50000 for s in bn)
+    mx = get_suite("paper-maxnorm").specs
+    assert {s.strategy_params.get("c") for s in mx if s.strategy == "maxnorm"} == {2.0, 3.0, 4.0}
+    assert any(s.strategy_params.get("input_dropout_rate") == 0.2 and s.strategy_params.get("dropout_rate") == 0.5 for s in mx)
+
+
+@pytest.mark.parametrize("every", [4, 3])
+def test_step_probes_land_on_the_right_steps(data_dir, every):
+    spec = RunSpec("bn_paper_mlp", "batchnorm", "mnist", epochs=2, batch_size=10, limit=100, eval_limit=100,
+                   val_size=100, probe_size=20, train_eval_size=100, probe_every_steps=every)
+    rec = run(spec, data_dir=data_dir, log=lambda _m: None)
+    assert rec["status"] == "ok", rec["error"]
+    steps = [r[0] for r in rec["steps"]["rows"]]
+    assert steps == list(range(0, 21, every))  # 10 steps per epoch, 2 epochs, and step 0 at initialization
+    assert rec["performance"]["steps_per_execution"] == (2 if every == 4 else 1)  # gcd(16, every, 10 steps/epoch)
+    assert {r[0] for r in rec["step_stats"]["rows"]} == set(steps)
+    assert any(r[3] == "u0_p50" and r[2] == "pre" for r in rec["step_stats"]["rows"])
+
+
+def test_papers_report_tables_come_from_records(tmp_path, data_dir):
+    tiny = dict(limit=100, eval_limit=100, val_size=100, probe_size=20, train_eval_size=100)
+    specs = [RunSpec("mlp", s, "mnist", epochs=1, model_params={"depth": 2, "width": 16}, **tiny)
+             for s in ("none", "maxnorm")]
+    specs.append(RunSpec("mlp", "maxnorm", "mnist", epochs=1, model_params={"depth": 2, "width": 16},
+                         strategy_params={"c": 2.0, "dropout_rate": 0.5, "input_dropout_rate": 0.2}, **tiny))
+    run_grid(specs, tmp_path / "paper-maxnorm", data_dir=data_dir, log=lambda _m: None)
+    bn = [RunSpec("bn_paper_mlp", s, "mnist", epochs=1, batch_size=20, probe_every_steps=5, **tiny) for s in ("none", "batchnorm")]
+    run_grid(bn, tmp_path / "paper-bn", data_dir=data_dir, log=lambda _m: None)
+    path = make_papers_report(tmp_path, tmp_path / "out", log=lambda _m: None)
+    md = path.read_text()
+    assert "Not run: `normbench run --suite paper-snn" in md  # a missing suite is said, not hidden
+    assert "**Verdict:" in md.split("## Batch normalization")[1]
+    assert (tmp_path / "out" / "figures" / "paper_bn_figure1.png").stat().st_size > 0
+    # the max-norm table: our error is 100 * (1 - test accuracy) of each record
+    import json
+
+    section = md.split("## Dropout and max-norm")[1]
+    for p in (tmp_path / "paper-maxnorm").glob("*.json"):
+        rec = json.loads(p.read_text())
+        assert f"{round(100 * (1 - rec['test']['accuracy']), 3):g}" in section
+    assert str(DROPOUT_PAPER["dropout + max-norm"]) in section
