@@ -34,16 +34,22 @@ def _provenance(records: list[dict]) -> str:
             f"{env.get('backend_version')} on {env.get('device')}; commit {str(env.get('git_commit'))[:10]}")
 
 
-def snn_section(records: list[dict], figures: Path) -> list[str]:
-    md = ["## Self-normalizing networks (Klambauer et al. 2017), Figure 1", ""]
+def _header(title: str, suite: str, records: list[dict]) -> list[str]:
+    """A section's title, then where its numbers come from, or that the suite was not run."""
     if not records:
-        return md + ["Not run: `normbench run --suite paper-snn --results runs/paper-snn`.", ""]
+        return [f"## {title}", "", f"Not run: `normbench run --suite {suite} --results runs/{suite}`.", ""]
+    return [f"## {title}", "", f"Records: {_provenance(records)}.", ""]
+
+
+def snn_section(records: list[dict], figures: Path) -> list[str]:
+    md = _header("Self-normalizing networks (Klambauer et al. 2017), Figure 1", "paper-snn", records)
+    if not records:
+        return md
     runs = store.runs_frame(records)
     long = store.load_dataframe(None, records=records)
     hist = long[(long.tap == "metric") & (long.quantity == "train_loss")]
     hist = hist.merge(runs[["run_id", "depth"]], on="run_id")
-    md += [f"Records: {_provenance(records)}.", "",
-           "Claim: SNN training-loss curves fall steadily at every depth, while BN curves are noisier and deep BN nets "
+    md += ["Claim: SNN training-loss curves fall steadily at every depth, while BN curves are noisier and deep BN nets "
            "train worse. Rule used here: per run, *steady* = the training loss (inference mode, whole training split) "
            "never rises from one epoch to the next; the claim is reproduced when every SELU run is steady and, at the "
            "largest depth, BN ends with a higher loss than SELU on every dataset.", ""]
@@ -74,12 +80,10 @@ def snn_section(records: list[dict], figures: Path) -> list[str]:
 
 
 def bn_section(records: list[dict], figures: Path) -> list[str]:
-    md = ["## Batch normalization (Ioffe & Szegedy 2015), Figure 1", ""]
+    md = _header("Batch normalization (Ioffe & Szegedy 2015), Figure 1", "paper-bn", records)
     if not records:
-        return md + ["Not run: `normbench run --suite paper-bn --results runs/paper-bn`.", ""]
-    runs = store.runs_frame(records)
-    md += [f"Records: {_provenance(records)}.", "",
-           "Claims: (a) the BN net reaches higher test accuracy sooner; (b, c) the distribution of the sigmoid input of "
+        return md
+    md += ["Claims: (a) the BN net reaches higher test accuracy sooner; (b, c) the distribution of the sigmoid input of "
            "a fixed last-hidden-layer unit (15th/50th/85th percentiles over the probe batch) stays stable with BN and "
            "drifts without. Rules: (a) holds when BN's test accuracy is at least the baseline's at most probe points "
            "and at the end; (b, c) hold when the range over training of the unit's median input is smaller with BN.", ""]
@@ -130,12 +134,11 @@ def bn_section(records: list[dict], figures: Path) -> list[str]:
 
 
 def maxnorm_section(records: list[dict]) -> list[str]:
-    md = ["## Dropout and max-norm (Srivastava et al. 2014), MNIST", ""]
+    md = _header("Dropout and max-norm (Srivastava et al. 2014), MNIST", "paper-maxnorm", records)
     if not records:
-        return md + ["Not run: `normbench run --suite paper-maxnorm --results runs/paper-maxnorm`.", ""]
+        return md
     runs = store.runs_frame(records)
-    md += [f"Records: {_provenance(records)}.", "",
-           "Published test errors for the 784-1024-1024-2048-10 ReLU net: max-norm alone 1.35%, dropout + max-norm "
+    md += ["Published test errors for the 784-1024-1024-2048-10 ReLU net: max-norm alone 1.35%, dropout + max-norm "
            "1.05%, after about a million updates. Rule: reproduced when our best configuration of a kind is within "
            "0.2 points of the published error; partly when the ordering (dropout + max-norm better than max-norm alone "
            "better than plain) holds.", ""]
