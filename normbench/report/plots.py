@@ -30,9 +30,15 @@ def strategy_palette(strategies) -> dict[str, tuple]:
 
     from ..registry import NORMS
 
-    names = list(NORMS.list()) + sorted(set(strategies) - set(NORMS.list()))
-    colours = sns.color_palette("colorblind", n_colors=max(len(names), 8))
-    return {name: colours[i % len(colours)] for i, name in enumerate(names)}
+    base = list(NORMS.list())
+    colours = sns.color_palette("colorblind", n_colors=max(len(base) + 3, 8))
+    palette = {name: colours[i] for i, name in enumerate(base)}
+    extra = iter(colours[len(base):] * 10)
+    for name in sorted(set(strategies) - set(base)):
+        # a parametrized key ("selu[input_scaling=standardize]") keeps its strategy's colour
+        root = name.split("[", 1)[0]
+        palette[name] = palette[root] if root in palette else next(extra)
+    return palette
 
 
 def _save(fig, path: Path) -> Path:
