@@ -132,7 +132,6 @@ WHAT = {
     "schema version": lambda r: r.get("schema_version"),
     "benchmark definition": lambda r: (r.get("suite") or {}).get("definition_hash"),
     "backend": lambda r: (r.get("environment") or {}).get("backend"),
-    "set of data sources": lambda r: None,  # filled per folder below
 }
 
 
@@ -142,11 +141,9 @@ def _sources(records: list[dict]) -> str:
 
 def refuse_incomparable(baseline: list[dict], current: list[dict]) -> None:
     """Schema version, benchmark definition (suite hash) and backend must match on both sides."""
-    for what in WHAT:
-        if what == "set of data sources":
-            b, c = _sources(baseline), _sources(current)
-        else:
-            b, c = _one(baseline, what, "baseline"), _one(current, what, "current")
+    pairs = {what: (_one(baseline, what, "baseline"), _one(current, what, "current")) for what in WHAT}
+    pairs["set of data sources"] = (_sources(baseline), _sources(current))
+    for what, (b, c) in pairs.items():
         if b != c:
             raise NormbenchError(
                 f"refusing to compare: the baseline has {what} {b!r}, the current results {c!r}. Results are only "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from .errors import UnknownNameError
@@ -93,5 +93,3 @@ MODELS = Registry("model")
 NORMS = Registry("strategy")
 DATASETS = Registry("dataset")
 SUITES = Registry("suite")
-
-Builder = Callable[..., Any]
