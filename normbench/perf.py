@@ -37,8 +37,11 @@ def choose_execution(model, backend: str, deterministic: bool) -> Execution:
     """Defaults per backend and model family, from measurements on a 2-core CPU (benchmarks/throughput.py).
 
     - steps_per_execution 16 everywhere: fewer Python round trips per epoch.
-    - TensorFlow: XLA only for MLPs without BN (it helped deep MLPs, not BN or conv nets), and never
-      with op determinism on, which Keras refuses to combine with XLA.
+    - TensorFlow: XLA only for MLPs without BN (issue #5 measured it helping deep MLPs, not BN or conv
+      nets), and never with op determinism on, which Keras refuses to combine with XLA. Re-measured on
+      2026-11-22 with op determinism off (one run each, 20k MNIST samples): XLA neither helped nor hurt
+      the MLPs here (mlp8 30.7k vs 31.4k samples/s, mlp32 7.8k vs 8.4k), so the default (determinism
+      on, no XLA) loses nothing measurable on this CPU.
     - JAX compiles every step anyway; torch stays eager (torch.compile's warm-up dominates short runs).
     Environment overrides: NORMBENCH_JIT_COMPILE=auto|on|off, NORMBENCH_STEPS_PER_EXECUTION=N.
     """

@@ -1,0 +1,71 @@
+"""The throughput benchmark's measurements and verdicts (benchmarks/throughput.py), on real tiny runs."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from normbench.spec import RunSpec
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+_spec = importlib.util.spec_from_file_location("throughput", _PATH)
+throughput = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(throughput)
+
+
+def test_plain_keras_runs_without_op_determinism_and_normbench_gets_it_back():
+    from tensorflow.python.framework import config
+
+    from normbench.env import enable_determinism
+
+    enable_determinism()
+    assert config.is_op_determinism_enabled()
+    with throughput.user_defaults():
+        assert not config.is_op_determinism_enabled()
+    assert config.is_op_determinism_enabled()
+
+
+def test_both_measurements_time_training_inside_the_epoch(data_dir):
+    from normbench.datasets import load_splits
+
+    spec = RunSpec("mlp", "none", "mnist", epochs=4, limit=600, eval_limit=300, val_size=300,
+                   train_eval_size=300, probe_size=64)
+    nb = throughput.measure_normbench(spec, data_dir)
+    assert nb["n_train"] == 600
+    assert 0 < nb["train_s"] < nb["wall_s"]  # the evaluations and the probe take time on top of training
+    assert nb["performance"]["steps_per_execution"] >= 1
+    splits = load_splits("mnist", val_size=300, limit=600, eval_limit=300, data_dir=data_dir)
+    plain = throughput.measure_plain(spec, splits, epochs=4)
+    assert 0 < plain["train_s"] < plain["wall_s"]  # the validation pass is inside fit's epoch
+    assert plain["jit_compile"] is False  # Keras' "auto" resolves to no XLA for TensorFlow on a CPU
+
+
+def _row(model, strategy, speedup, train_speedup, fraction):
+    return {"model": model, "strategy": strategy, "speedup": speedup, "train_speedup": train_speedup,
+            "fraction_of_peak": fraction}
+
+
+def _result(kind, rows):
+    return {"meta": {"environment": {"device_kind": kind}}, "rows": rows}
+
+
+def test_target_verdicts_name_what_misses():
+    results = {
+        "tensorflow": _result("cpu", [_row("mlp8", "none", 1.25, 1.3, 0.40), _row("mlp32", "selu", 1.10, 1.2, 0.4),
+                                      _row("convnet", "batchnorm", 0.90, 1.0, 0.5)]),
+        "jax": _result("cpu", [_row("mlp8", "none", 0.9, 1.0, 0.52)]),
+    }
+    text = "\n".join(throughput.target_lines(results))
+    assert "**not met** on 1 of 2: mlp32/selu 1.10x" in text
+    assert "**not met** on 1 of 3: convnet/batchnorm 0.90x" in text
+    assert "every (model, strategy) at >= 0.97x" in text  # training alone
+    assert "mlp8 at >= 50% of the matmul peak: met; none 52.0% (jax)" in text
+    assert "no GPU in this run" in text
+
+
+@pytest.mark.parametrize("argv", [["--epochs", "3"], ["--backends", "tensorflow,theano"]])
+def test_bad_arguments_are_refused(argv, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["throughput.py", *argv])
+    with pytest.raises(SystemExit):
+        throughput.main()
+    assert "error" in capsys.readouterr().err
