@@ -170,6 +170,8 @@ def worker(args) -> None:
     """Measure every (model, strategy) on this process's backend; write a JSON list of rows."""
     from dataclasses import replace
 
+    import keras
+
     from normbench.datasets import load_splits
     from normbench.env import environment, peak_rss_mib
     from normbench.norms import get_strategy
@@ -199,7 +201,7 @@ def worker(args) -> None:
             med = lambda f: statistics.median(f(m) for m in reps)  # noqa: E731
             speedups = sorted(m["plain"]["wall_s"] / m["normbench"]["wall_s"] for m in reps)
             row = {
-                "backend": None, "model": model_name, "strategy": strategy, "dataset": dataset,
+                "backend": keras.backend.backend(), "model": model_name, "strategy": strategy, "dataset": dataset,
                 "train_samples": n_train, "repeats": args.repeats,
                 "normbench_samples_per_s": med(lambda m: n_train / m["normbench"]["wall_s"]),
                 "normbench_train_samples_per_s": med(lambda m: n_train / m["normbench"]["train_s"]),
@@ -224,7 +226,6 @@ def worker(args) -> None:
     peaks.append(matmul_peak())
     peak = max(max(p.values()) for p in peaks)
     for row in rows:
-        row["backend"] = environment()["backend"]
         row["fraction_of_peak"] = row["train_gflops_per_s"] / peak
     env = environment()
     meta = {"environment": {k: env[k] for k in ("backend", "backend_version", "keras", "device", "device_kind",

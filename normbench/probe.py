@@ -35,6 +35,7 @@ class ActivationProbe:
         import keras
 
         self.blocks = hidden_blocks(model)
+        self.activations = [act.get_config()["activation"] for _, act, _ in self.blocks]  # fixed; not per epoch
         outputs = []
         for _, act, _ in self.blocks:
             outputs += [act.input, act.output]
@@ -47,8 +48,7 @@ class ActivationProbe:
 
         taps = self.probe_model.predict_on_batch(self.x)
         rows = []
-        for (index, act, linear), pre, out in zip(self.blocks, taps[0::2], taps[1::2]):
-            activation = act.get_config()["activation"]
+        for (index, _, linear), activation, pre, out in zip(self.blocks, self.activations, taps[0::2], taps[1::2]):
             for tap, values in (("pre", summarize(pre) | unit_summary(pre)), ("act", summarize(out, activation))):
                 rows += [(epoch, index, tap, q, v) for q, v in values.items()]
             norms = kernel_norms(keras.ops.convert_to_numpy(linear.kernel))
