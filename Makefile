@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RESULTS ?= runs
 EXTRAS ?= test
 
-.PHONY: install test bench report smoke check baseline papers perf overhead clean
+.PHONY: install test bench report smoke check baseline papers perf perf-grid overhead clean
 
 $(BIN)/normbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ smoke: install
 # Throughput against plain Keras model.fit; writes results/perf.md and results/perf.csv.
 perf: install
 	$(BIN)/python benchmarks/throughput.py --out results
+
+# A suite's wall time at --jobs 1, 2, 4, ... and the projection for `full`; the grid section of results/perf.md.
+perf-grid: install
+	$(BIN)/python benchmarks/grid.py --out results
 
 # Cost of the activation statistics relative to an epoch (prints numbers).
 overhead: install

@@ -21,27 +21,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, NormbenchError
-from .spec import SCHEMA_VERSION
+from . import record
+from .record import SCHEMA_VERSION
 
 SCALARS = {
-    "test_accuracy": lambda r: (r.get("test") or {}).get("accuracy"),
-    "test_loss": lambda r: (r.get("test") or {}).get("loss"),
-    "init_train_loss": lambda r: _hist(r, 0, "train_loss"),
-    "init_val_accuracy": lambda r: _hist(r, 0, "val_accuracy"),
-    "final_train_loss": lambda r: _hist(r, -1, "train_loss"),
-    "final_train_accuracy": lambda r: _hist(r, -1, "train_accuracy"),
-    "final_val_loss": lambda r: _hist(r, -1, "val_loss"),
-    "final_val_accuracy": lambda r: _hist(r, -1, "val_accuracy"),
-    "s_per_epoch": lambda r: _median([h.get("epoch_s") for h in (r.get("history") or [])[2:]]),
+    "test_accuracy": lambda r: record.test_metrics(r).get("accuracy"),
+    "test_loss": lambda r: record.test_metrics(r).get("loss"),
+    "init_train_loss": lambda r: record.init_row(r).get("train_loss"),
+    "init_val_accuracy": lambda r: record.init_row(r).get("val_accuracy"),
+    "final_train_loss": lambda r: record.final_row(r).get("train_loss"),
+    "final_train_accuracy": lambda r: record.final_row(r).get("train_accuracy"),
+    "final_val_loss": lambda r: record.final_row(r).get("val_loss"),
+    "final_val_accuracy": lambda r: record.final_row(r).get("val_accuracy"),
+    "s_per_epoch": lambda r: _median([h.get("epoch_s") for h in record.steady(r)]),
 }
 TAPS = {"activation": "act", "pre": "pre", "kernel": "kernel"}
 STAT_METRIC = re.compile(r"(init|final) (activation|pre|kernel) (\w+)")
 RULE_LINE = re.compile(r"^(?P<metric>[A-Za-z_][\w ]*?)\s*:\s*(?P<sign>[+-]?)(?P<num>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)(?P<pct>%?)$")
-
-
-def _hist(record: dict, index: int, key: str):
-    h = record.get("history") or []
-    return h[index].get(key) if h and (index == 0 and h[0]["epoch"] == 0 or index == -1) else None
 
 
 def _median(values):

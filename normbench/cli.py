@@ -13,6 +13,7 @@ import sys
 from .errors import ConfigError, NormbenchError
 
 BACKENDS = ("tensorflow", "jax", "torch")
+ENGINES = ("fit", "scan")
 
 
 def _int_list(text: str) -> list[int]:
@@ -35,7 +36,31 @@ def _positive(text: str) -> int:
     return value
 
 
+def _jobs(text: str) -> int | str:
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value > 0 and (value <= 1 or value == int(value))):
+        raise argparse.ArgumentTypeError(f"expected a GPU fraction in (0, 1] or a whole number of GPUs, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .executors import executor_names
+
     p = argparse.ArgumentParser(prog="normbench", description="Benchmark normalization strategies in deep networks.")
     p.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: $KERAS_BACKEND or tensorflow)")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
@@ -62,10 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", help="folder with mnist.npz / CIFAR-10 files (default: $NORMBENCH_DATA_DIR)")
     r.add_argument("--force", action="store_true", help="rerun runs whose record exists")
     r.add_argument("--dry-run", action="store_true", help="print the grid and exit")
-    r.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="local: in this process (default); ray: one Ray task per run (pip install 'normbench[ray]')")
+    r.add_argument("--jobs", type=_jobs, default=1,
+                   help="runs that train at once, in worker processes sharing the GPU or splitting the CPU cores; "
+                        "'auto' picks from the device and says what it picked (default 1)")
+    r.add_argument("--engine", choices=ENGINES,
+                   help="training engine: fit (Keras model.fit, every backend) or scan (JAX only: each epoch one "
+                        "compiled program); default: the fastest correct one for the backend")
+    r.add_argument("--executor", choices=executor_names(),
+                   help="local: in this process; processes: --jobs worker processes; ray: one Ray task per run "
+                        "(pip install 'normbench[ray]'). Default: local, or processes with --jobs > 1")
     r.add_argument("--address", help="Ray cluster address, e.g. 10.0.0.1:6379 (default: start a local Ray instance)")
     r.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray: CPUs each run asks for (default 1)")
+    r.add_argument("--gpus-per-run", type=_fraction,
+                   help="Ray: GPUs each run asks for, e.g. 0.25 to put four runs on one GPU (default: 1 with --device gpu, else 0)")
     r.add_argument("--max-retries", type=int, default=2, help="Ray: retries of a run whose worker died (default 2)")
 
     rp = sub.add_parser("report", help="tables and figures from a folder of records")
@@ -157,7 +191,7 @@ def grid_from_args(args: argparse.Namespace) -> tuple[list, dict | None]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .datasets import load_raw
-    from .runner import run_grid
+    from .grid import run_grid
 
     specs, suite = grid_from_args(args)
     if args.device == "gpu":
@@ -169,6 +203,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"--device gpu: the {backend} backend sees no GPU. Install its CUDA build (see the README), "
                 f"check that the driver works, or run with --device auto/cpu."
             )
+    from .engines import resolve_engine
+
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    for spec in specs:  # an engine the backend or a spec cannot use fails before anything trains
+        resolve_engine(args.engine, backend, spec)
     if args.dry_run:
         for s in specs:
             print(f"{s.run_id}  {s.label}  epochs={s.epochs} limit={s.limit}")
@@ -177,13 +216,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name in sorted({s.dataset for s in specs}):  # fail fast on missing data, before any training
         load_raw(name, args.data_dir)
     options = None
+    jobs = args.jobs
+    if jobs == "auto":
+        from .executors.processes import auto_jobs
+
+        jobs, why = auto_jobs(len(specs))
+        print(f"--jobs auto: {jobs} ({why})", flush=True)
     if args.executor == "ray":
+        gpus = args.gpus_per_run if args.gpus_per_run is not None else (1 if args.device == "gpu" else 0)
         options = {"address": args.address, "num_cpus": args.cpus_per_run, "max_retries": args.max_retries,
-                   "num_gpus": 1 if args.device == "gpu" else 0}
-    elif args.address:
-        raise ConfigError("--address is for --executor ray")
+                   "num_gpus": gpus}
+    elif args.address or args.gpus_per_run is not None:
+        raise ConfigError("--address and --gpus-per-run are for --executor ray")
+    if args.executor == "local" and jobs > 1:
+        raise ConfigError(f"--executor local runs one run at a time; drop --executor (or use processes) for --jobs {jobs}")
     counts = run_grid(specs, args.results, force=args.force, data_dir=args.data_dir, suite=suite,
-                      executor=args.executor, executor_options=options)
+                      executor=args.executor, jobs=jobs, engine=args.engine, executor_options=options)
     return 1 if counts["error"] else 0
 
 

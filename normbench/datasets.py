@@ -165,17 +165,41 @@ def load_mnist(data_dir: Path | None) -> RawData:
 # --- CIFAR-10 ---------------------------------------------------------------------------------
 
 
+# What a CIFAR-10 python batch holds: a dict of bytes keys, lists of ints and bytes, and one uint8
+# NumPy array. Unpickling may construct only these NumPy types; anything else (a class, a function
+# such as os.system) is refused before it is called.
+_CIFAR_PICKLE_CLASSES = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that admits the types of a CIFAR-10 batch and nothing that can run code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _CIFAR_PICKLE_CLASSES:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR-10 batch holds no such object")
+
+
 def _cifar_batch(data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    d = pickle.loads(data, encoding="bytes")
-    x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return x, np.asarray(d[b"labels"], dtype=np.int64)
+    d = _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
+    if not isinstance(d, dict) or not isinstance(d.get(b"labels"), list) or b"data" not in d:
+        raise ValueError("not a CIFAR-10 batch (a dict with b'data' and b'labels')")
+    x = np.asarray(d[b"data"], dtype=np.uint8)
+    if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or len(d[b"labels"]) != len(x):
+        raise ValueError(f"a CIFAR-10 batch has data of shape (n, 3072) and n labels; got {x.shape}, {len(d[b'labels'])}")
+    return x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(d[b"labels"], dtype=np.int64)
 
 
 def _cifar_from_batches(read, path: Path) -> tuple[np.ndarray, ...]:
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     try:
         parts = [_cifar_batch(read(n)) for n in names]
-    except (OSError, KeyError, EOFError, ValueError, pickle.UnpicklingError, tarfile.TarError) as e:
+    except (OSError, KeyError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            pickle.UnpicklingError, tarfile.TarError) as e:
         raise DataError(f"cifar10: could not read the CIFAR-10 python batches in {path} ({e}). Replace them.") from None
     xtr = np.concatenate([p[0] for p in parts[:5]])
     ytr = np.concatenate([p[1] for p in parts[:5]])

@@ -42,7 +42,8 @@ def choose_execution(model, backend: str, deterministic: bool) -> Execution:
       2026-11-22 with op determinism off (one run each, 20k MNIST samples): XLA neither helped nor hurt
       the MLPs here (mlp8 30.7k vs 31.4k samples/s, mlp32 7.8k vs 8.4k), so the default (determinism
       on, no XLA) loses nothing measurable on this CPU.
-    - JAX compiles every step anyway; torch stays eager (torch.compile's warm-up dominates short runs).
+    - JAX compiles every step anyway; torch stays eager (torch.compile's warm-up dominates short runs) and
+      runs one step per execution, the only setting Keras accepts there.
     Environment overrides: NORMBENCH_JIT_COMPILE=auto|on|off, NORMBENCH_STEPS_PER_EXECUTION=N.
     """
     if backend == "tensorflow":
@@ -54,8 +55,10 @@ def choose_execution(model, backend: str, deterministic: bool) -> Execution:
         jit = True
     elif override in ("off", "0", "false"):
         jit = False
-    spe = int(os.environ.get(SPE_ENV, "16"))
-    return Execution(jit_compile=jit, steps_per_execution=max(1, spe))
+    spe = max(1, int(os.environ.get(SPE_ENV, "16")))
+    if backend == "torch":
+        spe = 1  # Keras refuses steps_per_execution > 1 on torch ("must be 1 with the PyTorch backend")
+    return Execution(jit_compile=jit, steps_per_execution=spe)
 
 
 def forward_flops(model) -> int:

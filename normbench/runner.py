@@ -1,10 +1,9 @@
-"""RunSpec -> record. The only module that trains.
+"""RunSpec -> record. The only module that trains; one run, never a grid (that is :mod:`normbench.grid`).
 
 One run: seed, load splits, build and compile, measure at initialization (epoch 0),
 then train one epoch at a time, evaluating in inference mode and probing activation
 statistics after each. A non-finite loss ends the run as ``diverged``; any other
-exception as ``error`` with the message. ``run_grid`` runs a list of specs, writes
-each record atomically as soon as it is done and skips completed ones (resume).
+exception as ``error`` with the message.
 """
 
 from __future__ import annotations
@@ -17,13 +16,12 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import store
+from . import record as rec_mod
 from .env import enable_determinism, environment, peak_rss_mib
 from .perf import choose_execution, training_flops
-from .errors import ConfigError
-from .spec import SCHEMA_VERSION, RunSpec
+from .engines import epoch_order, make_engine, resolve_engine
+from .spec import RunSpec
 
-EVAL_BATCH = 1024
 Log = Callable[[str], None]
 
 
@@ -42,12 +40,14 @@ def make_optimizer(spec: RunSpec):
 
 
 def build(spec: RunSpec, input_shape, num_classes: int):
-    """The spec's model (uncompiled) and its strategy."""
-    from .models import build_model
+    """The spec's model (uncompiled, its kernels drawn portably from the spec's seed) and its strategy."""
+    from .models import build_model, portable_initialization
     from .norms import get_strategy
 
     strategy = get_strategy(spec.strategy, **spec.strategy_params)
-    return build_model(spec.model, input_shape, num_classes, strategy, **spec.model_params), strategy
+    model = build_model(spec.model, input_shape, num_classes, strategy, **spec.model_params)
+    portable_initialization(model, spec.seed)
+    return model, strategy
 
 
 def compile_model(model, spec: RunSpec, execution=None) -> None:
@@ -73,19 +73,15 @@ def build_compiled(spec: RunSpec, input_shape, num_classes: int, execution=None)
     return model, strategy
 
 
-def _evaluate(model, x, y) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy in inference mode.
+def loss_and_accuracy(logits, y) -> tuple[float, float]:
+    """Mean cross-entropy (in float64) and accuracy of inference-mode logits.
 
-    Logits come from Keras' compiled predict step in fixed-size chunks (traced once per
-    chunk shape, reused every epoch); the loss is computed here in float64. This avoids
-    the per-call set-up of ``model.evaluate``, which cost more than the forward pass on
-    a few thousand samples.
+    The engines produce the logits (Keras' compiled predict step in fixed-size chunks, or one
+    compiled JAX forward function over device-resident chunks); this avoids the per-call
+    set-up of ``model.evaluate``, which cost more than the forward pass on a few thousand samples.
     """
     import numpy as np
 
-    logits = np.concatenate(
-        [np.asarray(model.predict_on_batch(x[i : i + EVAL_BATCH]), dtype=np.float64) for i in range(0, len(x), EVAL_BATCH)]
-    )
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     loss = float(-log_probs[np.arange(len(y)), y].mean())
@@ -96,35 +92,19 @@ def _fmt(v: float | None, spec: str = ".4f") -> str:
     return "nan" if v is None or not math.isfinite(v) else format(v, spec)
 
 
-def new_record(spec: RunSpec) -> dict:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": spec.run_id,
-        "spec": spec.to_dict(),
-        "status": "running",
-        "error": None,
-        "diverged_epoch": None,
-        "param_count": None,
-        "layers": [],
-        "data": {},
-        "history": [],
-        "test": None,
-        "stats": {"columns": store.STATS_COLUMNS, "rows": []},
-        "timings": {},
-        "environment": {},
-        "suite": None,
-        "performance": {},
-    }
+def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = _print, engine: str | None = None,
+        concurrent_runs: int = 1) -> dict:
+    """Train one spec and return its record (never raises for a failed run; Ctrl-C propagates).
 
-
-def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = _print) -> dict:
-    """Train one spec and return its record (never raises for a failed run; Ctrl-C propagates)."""
+    ``concurrent_runs`` is how many runs share the device with this one (itself included); it is
+    recorded, because seconds measured under contention are not comparable with seconds measured alone.
+    """
     import keras
 
     from .datasets import load_splits
     from .probe import ActivationProbe, hidden_blocks
 
-    record = new_record(spec)
+    record = rec_mod.new(spec)
     t_start = time.perf_counter()
     try:
         enable_determinism()
@@ -155,7 +135,9 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = _print) -> dic
             spe = math.gcd(execution.steps_per_execution, spec.probe_every_steps, steps_per_epoch)
             execution = replace(execution, steps_per_execution=spe)
         compile_model(model, spec, execution)
-        record["performance"] = {**execution.as_dict(), "train_flops_per_sample": training_flops(model)}
+        engine_name = resolve_engine(engine, keras.backend.backend(), spec)
+        record["performance"] = {**execution.as_dict(), "train_flops_per_sample": training_flops(model),
+                                 "engine": engine_name, "concurrent_runs": int(concurrent_runs)}
         record["strategy_config"] = strategy.get_config()
         record["param_count"] = int(model.count_params())
         record["layers"] = [
@@ -168,21 +150,19 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = _print) -> dic
             for i, act, linear in hidden_blocks(model)
         ]
         probe = ActivationProbe(model, splits.x_val[: spec.probe_size])
+        trainer = make_engine(engine_name, model, splits.x_train, splits.y_train, spec.batch_size)
         record["timings"]["build_s"] = time.perf_counter() - t
 
-        measure = _EpochMeasure(spec, model, splits, probe, record, log)
+        measure = _EpochMeasure(spec, trainer, splits, probe, record, log)
         if measure(0):
-            model.fit(
-                splits.x_train,
-                splits.y_train,
-                batch_size=spec.batch_size,
-                epochs=spec.epochs,
-                shuffle=True,
-                verbose=0,
-                callbacks=measure.callbacks(),
-            )
+            for epoch in range(1, spec.epochs + 1):
+                order = epoch_order(spec.seed, epoch, len(splits.y_train))
+                t = time.perf_counter()
+                fit_logs = trainer.train_epoch(order, epoch, measure.callbacks())
+                if not measure(epoch, fit_logs, time.perf_counter() - t):
+                    break
         if record["status"] == "running":
-            loss, acc = _evaluate(model, splits.x_test, splits.y_test)
+            loss, acc = measure.evaluate(splits.x_test, splits.y_test)
             record["test"] = {"loss": loss, "accuracy": acc}
             record["status"] = "ok"
         record["timings"]["epoch_s"] = [h["epoch_s"] for h in record["history"] if "epoch_s" in h]
@@ -204,14 +184,14 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = _print) -> dic
 class _EpochMeasure:
     """Measures one epoch's row: evaluations in inference mode, the activation probe, timings.
 
-    Called once before training (epoch 0) and, through ``callback()``, at the end of every
-    epoch of a single ``model.fit`` call (one fit call keeps Keras' data pipeline and
-    compiled step alive across epochs). A non-finite loss marks the run diverged and stops
-    training.
+    Called once before training (epoch 0) and after every epoch the engine trains. Inference
+    runs through the engine's ``logits`` (its compiled forward function). A non-finite loss
+    marks the run diverged and stops training.
     """
 
-    def __init__(self, spec: RunSpec, model, splits, probe, record: dict, log: Log):
-        self.spec, self.model, self.probe, self.record, self.log = spec, model, probe, record, log
+    def __init__(self, spec: RunSpec, trainer, splits, probe, record: dict, log: Log):
+        self.spec, self.trainer, self.probe, self.record, self.log = spec, trainer, probe, record, log
+        self.model = trainer.model
         self.x_train_eval = splits.x_train[: spec.train_eval_size]
         self.y_train_eval = splits.y_train[: spec.train_eval_size]
         self.x_val, self.y_val = splits.x_val, splits.y_val
@@ -230,11 +210,14 @@ class _EpochMeasure:
         (the BN paper's Figure 1); nothing in normbench selects models on it.
         """
         t = time.perf_counter()
-        val = _evaluate(self.model, self.x_val, self.y_val)
-        test = _evaluate(self.model, self.x_test, self.y_test)
+        val = self.evaluate(self.x_val, self.y_val)
+        test = self.evaluate(self.x_test, self.y_test)
         self.record["steps"]["rows"].append([step, *val, *test])
         self.record["step_stats"]["rows"] += [[step, *row[1:]] for row in self.probe.measure(step)]
         self.step_probe_s += time.perf_counter() - t
+
+    def evaluate(self, x, y) -> tuple[float, float]:
+        return loss_and_accuracy(self.trainer.logits(x), y)
 
     def __call__(self, epoch: int, fit_logs: dict | None = None, epoch_s: float | None = None) -> bool:
         row: dict = {"epoch": epoch}
@@ -250,8 +233,8 @@ class _EpochMeasure:
                 row["step_probe_s"] = self.step_probe_s
             self.step_probe_s = 0.0
         t = time.perf_counter()
-        row["train_loss"], row["train_accuracy"] = _evaluate(self.model, self.x_train_eval, self.y_train_eval)
-        row["val_loss"], row["val_accuracy"] = _evaluate(self.model, self.x_val, self.y_val)
+        row["train_loss"], row["train_accuracy"] = self.evaluate(self.x_train_eval, self.y_train_eval)
+        row["val_loss"], row["val_accuracy"] = self.evaluate(self.x_val, self.y_val)
         row["eval_s"] = time.perf_counter() - t
         t = time.perf_counter()
         self.record["stats"]["rows"] += self.probe.measure(epoch)
@@ -269,19 +252,13 @@ class _EpochMeasure:
         return True
 
     def callbacks(self) -> list:
-        """The epoch-end callback, and a step callback only when step probes are asked for
-        (Keras skips batch hooks that no callback overrides: no per-batch Python work otherwise)."""
+        """A step callback when step probes are asked for (fit engine only), else none: Keras skips batch
+        hooks that no callback overrides, so there is no per-batch Python work otherwise."""
+        if not self.spec.probe_every_steps:
+            return []
         import keras
 
         measure = self
-
-        class EpochEnd(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self.t = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                if not measure(epoch + 1, logs or {}, time.perf_counter() - self.t):
-                    self.model.stop_training = True
 
         class StepProbe(keras.callbacks.Callback):
             def on_train_batch_end(self, batch, logs=None):
@@ -289,66 +266,4 @@ class _EpochMeasure:
                 if step % measure.spec.probe_every_steps == 0:
                     measure.measure_step(step)
 
-        return [EpochEnd(), StepProbe()] if self.spec.probe_every_steps else [EpochEnd()]
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
-
-
-def run_grid(
-    specs: Sequence[RunSpec],
-    results_dir: str | Path,
-    *,
-    force: bool = False,
-    data_dir: str | None = None,
-    suite: dict | None = None,
-    executor: str = "local",
-    executor_options: dict | None = None,
-    log: Log = _print,
-) -> dict[str, int]:
-    """Run every spec not already complete in ``results_dir``; return counts by status.
-
-    Completed runs are skipped before anything is started (resume). Each record is
-    written atomically by this process as soon as its run ends, whichever executor ran
-    it, so an interrupted grid loses at most the runs in progress. ``suite`` (name and
-    definition hash) is stored in each record as provenance; it is not part of the run id.
-    """
-    from . import executors
-
-    results_dir = Path(results_dir)
-    todo = [s for s in specs if force or not store.is_complete(results_dir, s)]
-    counts = {"skipped": len(specs) - len(todo), "ok": 0, "diverged": 0, "error": 0}
-    if counts["skipped"]:
-        log(f"{counts['skipped']} of {len(specs)} runs already complete in {results_dir} (use --force to rerun)")
-    t_grid = time.perf_counter()
-
-    def progress(done: int) -> str:
-        elapsed = time.perf_counter() - t_grid
-        eta = f", ETA {_duration(elapsed / done * (len(todo) - done))}" if done else ""
-        return f"elapsed {_duration(elapsed)}{eta}"
-
-    def header(i: int, spec: RunSpec) -> str:
-        return f"[{i + 1}/{len(todo)}] {spec.label} ({spec.epochs} epochs, run {spec.run_id}; {progress(i)})"
-
-    if executor == "local":
-        stream = executors.local(todo, data_dir=data_dir, log=log, header=header)
-    elif executor == "ray":
-        stream = executors.ray(todo, data_dir=data_dir, log=log, **(executor_options or {}))
-    else:
-        raise ConfigError(f"unknown executor {executor!r}; use one of {executors.EXECUTORS}")
-    for done, (spec, record) in enumerate(stream, 1):
-        record["suite"] = suite
-        store.save_record(results_dir, record)
-        counts[record["status"]] += 1
-        if executor != "local":
-            note = f": {record['error']}" if record.get("error") else ""
-            log(f"[{done}/{len(todo)}] {spec.label} {record['status']}{note} ({progress(done)})")
-    log(
-        f"done in {_duration(time.perf_counter() - t_grid)}: {counts['ok']} ok, {counts['diverged']} diverged, "
-        f"{counts['error']} error, {counts['skipped']} skipped; records in {results_dir}"
-    )
-    return counts
+        return [StepProbe()]

@@ -10,7 +10,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-SCHEMA_VERSION = 1  # bump when the record layout changes; comparisons across versions are refused
+from .record import SCHEMA_VERSION  # noqa: F401  (re-exported: the record's layout lives in normbench.record)
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 IDENTITY = ("model", "strategy", "dataset", "seed")

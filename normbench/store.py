@@ -9,23 +9,22 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, NormbenchError
-from .spec import SCHEMA_VERSION, RunSpec
+from . import record as rec_mod
+from .errors import NormbenchError
+from .record import COMPLETE, STATS_COLUMNS
+from .spec import RunSpec
 
-STATS_COLUMNS = ["epoch", "layer", "tap", "quantity", "value"]
-COMPLETE = ("ok", "diverged")  # statuses that resume skips; "error" runs are retried
 
-
-def _clean(obj: Any) -> Any:
+def clean(obj: Any) -> Any:
     """Strict JSON: non-finite floats become None (the run's status says why)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [clean(v) for v in obj]
     if hasattr(obj, "item"):  # numpy scalars
-        return _clean(obj.item())
+        return clean(obj.item())
     return obj
 
 
@@ -42,7 +41,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; records are ordinary readable files
         with os.fdopen(fd, "w") as f:
-            json.dump(_clean(data), f, indent=1, allow_nan=False)
+            json.dump(clean(data), f, indent=1, allow_nan=False)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -62,7 +61,9 @@ def find_record(results_dir: str | os.PathLike, spec: RunSpec) -> dict | None:
     """The stored record of ``spec``, or None when absent (or unreadable)."""
     path = Path(results_dir) / record_filename(spec)
     try:
-        return json.loads(path.read_text())
+        rec = json.loads(path.read_text())
+        rec_mod.check_layout(rec)
+        return rec_mod.normalized(rec)
     except (OSError, ValueError):
         return None
 
@@ -73,7 +74,7 @@ def is_complete(results_dir: str | os.PathLike, spec: RunSpec) -> bool:
 
 
 def load_records(results_dir: str | os.PathLike) -> list[dict]:
-    """All records of a results folder (not recursive), sorted by run label."""
+    """All records of a results folder (not recursive), sorted by file name, each :func:`record.normalized`."""
     root = Path(results_dir)
     if not root.is_dir():
         raise NormbenchError(f"results folder {str(root)!r} does not exist; run `normbench run --results {root}` first.")
@@ -81,20 +82,15 @@ def load_records(results_dir: str | os.PathLike) -> list[dict]:
     for path in sorted(root.glob("*.json")):
         try:
             rec = json.loads(path.read_text())
-            if not isinstance(rec, dict) or "schema_version" not in rec or "spec" not in rec:
-                raise ValueError("not a normbench record")
+            rec_mod.check_layout(rec)
         except (OSError, ValueError) as e:
             bad.append(f"{path.name} ({e})")
             continue
-        records.append(rec)
+        records.append(rec_mod.normalized(rec))
     if bad:
-        raise NormbenchError(f"unreadable record(s) in {root}: {'; '.join(bad)}. Delete or re-run them.")
-    versions = {r["schema_version"] for r in records}
-    if versions - {SCHEMA_VERSION}:
-        raise ConfigError(
-            f"{root} holds records of schema version(s) {sorted(versions)}, this normbench reads {SCHEMA_VERSION}. "
-            f"Re-run the grid into a fresh folder (or with --force)."
-        )
+        raise NormbenchError(
+            f"unreadable record(s) in {root}: {'; '.join(bad)}. This normbench reads schema versions "
+            f"{rec_mod.READABLE_VERSIONS}; delete or re-run them (a fresh folder, or --force).")
     return records
 
 
@@ -145,10 +141,10 @@ def runs_frame(records: list[dict]):
 
     rows = []
     for rec in records:
-        s, hist, env = rec["spec"], rec.get("history") or [], rec.get("environment") or {}
-        last = hist[-1] if hist else {}
+        s, hist, env = rec["spec"], rec_mod.history(rec), rec["environment"]
+        last = rec_mod.final_row(rec)
         epoch_s = [h["epoch_s"] for h in hist if h.get("epoch_s")]
-        speed = [h["samples_per_s"] for h in hist[2:] if h.get("samples_per_s")]  # epoch 1 includes tracing
+        speed = [h["samples_per_s"] for h in rec_mod.steady(rec) if h.get("samples_per_s")]
         rows.append(
             {
                 "run_id": rec["run_id"],
@@ -165,8 +161,8 @@ def runs_frame(records: list[dict]):
                 "epochs_done": last.get("epoch", 0),
                 "limit": s.get("limit"),
                 "precision": s.get("precision", "float32"),
-                "test_accuracy": (rec.get("test") or {}).get("accuracy"),
-                "test_loss": (rec.get("test") or {}).get("loss"),
+                "test_accuracy": rec_mod.test_metrics(rec).get("accuracy"),
+                "test_loss": rec_mod.test_metrics(rec).get("loss"),
                 "final_train_loss": last.get("train_loss"),
                 "final_val_accuracy": last.get("val_accuracy"),
                 "train_s": float(np.sum(epoch_s)) if epoch_s else None,
@@ -175,6 +171,8 @@ def runs_frame(records: list[dict]):
                 "source": (rec.get("data") or {}).get("source"),
                 "backend": env.get("backend"),
                 "device": env.get("device"),
+                "engine": rec_mod.engine(rec),
+                "concurrent_runs": rec_mod.concurrent_runs(rec),
                 "suite": (rec.get("suite") or {}).get("name"),
                 "definition_hash": (rec.get("suite") or {}).get("definition_hash"),
                 "finished_at": rec.get("finished_at"),

@@ -9,7 +9,7 @@ from normbench import check
 from normbench.errors import ConfigError, NormbenchError
 from normbench.norms import NormStrategy
 from normbench.registry import NORMS
-from normbench.runner import run_grid
+from normbench.grid import run_grid
 from normbench.spec import RunSpec
 from normbench.suites import definition_hash
 

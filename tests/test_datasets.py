@@ -96,3 +96,29 @@ def test_original_cifar_batches_folder_is_read(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="could not read the CIFAR-10 python batches"):
         load_raw("cifar10", str(d))
     shutil.rmtree(folder)
+
+
+def test_a_malicious_cifar_batch_cannot_run_code(tmp_path):
+    """A data folder whose batch is a pickle that would run a shell command: refused, through the CLI, no traceback."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(pickle.dumps({b"data": Exploit(), b"labels": [0]}))
+    env = {**os.environ, "NORMBENCH_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "normbench.cli", "run", "--datasets", "cifar10", "--models", "convnet",
+                           "--strategies", "none", "--data-dir", str(tmp_path / "data"), "--results", str(tmp_path / "runs")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert not marker.exists(), "the pickle ran a command"
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "refused to load posix.system" in done.stderr and "could not read the CIFAR-10 python batches" in done.stderr

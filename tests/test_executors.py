@@ -8,7 +8,7 @@ import pytest
 from normbench import store
 from normbench.errors import ConfigError
 from normbench.executors import FAULT_ENV
-from normbench.runner import run_grid
+from normbench.grid import run_grid
 from normbench.spec import RunSpec
 
 TINY = dict(epochs=1, limit=100, eval_limit=100, val_size=100, probe_size=16, train_eval_size=100, batch_size=32)

@@ -7,7 +7,8 @@ import pytest
 
 from normbench.registry import DATASETS
 from normbench.report.papers import DROPOUT_PAPER, make_papers_report
-from normbench.runner import build_compiled, run, run_grid
+from normbench.grid import run_grid
+from normbench.runner import build_compiled, run
 from normbench.spec import RunSpec
 from normbench.suites import get_suite, register_suites
 

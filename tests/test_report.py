@@ -10,7 +10,7 @@ from PIL import Image
 from normbench import store
 from normbench.errors import NormbenchError
 from normbench.report import make_report, plots
-from normbench.runner import run_grid
+from normbench.grid import run_grid
 from normbench.spec import RunSpec
 
 TINY = dict(epochs=1, limit=100, eval_limit=100, val_size=100, probe_size=32, train_eval_size=100, batch_size=32)
@@ -27,7 +27,7 @@ def records_dir(tmp_path_factory, data_dir):
         RunSpec("mlp", strategy, "mnist", seed=seed, model_params={"depth": depth, "width": 16}, **TINY)
         for depth in (2, 4) for strategy in ("none", "selu") for seed in (0, 1)
     ]
-    specs.append(RunSpec("mlp", "none", "mnist", learning_rate=1e4, model_params={"depth": 3, "width": 32}, **TINY))
+    specs.append(RunSpec("mlp", "none", "mnist", learning_rate=1e6, model_params={"depth": 3, "width": 32}, **TINY))
     specs.append(RunSpec("mlp", "batchnorm", "mnist", model_params={"depth": 2, "widht": 16}, **TINY))  # an error
     run_grid(specs, out, data_dir=data_dir, suite={"name": "test", "definition_hash": "x"}, log=_quiet)
     return out

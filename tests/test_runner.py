@@ -6,7 +6,8 @@ import math
 import pytest
 
 from normbench import store
-from normbench.runner import run, run_grid
+from normbench.grid import run_grid
+from normbench.runner import run
 from normbench.spec import SCHEMA_VERSION, RunSpec
 from normbench.suites import get_suite
 
@@ -78,7 +79,7 @@ def test_same_seed_reproduces_initialization_statistics(grid_dir, data_dir):
 
 
 def test_divergence_is_a_status_not_a_crash(data_dir):
-    spec = RunSpec("mlp", "none", "mnist", learning_rate=1e4, momentum=0.9, model_params={"depth": 3, "width": 32}, **TINY)
+    spec = RunSpec("mlp", "none", "mnist", learning_rate=1e6, momentum=0.9, model_params={"depth": 3, "width": 32}, **TINY)
     rec = run(spec, data_dir=data_dir, log=_quiet)
     assert rec["status"] == "diverged" and rec["diverged_epoch"] in (1, 2)
     assert rec["test"] is None
@@ -133,13 +134,14 @@ def test_run_id_is_stable_and_ignores_fields_left_at_their_default():
 def test_inference_loss_and_accuracy_equal_keras_evaluate(rng):
     import keras
 
-    from normbench.runner import _evaluate, build_compiled
+    from normbench.engines import FitEngine
+    from normbench.runner import build_compiled, loss_and_accuracy
 
     model, _ = build_compiled(RunSpec("mlp", "batchnorm", "mnist", model_params={"depth": 2, "width": 16}), (12,), 3)
     x = rng.normal(size=(2500, 12)).astype("float32")  # more than one chunk, with a ragged last one
     y = rng.integers(0, 3, size=2500)
     model.fit(x, y, epochs=1, verbose=0)
-    ours = _evaluate(model, x, y)
+    ours = loss_and_accuracy(FitEngine(model, x, y, 32).logits(x), y)
     theirs = model.evaluate(x, y, verbose=0, return_dict=True)
     assert ours[0] == pytest.approx(theirs["loss"], rel=1e-5)
     assert ours[1] == pytest.approx(theirs["accuracy"], abs=1e-6)

@@ -40,9 +40,10 @@ def test_both_measurements_time_training_inside_the_epoch(data_dir):
     assert plain["jit_compile"] is False  # Keras' "auto" resolves to no XLA for TensorFlow on a CPU
 
 
-def _row(model, strategy, speedup, train_speedup, fraction):
+def _row(model, strategy, speedup, train_speedup, fraction, engine="fit", share=0.10, floor=0.08, train=1000.0, whole=800.0):
     return {"model": model, "strategy": strategy, "speedup": speedup, "train_speedup": train_speedup,
-            "fraction_of_peak": fraction}
+            "fraction_of_peak": fraction, "engine": engine, "backend": "x", "measurement_share": share,
+            "measurement_floor": floor, "normbench_train_samples_per_s": train, "normbench_samples_per_s": whole}
 
 
 def _result(kind, rows):
@@ -53,7 +54,8 @@ def test_target_verdicts_name_what_misses():
     results = {
         "tensorflow": _result("cpu", [_row("mlp8", "none", 1.25, 1.3, 0.40), _row("mlp32", "selu", 1.10, 1.2, 0.4),
                                       _row("convnet", "batchnorm", 0.90, 1.0, 0.5)]),
-        "jax": _result("cpu", [_row("mlp8", "none", 0.9, 1.0, 0.52)]),
+        "jax": _result("cpu", [_row("mlp8", "none", 0.9, 1.0, 0.52),
+                               _row("mlp8", "none", 0.9, 1.0, 0.52, engine="scan", train=1100.0, whole=1000.0, share=0.15)]),
     }
     text = "\n".join(throughput.target_lines(results))
     assert "**not met** on 1 of 2: mlp32/selu 1.10x" in text
@@ -61,6 +63,10 @@ def test_target_verdicts_name_what_misses():
     assert "every (model, strategy) at >= 0.97x" in text  # training alone
     assert "mlp8 at >= 50% of the matmul peak: met; none 52.0% (jax)" in text
     assert "no GPU in this run" in text
+    assert "scan engine never slower than fit for training alone: met (mlp8/none 1.10x)" in text
+    assert "scan >= 1.2x fit for a whole epoch with its measurement: **not met** on 1 of 1 (mlp8/none 1.25x)" not in text
+    assert "1.2x fit for a whole epoch with its measurement: met (mlp8/none 1.25x)" in text
+    assert "**not met** on 1 of 5 rows: x/scan mlp8/none 15.0% (floor 8.0%)" in text
 
 
 @pytest.mark.parametrize("argv", [["--epochs", "3"], ["--backends", "tensorflow,theano"]])

@@ -54,9 +54,27 @@ def provenance(records: list[dict], runs: pd.DataFrame) -> list[tuple[str, str]]
         ("backend", uniq(f"{e.get('backend')} {e.get('backend_version')}" for e in envs)),
         ("Keras / NumPy / Python", uniq(f"{e.get('keras')} / {e.get('numpy')} / {e.get('python')}" for e in envs)),
         ("device", uniq(e.get("device") for e in envs)),
+        ("engine", uniq(runs.engine)),
+        ("runs sharing the device", uniq("unknown" if pd.isna(c) else int(c) for c in runs.concurrent_runs)),
         ("commit", commits),
         ("runs finished", f"{dates[0]} to {dates[-1]}" if dates else "unknown"),
     ]
+
+
+def contention_note(runs: pd.DataFrame) -> str | None:
+    """A warning for tables that show seconds, when some runs shared their device with others (or may have)."""
+    shared = runs[runs.concurrent_runs.fillna(0) > 1]
+    unknown = runs[runs.concurrent_runs.isna()]
+    if not len(shared) and not len(unknown):
+        return None
+    parts = []
+    if len(shared):
+        parts.append(f"{len(shared)} of {len(runs)} runs shared the device with up to "
+                     f"{int(shared.concurrent_runs.max()) - 1} other runs")
+    if len(unknown):
+        parts.append(f"{len(unknown)} of {len(runs)} runs do not record whether they shared it (schema 1)")
+    return ("**Seconds measured under contention**: " + "; ".join(parts) + ". Their seconds are not comparable "
+            "with seconds of runs that had the device to themselves; epochs, accuracies and statistics are unaffected.")
 
 
 def make_report(results_dir, out_dir, thresholds: dict[str, float] | None = None, log=print) -> Path:
@@ -96,6 +114,9 @@ def make_report(results_dir, out_dir, thresholds: dict[str, float] | None = None
     md += ["## Time to a validation-accuracy threshold", "",
            "Epochs (and training seconds) until the validation accuracy first reaches the threshold, mean over "
            "seeds that reached it.", ""]
+    caveat = contention_note(runs)
+    if caveat:
+        md += [caveat, ""]
     for dataset in sorted(runs.dataset.unique()):
         text = tables.threshold_cells(ttt, dataset)
         md += [f"### {dataset}: validation accuracy >= {thresholds.get(dataset)}", "", markdown_table(text, corner="model"), ""]

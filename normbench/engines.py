@@ -1,0 +1,148 @@
+"""Training engines: how the runner performs one epoch of optimizer steps (used only by :mod:`normbench.runner`).
+
+Both engines take the epoch's batch order from :func:`epoch_order` (a function of the run's
+seed and the epoch alone, the same on every backend), so they compute the same thing:
+
+- ``fit``: Keras ``model.fit`` over the training split in that order (``shuffle=False``), one
+  call per epoch. Every backend.
+- ``scan``: JAX only. The training split lives on the device; each epoch is one compiled
+  program, ``lax.scan`` over Keras' own pure ``train_step`` (``stateless_call`` and
+  ``optimizer.stateless_apply`` inside), so max-norm constraints, BN moving statistics and
+  AlphaDropout's seed state behave exactly as under ``fit``. A final partial batch is one
+  more compiled step, as ``fit`` does it. Measurement uses one compiled inference function
+  over device-resident evaluation sets.
+
+Engines are execution settings: they do not change the run id; every record names its engine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ConfigError
+
+ENGINES = ("fit", "scan")
+EVAL_BATCH = 1024
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order in which epoch ``epoch`` (1-based) visits the ``n`` training samples."""
+    return np.random.default_rng([int(seed), int(epoch), 0x4E42]).permutation(n)
+
+
+def default_engine(backend: str, spec) -> str:
+    """The engine a run gets when none is asked for."""
+    if backend == "jax" and not spec.probe_every_steps:
+        return "scan"
+    return "fit"
+
+
+def resolve_engine(engine: str | None, backend: str, spec) -> str:
+    """Validate an engine request against the backend and the spec (before anything trains)."""
+    if engine is None:
+        return default_engine(backend, spec)
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; use one of {ENGINES}")
+    if engine == "scan" and backend != "jax":
+        raise ConfigError(f"--engine scan needs the JAX backend (this run uses {backend}); use --backend jax or --engine fit")
+    if engine == "scan" and spec.probe_every_steps:
+        raise ConfigError("--engine scan runs whole epochs as one program and cannot probe every N steps; "
+                          "use --engine fit for specs with probe_every_steps")
+    return engine
+
+
+class FitEngine:
+    """``model.fit`` for one epoch over the training split in the given order."""
+
+    name = "fit"
+
+    def __init__(self, model, x, y, batch_size: int):
+        self.model, self.x, self.y, self.batch_size = model, x, y, batch_size
+
+    def train_epoch(self, order: np.ndarray, epoch: int, callbacks=()) -> dict:
+        hist = self.model.fit(self.x[order], self.y[order], batch_size=self.batch_size, epochs=epoch,
+                              initial_epoch=epoch - 1, shuffle=False, verbose=0, callbacks=list(callbacks))
+        return {k: float(v[-1]) for k, v in hist.history.items()}
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Inference-mode logits in fixed-size chunks through Keras' compiled predict step."""
+        return np.concatenate([np.asarray(self.model.predict_on_batch(x[i : i + EVAL_BATCH]), dtype=np.float64)
+                               for i in range(0, len(x), EVAL_BATCH)])
+
+
+class ScanEngine:
+    """JAX: each epoch one compiled ``lax.scan`` over Keras' pure ``train_step``, the data on the device."""
+
+    name = "scan"
+
+    def __init__(self, model, x, y, batch_size: int):
+        import jax
+        import jax.numpy as jnp
+
+        self.model, self.batch_size = model, batch_size
+        self.x, self.y = jnp.asarray(x), jnp.asarray(y)
+        model._symbolic_build(data_batch=(x[:batch_size], y[:batch_size]))
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+
+        def one_step(state, x, y, idx):
+            _, state = model.train_step(state, (jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)))
+            return state
+
+        def many_steps(state, x, y, idx):
+            def body(carry, i):
+                return one_step(carry, x, y, i), None
+
+            return jax.lax.scan(body, state, idx)[0]
+
+        def forward(trainable, non_trainable, x):
+            return model.stateless_call(trainable, non_trainable, x, training=False)[0]
+
+        self._one = jax.jit(one_step)
+        self._many = jax.jit(many_steps)
+        self._forward = jax.jit(forward)
+        self._device_sets: dict[int, tuple] = {}
+
+    def _state(self):
+        m = self.model
+        return ([v.value for v in m.trainable_variables], [v.value for v in m.non_trainable_variables],
+                [v.value for v in m.optimizer.variables], [v.value for v in m.metrics_variables])
+
+    def _assign(self, state) -> None:
+        m = self.model
+        for refs, values in zip((m.trainable_variables, m.non_trainable_variables, m.optimizer.variables,
+                                 m.metrics_variables), state):
+            for ref, value in zip(refs, values):
+                ref.assign(value)
+
+    def train_epoch(self, order: np.ndarray, epoch: int, callbacks=()) -> dict:
+        import jax.numpy as jnp
+
+        if callbacks:
+            raise ConfigError("the scan engine takes no per-step callbacks")
+        self.model.reset_metrics()
+        state = self._state()
+        full = len(order) // self.batch_size
+        if full:
+            idx = jnp.asarray(order[: full * self.batch_size].reshape(full, self.batch_size))
+            state = self._many(state, self.x, self.y, idx)
+        if len(order) > full * self.batch_size:  # fit's last, partial batch
+            state = self._one(state, self.x, self.y, jnp.asarray(order[full * self.batch_size :]))
+        self._assign(state)
+        return {k: float(v) for k, v in self.model.get_metrics_result().items()}
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Inference-mode logits by one compiled forward function over device-resident chunks."""
+        import jax.numpy as jnp
+
+        key = id(x)
+        if key not in self._device_sets:  # the evaluation sets are fixed for a run: moved to the device once
+            self._device_sets[key] = (x, [jnp.asarray(x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)])
+        m = self.model
+        tv, ntv = [v.value for v in m.trainable_variables], [v.value for v in m.non_trainable_variables]
+        outs = [self._forward(tv, ntv, chunk) for chunk in self._device_sets[key][1]]
+        return np.concatenate([np.asarray(o, dtype=np.float64) for o in outs])
+
+
+def make_engine(name: str, model, x, y, batch_size: int):
+    return {"fit": FitEngine, "scan": ScanEngine}[name](model, x, y, batch_size)

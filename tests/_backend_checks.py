@@ -1,0 +1,96 @@
+"""Run under another Keras backend by tests/test_engines.py (``python tests/_backend_checks.py OUT.json``).
+
+Not a test module (pytest does not collect it): it writes measurements as JSON for the
+tests, which run on TensorFlow in their own process, to assert on.
+
+1. For every registered strategy, on an MLP and a small convnet (random inputs: this checks
+   the engines' arithmetic, not a dataset), the ``fit`` and ``scan`` engines train two epochs
+   from the same initial weights in the same batch order; the largest weight difference is
+   reported (JAX only).
+2. With real MNIST (when available), one real run's epoch-0 metrics and statistics.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+
+
+def engine_agreement():
+    import keras
+
+    from normbench.builtins import load_builtins
+    from normbench.engines import epoch_order, make_engine
+    from normbench.perf import choose_execution
+    from normbench.registry import NORMS
+    from normbench.runner import build, compile_model
+    from normbench.spec import RunSpec
+
+    load_builtins()
+    rng = np.random.default_rng(0)
+    cases = {
+        "mlp": ((20,), {"depth": 3, "width": 16}),
+        "convnet": ((16, 16, 3), {"filters": [4, 8], "dense": 16}),
+    }
+    out = {}
+    for model_name, (shape, params) in cases.items():
+        x = rng.normal(size=(200, *shape)).astype("float32")  # 6 full batches of 32 and a partial one
+        y = rng.integers(0, 3, size=200)
+        # every registered strategy, and the SELU bundle with AlphaDropout (its seed state must thread through)
+        for strategy, sparams in [(s, {}) for s in NORMS.list()] + [("selu", {"dropout_rate": 0.1})]:
+            spec = RunSpec(model_name, strategy, "mnist", batch_size=32, learning_rate=0.05, model_params=params,
+                           strategy_params=sparams)
+            weights, losses = {}, {}
+            for engine in ("fit", "scan"):
+                keras.backend.clear_session()
+                keras.utils.set_random_seed(0)
+                model, _ = build(spec, shape, 3)
+                compile_model(model, spec, choose_execution(model, "jax", True))
+                start = [np.array(v.numpy()) for v in model.weights]
+                trainer = make_engine(engine, model, x, y, 32)
+                for epoch in (1, 2):
+                    logs = trainer.train_epoch(epoch_order(0, epoch, len(y)), epoch)
+                losses[engine] = logs["loss"]
+                weights[engine] = (start, [np.array(v.numpy()) for v in model.weights])
+            (s_fit, w_fit), (s_scan, w_scan) = weights["fit"], weights["scan"]
+            out[f"{model_name}/{strategy}" + ("[dropout]" if sparams else "")] = {
+                "same_start": all(np.array_equal(a, b) for a, b in zip(s_fit, s_scan)),
+                "n_weights": len(w_fit),
+                "moved": float(max(np.max(np.abs(a - b)) for a, b in zip(w_fit, s_fit))),
+                "max_abs_diff": float(max(np.max(np.abs(a - b)) for a, b in zip(w_fit, w_scan))),
+                "max_abs": float(max(np.max(np.abs(a)) for a in w_fit)),
+                "loss_fit": losses["fit"],
+                "loss_scan": losses["scan"],
+            }
+    return out
+
+
+def epoch0(data_dir):
+    from normbench.datasets import load_raw
+    from normbench.errors import DataError
+    from normbench.runner import run
+    from normbench.spec import RunSpec
+
+    try:
+        load_raw("mnist", data_dir)
+    except DataError:
+        return None
+    out = {}
+    for strategy in ("none", "batchnorm", "selu"):
+        spec = RunSpec("mlp8", strategy, "mnist", epochs=0, limit=500, eval_limit=200, val_size=500, probe_size=64,
+                       train_eval_size=200)
+        rec = run(spec, data_dir=data_dir, log=lambda _m: None)
+        out[strategy] = {"status": rec["status"], "error": rec["error"], "history0": rec["history"][0],
+                         "stats": rec["stats"]["rows"]}
+    return out
+
+
+if __name__ == "__main__":
+    import keras
+
+    result = {"backend": keras.backend.backend(), "epoch0": epoch0(os.environ.get("NORMBENCH_DATA_DIR") or None)}
+    if keras.backend.backend() == "jax":
+        result["engines"] = engine_agreement()
+    with open(sys.argv[1], "w") as f:
+        json.dump(result, f)

@@ -1,0 +1,108 @@
+"""Engines and backends compute the same thing: scan = fit (JAX), and one spec starts alike on every backend."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from normbench.builtins import load_builtins
+from normbench.engines import epoch_order, resolve_engine
+from normbench.errors import ConfigError
+from normbench.models import portable_kernel
+from normbench.registry import NORMS
+from normbench.spec import RunSpec
+
+load_builtins()
+CHECKS = Path(__file__).with_name("_backend_checks.py")
+
+
+def _other_backend(backend, tmp_path_factory, data_dir):
+    pytest.importorskip(backend)
+    out = tmp_path_factory.mktemp(backend) / "checks.json"
+    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": "-1"}
+    if data_dir:
+        env["NORMBENCH_DATA_DIR"] = data_dir
+    proc = subprocess.run([sys.executable, str(CHECKS), str(out)], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def jax_checks(tmp_path_factory, data_dir):
+    return _other_backend("jax", tmp_path_factory, data_dir)
+
+
+@pytest.mark.parametrize("model", ["mlp", "convnet"])
+@pytest.mark.parametrize("strategy", [*NORMS.list(), "selu[dropout]"])
+def test_scan_engine_trains_the_same_weights_as_fit(jax_checks, model, strategy):
+    r = jax_checks["engines"][f"{model}/{strategy}"]
+    assert r["same_start"]
+    assert r["moved"] > 1e-3  # training changed the weights, so agreement is not trivial
+    # two epochs (14 steps, a partial batch each epoch) agree to float32 round-off
+    assert r["max_abs_diff"] <= 1e-4 * max(1.0, r["max_abs"]), r
+    assert r["loss_fit"] == pytest.approx(r["loss_scan"], rel=1e-5)
+
+
+def test_every_registered_strategy_is_covered_by_the_engine_check(jax_checks):
+    assert {k.split("/")[1] for k in jax_checks["engines"]} >= set(NORMS.list())
+
+
+def test_one_spec_starts_from_the_same_weights_on_tensorflow_and_jax(jax_checks, data_dir):
+    from normbench.runner import run
+
+    assert jax_checks["epoch0"], "the JAX side found no MNIST"
+    for strategy, theirs in jax_checks["epoch0"].items():
+        spec = RunSpec("mlp8", strategy, "mnist", epochs=0, limit=500, eval_limit=200, val_size=500, probe_size=64,
+                       train_eval_size=200)
+        ours = run(spec, data_dir=data_dir, log=lambda _m: None)
+        assert ours["status"] == theirs["status"] == "ok", (ours["error"], theirs["error"])
+        for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
+            assert ours["history"][0][key] == pytest.approx(theirs["history0"][key], rel=1e-5), key
+        a, b = ours["stats"]["rows"], theirs["stats"]
+        assert [list(r[:4]) for r in a] == [list(r[:4]) for r in b]
+        assert [r[4] for r in a] == pytest.approx([r[4] for r in b], rel=1e-4, abs=1e-5)
+
+
+def test_the_batch_order_is_a_seeded_permutation_of_the_spec_alone():
+    a = epoch_order(3, 1, 1000)
+    assert sorted(a) == list(range(1000))
+    assert np.array_equal(a, epoch_order(3, 1, 1000))
+    assert not np.array_equal(a, epoch_order(3, 2, 1000)) and not np.array_equal(a, epoch_order(4, 1, 1000))
+
+
+@pytest.mark.parametrize("dist,mode,scale", [("truncated_normal", "fan_in", 2.0), ("truncated_normal", "fan_in", 1.0),
+                                             ("uniform", "fan_avg", 1.0), ("untruncated_normal", "fan_out", 1.0)])
+def test_portable_kernels_have_the_initializers_variance(dist, mode, scale):
+    shape = (3, 3, 64, 128)  # conv: fan_in 576, fan_out 1152
+    w = portable_kernel({"scale": scale, "mode": mode, "distribution": dist}, shape, np.random.default_rng(0))
+    fan = {"fan_in": 576, "fan_out": 1152, "fan_avg": 864}[mode]
+    assert w.shape == shape and w.dtype == np.float32
+    assert w.var() == pytest.approx(scale / fan, rel=0.02)
+    if dist == "truncated_normal":
+        assert np.abs(w).max() <= 2 * np.sqrt(scale / fan) / 0.87962566 + 1e-6
+
+
+def test_portable_kernels_match_keras_initializers_in_distribution():
+    import keras
+
+    for name in ("he_normal", "lecun_normal", "glorot_uniform"):
+        init = keras.initializers.get(name)
+        ours = portable_kernel({"scale": init.scale, "mode": init.mode, "distribution": init.distribution},
+                               (400, 300), np.random.default_rng(1))
+        theirs = keras.ops.convert_to_numpy(init((400, 300)))
+        assert ours.std() == pytest.approx(theirs.std(), rel=0.02) and abs(ours.mean()) < 1e-3
+        assert np.abs(ours).max() == pytest.approx(np.abs(theirs).max(), rel=0.05)
+
+
+def test_engine_requests_are_validated_before_training():
+    spec = RunSpec("mlp8", "none", "mnist")
+    assert resolve_engine(None, "jax", spec) == "scan" and resolve_engine(None, "tensorflow", spec) == "fit"
+    with pytest.raises(ConfigError, match="needs the JAX backend"):
+        resolve_engine("scan", "torch", spec)
+    with pytest.raises(ConfigError, match="probe every N steps"):
+        resolve_engine("scan", "jax", spec.with_(probe_every_steps=10))
+    assert resolve_engine(None, "jax", spec.with_(probe_every_steps=10)) == "fit"

@@ -1,0 +1,117 @@
+"""--jobs N: worker processes claim runs; only the parent writes records (real runs on tiny MNIST slices)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from normbench import store
+from normbench.executors import FAULT_ENV
+from normbench.executors.processes import auto_jobs, sharing_env
+from normbench.grid import run_grid
+from normbench.spec import RunSpec
+
+TINY = dict(epochs=1, limit=100, eval_limit=100, val_size=100, probe_size=16, train_eval_size=100, batch_size=32)
+SPECS = [RunSpec("mlp", s, "mnist", model_params={"depth": 2, "width": 16}, **TINY) for s in ("none", "selu", "batchnorm")]
+
+
+def _quiet(_msg):
+    pass
+
+
+def _metrics(rec):
+    return [(h["epoch"], h["train_loss"], h["val_loss"]) for h in rec["history"]], rec["test"]
+
+
+def test_two_jobs_give_the_same_runs_and_metrics_as_one(tmp_path, data_dir, monkeypatch):
+    lines = []
+    one = run_grid(SPECS, tmp_path / "one", data_dir=data_dir, log=_quiet)
+    two = run_grid(SPECS, tmp_path / "two", data_dir=data_dir, jobs=2, log=lines.append)
+    assert one["ok"] == two["ok"] == 3
+    assert any("[job 2]" in line for line in lines) and any("processes: 2 jobs" in line for line in lines)
+    for spec in SPECS:
+        a, b = store.find_record(tmp_path / "one", spec), store.find_record(tmp_path / "two", spec)
+        assert a["run_id"] == b["run_id"] == spec.run_id
+        assert a["performance"]["concurrent_runs"] == 1 and b["performance"]["concurrent_runs"] == 2
+        (ha, ta), (hb, tb) = _metrics(a), _metrics(b)
+        # a job has one core instead of two: other thread counts, the same deterministic math to round-off
+        for (ea, la, va), (eb, lb, vb) in zip(ha, hb):
+            assert ea == eb and la == pytest.approx(lb, rel=1e-4) and va == pytest.approx(vb, rel=1e-4)
+        assert ta["loss"] == pytest.approx(tb["loss"], rel=1e-4)
+
+
+def test_a_dying_worker_is_recorded_as_error_and_the_grid_goes_on(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, SPECS[0].run_id)  # the spawned workers inherit it
+    counts = run_grid(SPECS, tmp_path, data_dir=data_dir, jobs=2, log=_quiet)
+    assert counts == {"skipped": 0, "ok": 2, "diverged": 0, "error": 1}
+    rec = store.find_record(tmp_path, SPECS[0])
+    assert rec["status"] == "error" and "worker process died (exit code 17)" in rec["error"]
+    monkeypatch.delenv(FAULT_ENV)
+    again = run_grid(SPECS, tmp_path, data_dir=data_dir, jobs=2, log=_quiet)  # resume retries the failed run only
+    assert again == {"skipped": 2, "ok": 1, "diverged": 0, "error": 0}
+
+
+def _cli(results, *extra, env=None):
+    cmd = [sys.executable, "-m", "normbench.cli", "run", "--models", "mlp8", "--strategies", "none,selu,batchnorm,maxnorm",
+           "--datasets", "mnist", "--epochs", "2", "--limit", "2000", "--results", str(results), "--jobs", "2", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+
+
+def _wait_for_records(folder, n, proc, timeout=240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(list(folder.glob("*.json"))) >= n:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"normbench exited early ({proc.returncode}): {proc.stdout.read()[-2000:]}")
+        time.sleep(0.2)
+    pytest.fail("no record appeared in time")
+
+
+def _workers_of(pgid):
+    out = subprocess.run(["ps", "-o", "pid=,pgid=,args=", "-e"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.split()[1] == str(pgid) and "multiprocessing" in line]
+
+
+@pytest.mark.parametrize("how", ["kill -9", "ctrl-c"])
+def test_interrupting_the_parent_loses_no_record_and_resume_completes(tmp_path, data_dir, how):
+    env = {**os.environ, **({"NORMBENCH_DATA_DIR": data_dir} if data_dir else {})}
+    proc = _cli(tmp_path, env=env)
+    _wait_for_records(tmp_path, 1, proc)
+    proc.send_signal(signal.SIGKILL if how == "kill -9" else signal.SIGINT)
+    output = proc.communicate(timeout=60)[0]
+    if how == "ctrl-c":
+        assert proc.returncode == 130 and "interrupted" in output, output[-2000:]
+    deadline = time.monotonic() + 30  # orphaned workers notice that their parent is gone and stop
+    while _workers_of(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _workers_of(proc.pid)
+    done = list(tmp_path.glob("*.json"))
+    for path in done:  # every file is a whole record
+        assert json.loads(path.read_text())["status"] == "ok"
+    assert not list(tmp_path.glob(".*.tmp"))
+    resumed = subprocess.run(_cli(tmp_path).args, capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert f"{len(done)} of 4 runs already complete" in resumed.stdout
+    assert len(store.load_records(tmp_path)) == 4
+
+
+def test_auto_picks_from_the_device_and_says_why():
+    n, why = auto_jobs(90, gpus=1, cores=16)
+    assert n == 12 and "GPU" in why
+    assert auto_jobs(3, gpus=1, cores=16)[0] == 3  # never more jobs than runs
+    n, why = auto_jobs(90, gpus=0, cores=2)
+    assert n == 1 and "no GPU" in why
+    assert auto_jobs(90, gpus=0, cores=16)[0] == 8
+
+
+def test_sharing_env_caps_gpu_memory_per_job_and_splits_cpu_threads():
+    env = sharing_env(4, gpu=True)
+    assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" and float(env["XLA_PYTHON_CLIENT_MEM_FRACTION"]) == pytest.approx(0.225)
+    env = sharing_env(2, gpu=False, threads=1)
+    assert env["OMP_NUM_THREADS"] == "1" and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in env
