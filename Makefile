@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RESULTS ?= runs
 EXTRAS ?= test
 
-.PHONY: install test bench report smoke check baseline papers perf perf-grid overhead clean
+.PHONY: install test bench report smoke check baseline papers perf perf-grid full-report overhead clean
 
 $(BIN)/normbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ bench: install
 
 report: install
 	$(BIN)/normbench report --results $(RESULTS)/standard --out results
+
+# The `full` suite's published report, rebuilt from its committed compact records (no GPU needed).
+full-report: install
+	$(BIN)/normbench report --results results/full/records --out results/full
 
 smoke: install
 	$(BIN)/normbench run --suite smoke --results $(RESULTS)/smoke

@@ -206,12 +206,25 @@ def run_check(baseline_dir, current_dir, rules_path=None, out=print) -> int:
     """Print the comparison; return 1 if anything got worse (or a baseline run is missing), else 0."""
     from .store import load_records
 
-    baseline_dir = Path(baseline_dir)
+    baseline_dir, current_dir = Path(baseline_dir), Path(current_dir)
+    fixes = {"baseline": "make one with `make baseline` (the smoke suite into results/baseline), or point --baseline "
+                         "at a folder of records",
+             "current": "run the grid first (e.g. `normbench run --suite smoke --results DIR`), or point --current at "
+                        "a folder of records"}
+    for side, d in (("baseline", baseline_dir), ("current", current_dir)):
+        if not d.is_dir():
+            raise NormbenchError(f"the {side} folder {d} does not exist: {fixes[side]}.")
+    if rules_path is None and not (baseline_dir / "rules.txt").is_file():
+        raise NormbenchError(f"the baseline folder {baseline_dir} has no rules.txt: copy results/baseline/rules.txt "
+                             f"there, or give --rules FILE.")
     rules = parse_rules(rules_path or baseline_dir / "rules.txt")
+    if not rules:
+        raise NormbenchError(f"the rules file {rules_path or baseline_dir / 'rules.txt'} holds no rules: a check "
+                             f"against nothing would pass on anything. Add at least one 'metric: tolerance' line.")
     baseline, current = load_records(baseline_dir), load_records(current_dir)
     for side, recs, d in (("baseline", baseline, baseline_dir), ("current", current, current_dir)):
         if not recs:
-            raise NormbenchError(f"the {side} folder {d} holds no records")
+            raise NormbenchError(f"the {side} folder {d} holds no records: {fixes[side]}.")
     rows = compare(baseline, current, rules)
     out(format_table(rows))
     counts = {v: sum(r["verdict"] == v for r in rows) for v in ("improved", "same", "worse", "new")}

@@ -7,10 +7,11 @@ first imported. Bad input exits with status 2 and a one-paragraph message.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
-from .errors import ConfigError, NormbenchError
+from .errors import ConfigError, NormbenchError, OutputClosed
 
 BACKENDS = ("tensorflow", "jax", "torch")
 ENGINES = ("fit", "scan")
@@ -61,17 +62,33 @@ def _fraction(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     from .executors import executor_names
 
+    from . import __version__
+
+    def global_options(parser: argparse.ArgumentParser, default) -> None:
+        # accepted before and after the sub-command; after it, only when given (SUPPRESS keeps the earlier value)
+        parser.add_argument("--backend", choices=BACKENDS, default=default and None,
+                            help="Keras backend (default: $KERAS_BACKEND or tensorflow)")
+        parser.add_argument("--device", choices=["auto", "cpu", "gpu"], default=default and "auto",
+                            help="auto: a GPU when the backend sees one; cpu: hide GPUs; gpu: fail unless one is visible")
+        parser.add_argument("--verbose", action="store_true", default=default and False,
+                            help="show the backend's own log output (default: it goes to a log file in the results folder)")
+
     p = argparse.ArgumentParser(prog="normbench", description="Benchmark normalization strategies in deep networks.")
-    p.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: $KERAS_BACKEND or tensorflow)")
-    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
-                   help="auto: a GPU when the backend sees one; cpu: hide GPUs; gpu: fail unless one is visible")
+    p.add_argument("--version", action="version", version=f"normbench {__version__}")
+    global_options(p, default=True)
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    global_options(common, default=False)
+    for action in common._actions:
+        action.default = argparse.SUPPRESS
     sub = p.add_subparsers(dest="command", required=True)
+    _add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add_parser(*a, parents=[common], **k)  # every sub-command takes them too
 
     ls = sub.add_parser("list", help="list registered models, strategies, datasets or suites")
     ls.add_argument("what", nargs="?", default="all", choices=["all", "models", "strategies", "datasets", "suites"])
 
     r = sub.add_parser("run", help="train a grid and write one record per run")
-    r.add_argument("--suite", help="a suite from benchmarks/suites (see `normbench list suites`)")
+    r.add_argument("--suite", help="a suite name from benchmarks/suites (see `normbench list suites`) or the path of a suite .toml file")
     r.add_argument("--models", help="comma list of model names or glob patterns, e.g. 'mlp8,vgg*'")
     r.add_argument("--strategies", help="comma list of strategy names or patterns (default with --models: all)")
     r.add_argument("--datasets", help="comma list of datasets (default with --models: mnist)")
@@ -110,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--threshold", action="append", default=[], metavar="DATASET=ACC",
                     help="validation-accuracy threshold for the time-to-threshold table, e.g. mnist=0.98 (repeatable)")
 
+    pk = sub.add_parser("pack", help="write the compact, committable form of a results folder (gzipped CSV rows)")
+    pk.add_argument("--results", required=True, help="folder of records")
+    pk.add_argument("--out", required=True, help="folder for runs.csv.gz, history.csv.gz, stats.csv.gz")
+    pk.add_argument("--shared-device", type=_positive, metavar="N",
+                    help="for records that do not say it (schema 1): how many runs shared the device when they were made")
+
     c = sub.add_parser("check", help="compare results against a baseline with tolerance rules; exit 1 on a regression")
     c.add_argument("--baseline", default="results/baseline", help="baseline folder (default: results/baseline)")
     c.add_argument("--current", required=True, help="folder of the records to check")
@@ -128,6 +151,13 @@ def _select_backend(args: argparse.Namespace) -> None:
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     if backend not in BACKENDS:
         raise ConfigError(f"KERAS_BACKEND={backend!r} is not one of {BACKENDS}")
+    import importlib.util
+
+    if importlib.util.find_spec(backend) is None:
+        extra = {"jax": 'pip install -e ".[jax]"', "torch": 'pip install -e ".[torch]" (CPU-only machines: install the '
+                 "CPU wheel first, see the README)", "tensorflow": 'pip install -e .'}[backend]
+        raise ConfigError(f"the {backend} backend is not installed in this environment; install it with {extra}, "
+                          f"or choose another with --backend")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
     if backend == "jax" and os.environ.get("NORMBENCH_DETERMINISTIC", "1") != "0":
         flags = os.environ.get("XLA_FLAGS", "")
@@ -209,12 +239,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     for spec in specs:  # an engine the backend or a spec cannot use fails before anything trains
         resolve_engine(args.engine, backend, spec)
     if args.dry_run:
+        from .store import is_complete
+
+        done = 0
         for s in specs:
-            print(f"{s.run_id}  {s.label}  epochs={s.epochs} limit={s.limit}")
-        print(f"{len(specs)} runs")
+            complete = not args.force and is_complete(args.results, s)
+            done += complete
+            state = "complete, skipped on resume" if complete else "to run"
+            print(f"{s.run_id}  {s.label}  epochs={s.epochs} limit={s.limit}  [{state}]")
+        print(f"{len(specs)} runs: {len(specs) - done} to run, {done} already complete in {args.results}")
         return 0
-    for name in sorted({s.dataset for s in specs}):  # fail fast on missing data, before any training
-        load_raw(name, args.data_dir)
+    from .store import check_writable, hold_folder
+
+    check_writable(args.results)
     options = None
     jobs = args.jobs
     if jobs == "auto":
@@ -230,9 +267,47 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("--address and --gpus-per-run are for --executor ray")
     if args.executor == "local" and jobs > 1:
         raise ConfigError(f"--executor local runs one run at a time; drop --executor (or use processes) for --jobs {jobs}")
-    counts = run_grid(specs, args.results, force=args.force, data_dir=args.data_dir, suite=suite,
-                      executor=args.executor, jobs=jobs, engine=args.engine, executor_options=options)
+    with hold_folder(args.results), native_log(args.results, args.verbose):
+        for name in sorted({s.dataset for s in specs}):  # fail fast on missing data, before any training
+            load_raw(name, args.data_dir)
+        counts = run_grid(specs, args.results, force=args.force, data_dir=args.data_dir, suite=suite,
+                          executor=args.executor, jobs=jobs, engine=args.engine, executor_options=options)
     return 1 if counts["error"] else 0
+
+
+@contextlib.contextmanager
+def native_log(results_dir, verbose: bool):
+    """Send what the backend's C++ code writes to stderr into RESULTS/backend.log (unless --verbose).
+
+    Python's own messages (normbench's errors, warnings) still reach the terminal: ``sys.stderr``
+    is re-bound to a copy of the original stream before file descriptor 2 is redirected.
+    """
+    if verbose:
+        yield
+        return
+    from pathlib import Path
+
+    path = Path(results_dir) / "backend.log"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    old_stderr = sys.stderr
+    try:
+        log = open(path, "a")
+    except OSError:
+        os.close(saved)
+        yield
+        return
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1)
+    os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        sys.stderr.close()
+        sys.stderr = old_stderr
+        log.close()
 
 
 def _thresholds(items: list[str]) -> dict[str, float]:
@@ -260,8 +335,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt()
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     args = build_parser().parse_args(argv)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # SIGTERM (a scheduler, `kill`) stops like Ctrl-C
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         _select_backend(args)
         if args.command == "list":
@@ -269,6 +352,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "pack":
+            from .pack import pack
+
+            sizes = pack(args.results, args.out, shared_device=args.shared_device)
+            print(f"packed {args.results} into {args.out}: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sizes.items()))
+            return 0
         if args.command == "check":
             from .check import run_check
 
@@ -277,6 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     except NormbenchError as e:
         print(f"normbench: error: {e}", file=sys.stderr)
         return 2
+    except OutputClosed:
+        sys.stdout = open(os.devnull, "w")  # nothing more can be shown; keep Python's exit from failing on it
+        print("normbench: output closed; stopped. Finished runs are saved; run the same command again to resume.",
+              file=sys.stderr)
+        return 141
     except KeyboardInterrupt:
         print("\nnormbench: interrupted. Finished runs are saved; run the same command again to resume.", file=sys.stderr)
         return 130

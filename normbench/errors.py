@@ -18,3 +18,15 @@ class DataError(NormbenchError):
 
 class ConfigError(NormbenchError, ValueError):
     """A bad run spec, suite file or command-line value."""
+
+
+class OutputClosed(KeyboardInterrupt):
+    """The terminal or pipe that progress goes to was closed: stop as on Ctrl-C (finished records are kept)."""
+
+
+def say(msg: str) -> None:
+    """Print a progress line; a closed output (``normbench run | head``) stops the grid like Ctrl-C."""
+    try:
+        print(msg, flush=True)
+    except BrokenPipeError:
+        raise OutputClosed() from None

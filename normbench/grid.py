@@ -13,13 +13,10 @@ from pathlib import Path
 
 from . import store
 from .executors import GridContext, get_executor
+from .errors import say
 from .spec import RunSpec
 
 Log = Callable[[str], None]
-
-
-def _print(msg: str) -> None:
-    print(msg, flush=True)
 
 
 def duration(seconds: float) -> str:
@@ -27,6 +24,40 @@ def duration(seconds: float) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def validate_specs(specs: Sequence[RunSpec]) -> None:
+    """Everything about a grid that can be checked without data or a backend, before anything trains.
+
+    Every spec's strategy (name and parameters) and model (name and parameter names) is resolved;
+    a grid with bad specs fails listing each problem once, instead of failing run by run.
+    """
+    import inspect
+
+    from .builtins import load_builtins
+    from .errors import ConfigError, NormbenchError
+    from .norms import get_strategy
+    from .registry import DATASETS, MODELS
+
+    load_builtins()
+    problems: dict[str, list[str]] = {}
+    ids = [s.run_id for s in specs]
+    if len(set(ids)) != len(ids):
+        problems.setdefault("the grid repeats a run: each run must appear once", [])
+    for spec in specs:
+        try:
+            get_strategy(spec.strategy, **spec.strategy_params)
+            DATASETS.get(spec.dataset)
+            builder = MODELS.get(spec.model)
+            accepted = [p for p in inspect.signature(builder).parameters if p not in ("input_shape", "num_classes", "strategy")]
+            unknown = sorted(set(spec.model_params) - set(accepted))
+            if unknown:
+                raise ConfigError(f"model {spec.model!r} takes no parameter(s) {unknown}; it takes: {accepted or 'none'}")
+        except NormbenchError as e:
+            problems.setdefault(str(e), []).append(spec.label)
+    if problems:
+        lines = [f"- {msg}" + (f" ({len(labels)} runs, e.g. {labels[0]})" if labels else "") for msg, labels in problems.items()]
+        raise ConfigError("the grid cannot be run; nothing was trained. Fix these and run again:\n" + "\n".join(lines))
 
 
 def choose_executor(executor: str | None, jobs: int) -> str:
@@ -47,7 +78,7 @@ def run_grid(
     jobs: int = 1,
     engine: str | None = None,
     executor_options: dict | None = None,
-    log: Log = _print,
+    log: Log = say,
 ) -> dict[str, int]:
     """Run every spec not already complete in ``results_dir``; return counts by status.
 
@@ -55,9 +86,11 @@ def run_grid(
     part of the run id. ``jobs`` runs train at once (``processes`` executor by default).
     """
     results_dir = Path(results_dir)
+    validate_specs(specs)
     name = choose_executor(executor, jobs)
     run_executor = get_executor(name)
-    todo = [s for s in specs if force or not store.is_complete(results_dir, s)]
+    done = set() if force else store.completed_ids(results_dir)  # known by content, not by file name
+    todo = [s for s in specs if s.run_id not in done]
     counts = {"skipped": len(specs) - len(todo), "ok": 0, "diverged": 0, "error": 0}
     if counts["skipped"]:
         log(f"{counts['skipped']} of {len(specs)} runs already complete in {results_dir} (use --force to rerun)")

@@ -81,6 +81,8 @@ def normalized(rec: dict) -> dict:
     out["stats"] = out["stats"] or {"columns": STATS_COLUMNS, "rows": []}
     out["performance"].setdefault("engine", "fit")
     out["performance"].setdefault("concurrent_runs", 1 if rec["schema_version"] >= 2 else None)
+    if out["performance"]["concurrent_runs"] is None:  # readers then ask concurrent_runs(), which says "unknown"
+        del out["performance"]["concurrent_runs"]
     return out
 
 

@@ -20,13 +20,10 @@ from . import record as rec_mod
 from .env import enable_determinism, environment, peak_rss_mib
 from .perf import choose_execution, training_flops
 from .engines import epoch_order, make_engine, resolve_engine
+from .errors import say
 from .spec import RunSpec
 
 Log = Callable[[str], None]
-
-
-def _print(msg: str) -> None:
-    print(msg, flush=True)
 
 
 def make_optimizer(spec: RunSpec):
@@ -92,7 +89,7 @@ def _fmt(v: float | None, spec: str = ".4f") -> str:
     return "nan" if v is None or not math.isfinite(v) else format(v, spec)
 
 
-def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = _print, engine: str | None = None,
+def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: str | None = None,
         concurrent_runs: int = 1) -> dict:
     """Train one spec and return its record (never raises for a failed run; Ctrl-C propagates).
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,23 +41,46 @@ class RunSpec:
     probe_every_steps: int | None = None  # also probe stats, validation and test metrics every N optimizer steps
 
     def __post_init__(self) -> None:
-        positive = ("epochs", "batch_size", "val_size", "probe_size", "train_eval_size")
-        for name in positive:
+        def bad(name: str, expected: str) -> ConfigError:
+            return ConfigError(f"run spec: {name} must be {expected}, got {getattr(self, name)!r}")
+
+        def is_int(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_real(v) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        for name in ("model", "strategy", "dataset"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise bad(name, "a registered name (a non-empty string)")
+        if not is_int(self.seed) or self.seed < 0:
+            raise bad("seed", "an integer >= 0")
+        for name in ("epochs", "batch_size", "val_size", "probe_size", "train_eval_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "epochs" else 1):
-                raise ConfigError(f"run spec: {name} must be a positive integer, got {value!r}")
-        if self.probe_every_steps is not None and (not isinstance(self.probe_every_steps, int) or self.probe_every_steps < 1):
-            raise ConfigError(f"run spec: probe_every_steps must be a positive integer or None, got {self.probe_every_steps!r}")
+            if not is_int(value) or value < (0 if name == "epochs" else 1):
+                raise bad(name, "an integer >= 0" if name == "epochs" else "a positive integer")
+        if self.probe_every_steps is not None and (not is_int(self.probe_every_steps) or self.probe_every_steps < 1):
+            raise bad("probe_every_steps", "a positive integer or absent")
         for name in ("limit", "eval_limit"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 10):
-                raise ConfigError(f"run spec: {name} must be an integer >= 10 (one per class) or None, got {value!r}")
+            if value is not None and (not is_int(value) or value < 10):
+                raise bad(name, "an integer >= 10 (one per class) or absent")
         if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"run spec: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise bad("optimizer", f"one of {OPTIMIZERS}")
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"run spec: precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"run spec: learning_rate must be positive, got {self.learning_rate!r}")
+            raise bad("precision", f"one of {PRECISIONS}")
+        if not is_real(self.learning_rate) or not self.learning_rate > 0:
+            raise bad("learning_rate", "a finite number > 0 (a number, not a string)")
+        if not is_real(self.momentum) or not 0 <= self.momentum < 1:
+            raise bad("momentum", "a number in [0, 1)")
+        for name in ("model_params", "strategy_params"):
+            value = getattr(self, name)
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise bad(name, "a table of named parameters, e.g. {width = 64}")
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                raise bad(name, "plain data (numbers, strings, booleans, lists; finite)") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

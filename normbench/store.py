@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import record as rec_mod
-from .errors import NormbenchError
+from .errors import ConfigError, NormbenchError
 from .record import COMPLETE, STATS_COLUMNS
 from .spec import RunSpec
 
@@ -50,6 +51,68 @@ def atomic_write_json(path: Path, data: Any) -> None:
         raise
 
 
+LOCK_NAME = ".normbench.lock"
+
+
+def check_writable(results_dir: str | os.PathLike) -> Path:
+    """Create ``results_dir`` and prove a file can be written there, before anything trains."""
+    root = Path(results_dir)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--results {root} is a file, not a folder; give a folder for the records")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"cannot write records into {root} ({e.strerror or e}); choose a writable --results folder") from None
+    return root
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def hold_folder(results_dir: str | os.PathLike):
+    """Hold ``results_dir`` for one `normbench run`: a lock file with this pid; a stale lock (dead pid) is taken over.
+
+    A second run on the same folder stops with a message instead of training the same runs twice.
+    """
+    lock = Path(results_dir) / LOCK_NAME
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pid = -1
+            if pid > 0 and _pid_alive(pid):
+                raise NormbenchError(
+                    f"{results_dir} is in use by another `normbench run` (pid {pid}). Wait for it to finish, or give "
+                    f"this run another --results folder. If no such process runs, delete {lock}.") from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        break
+    try:
+        yield
+    finally:
+        try:
+            if int(lock.read_text().split()[0]) == os.getpid():
+                lock.unlink()
+        except (OSError, ValueError, IndexError):
+            pass
+
+
 def save_record(results_dir: str | os.PathLike, record: dict) -> Path:
     spec = RunSpec.from_dict(record["spec"])
     path = Path(results_dir) / record_filename(spec)
@@ -70,7 +133,30 @@ def find_record(results_dir: str | os.PathLike, spec: RunSpec) -> dict | None:
 
 def is_complete(results_dir: str | os.PathLike, spec: RunSpec) -> bool:
     record = find_record(results_dir, spec)
-    return record is not None and record.get("status") in COMPLETE
+    return (record is not None and record.get("status") in COMPLETE) or spec.run_id in completed_ids(results_dir)
+
+
+def _genuine(rec: dict) -> bool:
+    """A record whose run id is the hash of its own spec (not a hand-edited or mislabelled file)."""
+    try:
+        return RunSpec.from_dict(rec["spec"]).run_id == rec["run_id"]
+    except (NormbenchError, TypeError, KeyError):
+        return False
+
+
+def completed_ids(results_dir: str | os.PathLike) -> set[str]:
+    """Run ids of the complete records in a folder, known by their content, whatever their file names."""
+    root = Path(results_dir)
+    done: set[str] = set()
+    for path in root.glob("*.json") if root.is_dir() else []:
+        try:
+            rec = json.loads(path.read_text())
+            rec_mod.check_layout(rec)
+        except (OSError, ValueError):
+            continue
+        if rec.get("status") in COMPLETE and _genuine(rec):
+            done.add(rec["run_id"])
+    return done
 
 
 def load_records(results_dir: str | os.PathLike) -> list[dict]:
@@ -78,6 +164,10 @@ def load_records(results_dir: str | os.PathLike) -> list[dict]:
     root = Path(results_dir)
     if not root.is_dir():
         raise NormbenchError(f"results folder {str(root)!r} does not exist; run `normbench run --results {root}` first.")
+    from . import pack
+
+    if pack.is_pack(root):  # a committed compact form (normbench pack) reads as its records
+        return pack.load(root)
     records, bad = [], []
     for path in sorted(root.glob("*.json")):
         try:
@@ -86,12 +176,27 @@ def load_records(results_dir: str | os.PathLike) -> list[dict]:
         except (OSError, ValueError) as e:
             bad.append(f"{path.name} ({e})")
             continue
+        if not _genuine(rec):
+            bad.append(f"{path.name} (its run_id is not the hash of its spec: edited or mislabelled)")
+            continue
         records.append(rec_mod.normalized(rec))
     if bad:
         raise NormbenchError(
             f"unreadable record(s) in {root}: {'; '.join(bad)}. This normbench reads schema versions "
             f"{rec_mod.READABLE_VERSIONS}; delete or re-run them (a fresh folder, or --force).")
-    return records
+    return _one_per_run(records)
+
+
+def _one_per_run(records: list[dict]) -> list[dict]:
+    """Copies of one run under several file names count once: the complete one, else the latest."""
+    best: dict[str, dict] = {}
+    for rec in records:
+        key = rec["run_id"]
+        old = best.get(key)
+        rank = lambda r: (r["status"] in COMPLETE, r.get("finished_at") or "")  # noqa: E731
+        if old is None or rank(rec) > rank(old):
+            best[key] = rec
+    return [best[k] for k in dict.fromkeys(r["run_id"] for r in records)]
 
 
 def load_dataframe(results_dir: str | os.PathLike, records: list[dict] | None = None):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, UnknownNameError
 from .registry import DATASETS, MODELS, NORMS, SUITES
 from .spec import RunSpec
 
@@ -77,16 +77,35 @@ def load_suite(path: Path) -> Suite:
     grids = doc.get("grid")
     if not grids:
         raise ConfigError(f"suite file {path}: no [[grid]] table; add one with datasets, models, strategies, seeds")
+    defaults = doc.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"suite file {path}: [defaults] must be a table of run settings, got {defaults!r}")
+    if not isinstance(grids, list) or not all(isinstance(g, dict) for g in grids):
+        raise ConfigError(f"suite file {path}: 'grid' must be an array of [[grid]] tables")
     specs: list[RunSpec] = []
     for i, grid in enumerate(grids):
         missing = [a for a in GRID_AXES if a not in grid]
         if missing:
             raise ConfigError(f"suite file {path}: grid {i + 1} lacks {missing}")
-        settings = {**doc.get("defaults", {}), **{k: v for k, v in grid.items() if k not in GRID_AXES}}
+        for axis in ("datasets", "models", "strategies"):
+            value = grid[axis]
+            if not (isinstance(value, str) and value) and not (
+                    isinstance(value, list) and value and all(isinstance(v, str) and v for v in value)):
+                raise ConfigError(f"suite file {path}, [[grid]] {i + 1}: {axis} = {value!r}; expected a list of names "
+                                  f"or glob patterns, e.g. {axis} = [\"*\"]")
+        seeds = grid["seeds"]
+        if (not isinstance(seeds, list) or not seeds
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in seeds)
+                or len(set(seeds)) != len(seeds)):
+            raise ConfigError(f"suite file {path}, [[grid]] {i + 1}: seeds = {seeds!r}; expected a non-empty list of "
+                              f"distinct integers >= 0, e.g. seeds = [0, 1, 2]")
+        own = {k: v for k, v in grid.items() if k not in GRID_AXES}
+        settings = {**defaults, **own}
         try:
             specs += expand_grid(grid["datasets"], grid["models"], grid["strategies"], grid["seeds"], settings)
-        except ConfigError as e:
-            raise ConfigError(f"suite file {path}, grid {i + 1}: {e}") from None
+        except (ConfigError, UnknownNameError) as e:
+            where = f"[[grid]] {i + 1}" + (" (with [defaults])" if defaults else "")
+            raise type(e)(f"suite file {path}, {where}: {e}") from None
     ids = [s.run_id for s in specs]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"suite file {path}: the grids repeat a run; each run must appear once")
@@ -107,6 +126,13 @@ def register_suites(directory: Path | None = None) -> None:
 
 
 def get_suite(name: str) -> Suite:
+    """A registered suite by name, or a suite file by path (anything ending in .toml or holding a path separator)."""
+    if name.endswith(".toml") or os.sep in name or (os.altsep and os.altsep in name):
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(f"suite file {path} does not exist (give a suite name from `normbench list suites` "
+                              f"or the path of a .toml file)")
+        return load_suite(path)
     register_suites()
     if not len(SUITES):
         raise ConfigError(

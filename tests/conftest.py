@@ -35,3 +35,17 @@ def data_dir():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+NO_DATA = "no MNIST available"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say how many tests were skipped for want of the data, and the one setting that fixes it."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    no_data = [r for r in skipped if NO_DATA in str(getattr(r, "longrepr", ""))]
+    if no_data:
+        terminalreporter.write_line(
+            f"normbench: {len(no_data)} tests were SKIPPED because the real data was not found: they did not run. "
+            f"Set NORMBENCH_DATA_DIR to a folder holding mnist.npz and the CIFAR-10 files (see the README's Data "
+            f"section) and run the tests again.", yellow=True, bold=True)

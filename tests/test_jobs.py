@@ -55,10 +55,13 @@ def test_a_dying_worker_is_recorded_as_error_and_the_grid_goes_on(tmp_path, data
     assert again == {"skipped": 2, "ok": 1, "diverged": 0, "error": 0}
 
 
+def _cmd(results, *extra):
+    return [sys.executable, "-m", "normbench.cli", "run", "--models", "mlp8", "--strategies", "none,selu,batchnorm,maxnorm",
+            "--datasets", "mnist", "--epochs", "2", "--limit", "2000", "--results", str(results), "--jobs", "2", *extra]
+
+
 def _cli(results, *extra, env=None):
-    cmd = [sys.executable, "-m", "normbench.cli", "run", "--models", "mlp8", "--strategies", "none,selu,batchnorm,maxnorm",
-           "--datasets", "mnist", "--epochs", "2", "--limit", "2000", "--results", str(results), "--jobs", "2", *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    return subprocess.Popen(_cmd(results, *extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
 
 
@@ -95,19 +98,19 @@ def test_interrupting_the_parent_loses_no_record_and_resume_completes(tmp_path, 
     for path in done:  # every file is a whole record
         assert json.loads(path.read_text())["status"] == "ok"
     assert not list(tmp_path.glob(".*.tmp"))
-    resumed = subprocess.run(_cli(tmp_path).args, capture_output=True, text=True, env=env, timeout=600)
+    resumed = subprocess.run(_cmd(tmp_path), capture_output=True, text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert f"{len(done)} of 4 runs already complete" in resumed.stdout
     assert len(store.load_records(tmp_path)) == 4
 
 
 def test_auto_picks_from_the_device_and_says_why():
-    n, why = auto_jobs(90, gpus=1, cores=16)
+    n, why = auto_jobs(90, gpus=1, cores=16, mem_gib=128)
     assert n == 12 and "GPU" in why
-    assert auto_jobs(3, gpus=1, cores=16)[0] == 3  # never more jobs than runs
-    n, why = auto_jobs(90, gpus=0, cores=2)
-    assert n == 1 and "no GPU" in why
-    assert auto_jobs(90, gpus=0, cores=16)[0] == 8
+    assert auto_jobs(3, gpus=1, cores=16, mem_gib=128)[0] == 3  # never more jobs than runs
+    n, why = auto_jobs(90, gpus=0, cores=2, mem_gib=24)
+    assert n == 2 and "no GPU" in why and "1 core(s) each" in why
+    assert auto_jobs(90, gpus=0, cores=16, mem_gib=24)[0] == 8  # host memory bounds it: 3 GiB per job
 
 
 def test_sharing_env_caps_gpu_memory_per_job_and_splits_cpu_threads():

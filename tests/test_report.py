@@ -28,7 +28,7 @@ def records_dir(tmp_path_factory, data_dir):
         for depth in (2, 4) for strategy in ("none", "selu") for seed in (0, 1)
     ]
     specs.append(RunSpec("mlp", "none", "mnist", learning_rate=1e6, model_params={"depth": 3, "width": 32}, **TINY))
-    specs.append(RunSpec("mlp", "batchnorm", "mnist", model_params={"depth": 2, "widht": 16}, **TINY))  # an error
+    specs.append(RunSpec("mlp", "batchnorm", "mnist", model_params={"depth": 2, "width": -3}, **TINY))  # an error (Keras refuses -3 units)
     run_grid(specs, out, data_dir=data_dir, suite={"name": "test", "definition_hash": "x"}, log=_quiet)
     return out
 
@@ -66,7 +66,7 @@ def test_every_file_is_written_and_plots_are_valid_pngs(report):
     assert panels["signal_mnist_mlp_depth_2_width_16.png"] == 4  # mean/variance x init/end
     # one panel per strategy with statistics for that model; the run that errored has none
     assert panels["preact_mnist_mlp_depth_2_width_16.png"] == 2
-    assert "signal_mnist_mlp_depth_2_widht_16.png" not in panels
+    assert "signal_mnist_mlp_depth_2_width_3.png" not in panels
 
 
 def test_accuracy_table_equals_direct_computation_from_records(records_dir, report):
@@ -94,7 +94,7 @@ def test_failed_runs_are_shown_not_dropped(report):
     md = (out / "README.md").read_text()
     assert "| 1 diverged |" in md.replace("  ", " ")
     section = md.split("## Runs that did not finish")[1]
-    assert "diverged" in section and "error" in section and "widht" in section
+    assert "diverged" in section and "error" in section and "-3" in section
 
 
 def test_wilcoxon_and_ranks_come_from_matched_runs(report):
@@ -121,3 +121,71 @@ def test_empty_and_mixed_folders_give_clear_errors(tmp_path, records_dir):
     (mixed / "broken.json").write_text("{not json")
     with pytest.raises(NormbenchError, match="unreadable record"):
         store.load_records(mixed)
+
+
+def test_a_single_strategy_folder_reports_and_says_why_there_is_no_wilcoxon(tmp_path, data_dir):
+    spec = RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "width": 16}, **TINY)
+    run_grid([spec], tmp_path / "runs", data_dir=data_dir, log=_quiet)
+    make_report(tmp_path / "runs", tmp_path / "out", log=_quiet)
+    md = (tmp_path / "out" / "README.md").read_text()
+    assert "need two strategies with finished runs; these records have 1 (none)" in md
+    assert (tmp_path / "out" / "tables" / "accuracy.csv").exists()
+
+
+def test_a_folder_of_errors_reports_what_it_can_and_says_what_it_cannot(tmp_path, data_dir):
+    specs = [RunSpec("mlp", s, "mnist", model_params={"depth": 2, "width": -3}, **TINY) for s in ("none", "selu")]
+    counts = run_grid(specs, tmp_path / "runs", data_dir=data_dir, log=_quiet)
+    assert counts["error"] == 2
+    make_report(tmp_path / "runs", tmp_path / "out", log=_quiet)
+    md = (tmp_path / "out" / "README.md").read_text()
+    assert "## Runs that did not finish" in md and "cannot be made from these records" in md
+    assert "need two strategies" in md
+
+
+def test_a_failing_report_leaves_the_previous_one_untouched(records_dir, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.md").write_text("the previous report")
+    (out / "papers.md").write_text("another report's file")
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("normbench.report.markdown_table", broken)  # fails outside any optional section
+    with pytest.raises(OSError):
+        make_report(records_dir, out, log=_quiet)
+    assert (out / "README.md").read_text() == "the previous report"
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "papers.md"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.report-")]
+
+
+def test_a_pack_round_trips_the_records_and_rebuilds_the_same_tables(records_dir, report, tmp_path):
+    from normbench import pack
+
+    sizes = pack.pack(records_dir, tmp_path / "pack")
+    assert set(sizes) == {"runs.csv.gz", "history.csv.gz", "stats.csv.gz"}
+    originals = {r["run_id"]: r for r in store.load_records(records_dir)}
+    packed = {r["run_id"]: r for r in store.load_records(tmp_path / "pack")}  # a folder holding a pack reads as records
+    assert packed.keys() == originals.keys()
+    for run_id, a in originals.items():
+        b = packed[run_id]
+        assert b["spec"] == a["spec"] and b["status"] == a["status"] and b["test"] == a["test"]
+        assert [h["epoch"] for h in b["history"]] == [h["epoch"] for h in a["history"]]
+        assert [r[:4] for r in b["stats"]["rows"]] == [list(r[:4]) for r in a["stats"]["rows"]]
+        va, vb = [r[4] for r in a["stats"]["rows"]], [r[4] for r in b["stats"]["rows"]]
+        assert [x is None for x in va] == [x is None for x in vb]
+        assert [x for x in vb if x is not None] == pytest.approx([x for x in va if x is not None], rel=1e-8, abs=1e-12)
+    make_report(tmp_path / "pack", tmp_path / "from_pack", log=_quiet)
+    out, _ = report
+    for table in ("accuracy.csv", "drift.csv", "ranks.csv"):
+        a = pd.read_csv(out / "tables" / table)
+        b = pd.read_csv(tmp_path / "from_pack" / "tables" / table)
+        pd.testing.assert_frame_equal(a, b, rtol=1e-7)
+
+
+def test_a_corrupt_pack_is_refused_with_the_fix(tmp_path):
+    from normbench import pack
+
+    (tmp_path / pack.RUNS).write_bytes(b"not gzip")
+    with pytest.raises(NormbenchError, match="normbench pack"):
+        store.load_records(tmp_path)

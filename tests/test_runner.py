@@ -6,6 +6,7 @@ import math
 import pytest
 
 from normbench import store
+from normbench.errors import ConfigError
 from normbench.grid import run_grid
 from normbench.runner import run
 from normbench.spec import SCHEMA_VERSION, RunSpec
@@ -86,13 +87,24 @@ def test_divergence_is_a_status_not_a_crash(data_dir):
     assert not math.isfinite(rec["history"][-1]["fit_loss"]) or not math.isfinite(rec["history"][-1]["train_loss"])
 
 
+def test_a_grid_with_unbuildable_specs_fails_before_training_listing_each_once(tmp_path, data_dir):
+    good = RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "width": 8}, **TINY)
+    bad = [good.with_(model_params={"depth": 2, "heigth": 4}), good.with_(model_params={"depth": 2, "heigth": 4}, seed=1),
+           good.with_(strategy="maxnorm", strategy_params={"radius": 2})]
+    with pytest.raises(ConfigError) as e:
+        run_grid([*bad, good], tmp_path, data_dir=data_dir, log=_quiet)
+    message = str(e.value)
+    assert "nothing was trained" in message and message.count("heigth") == 1 and "(2 runs" in message and "radius" in message
+    assert not list(tmp_path.glob("*.json"))
+
+
 def test_an_error_is_recorded_and_the_grid_goes_on(tmp_path, data_dir):
-    bad = RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "heigth": 4}, **TINY)
+    bad = RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "width": -4}, **TINY)  # fails when Keras builds it
     good = RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "width": 8}, **TINY)
     counts = run_grid([bad, good], tmp_path, data_dir=data_dir, log=_quiet)
     assert counts["error"] == 1 and counts["ok"] == 1
     rec = store.find_record(tmp_path, bad)
-    assert rec["status"] == "error" and "heigth" in rec["error"]
+    assert rec["status"] == "error" and "-4" in rec["error"]
     # an error is not a result: resume retries it, but not the finished run
     assert run_grid([bad, good], tmp_path, data_dir=data_dir, log=_quiet)["skipped"] == 1
 
@@ -157,3 +169,23 @@ def test_mixed_precision_is_opt_in_part_of_the_id_and_reset_after_the_run(data_d
     assert rec["status"] == "ok", rec["error"]
     assert rec["spec"]["precision"] == "mixed_bfloat16"
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_a_record_is_known_by_its_content_not_its_file_name(grid_dir, tmp_path, data_dir):
+    import shutil
+
+    out, specs = grid_dir
+    folder = tmp_path / "copy"
+    shutil.copytree(out, folder)
+    first = sorted(folder.glob("*.json"))[0]
+    shutil.copy(first, folder / "a-stray-copy.json")  # the same run twice
+    first.rename(folder / "renamed.json")  # and its canonical file gone
+    recs = store.load_records(folder)
+    assert sorted(r["run_id"] for r in recs) == sorted(s.run_id for s in specs)  # each run once
+    counts = run_grid(specs, folder, data_dir=data_dir, log=_quiet)  # the renamed record still counts for resume
+    assert counts["skipped"] == 2 and counts["ok"] == 0
+    forged = json.loads((folder / "renamed.json").read_text())
+    forged["spec"]["epochs"] = 99  # a record whose spec no longer hashes to its run id
+    (folder / "renamed.json").write_text(json.dumps(forged))
+    with pytest.raises(Exception, match="not the hash of its spec"):
+        store.load_records(folder)

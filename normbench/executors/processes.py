@@ -51,18 +51,32 @@ def cpu_cores() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
-def auto_jobs(n_runs: int, *, gpus: int | None = None, cores: int | None = None) -> tuple[int, str]:
+def memory_gib() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (AttributeError, ValueError, OSError):
+        return 8.0
+
+
+JOB_MEMORY_GIB = 3.0  # the largest process peak of any `standard` run was 3.0 GiB (results/README.md)
+
+
+def auto_jobs(n_runs: int, *, gpus: int | None = None, cores: int | None = None, mem_gib: float | None = None) -> tuple[int, str]:
     """How many jobs ``--jobs auto`` starts, and why (printed to the user)."""
     gpus = visible_gpus() if gpus is None else gpus
     cores = len(cpu_cores()) if cores is None else cores
+    mem_gib = memory_gib() if mem_gib is None else mem_gib
+    by_memory = max(1, int(mem_gib // JOB_MEMORY_GIB))
     if gpus:
         # a run at batch 128 uses a small fraction of a data-centre GPU; its host-side dispatch needs a core
-        n = max(1, min(n_runs, MAX_GPU_JOBS, cores - 1))
-        why = f"{gpus} GPU(s) visible, {cores} CPU cores: {n} jobs share the GPU (at most {MAX_GPU_JOBS}, one core each for dispatch)"
+        n = max(1, min(n_runs, MAX_GPU_JOBS, cores - 1, by_memory))
+        why = (f"{gpus} GPU(s) visible, {cores} CPU cores, {mem_gib:.0f} GiB: {n} jobs share the GPU "
+               f"(at most {MAX_GPU_JOBS}, a core each for dispatch, {JOB_MEMORY_GIB:g} GiB of host memory each)")
     else:
-        # a CPU run at batch 128 is compute-bound: jobs of 2 cores each keep every core busy without oversubscribing
-        n = max(1, min(n_runs, cores // 2))
-        why = f"no GPU, {cores} CPU cores: {n} job(s) of {max(1, cores // n)} cores each"
+        # one core per job: on the 2-core CPU here, 2 jobs of 1 core finished the grid-bench suite 1.3x sooner
+        # than 1 job of 2 cores (benchmarks/grid.py, results/perf.md): small steps do not use 2 cores well
+        n = max(1, min(n_runs, cores, by_memory))
+        why = f"no GPU, {cores} CPU cores, {mem_gib:.0f} GiB: {n} job(s) of {max(1, cores // n)} core(s) each"
     return n, why
 
 
@@ -88,6 +102,9 @@ def _watch_parent(parent: int) -> None:
 
 def _worker(wid: int, tasks, results, env: dict, cores: list[int], parent: int, data_dir, engine, concurrent: int) -> None:
     """A worker process: set up sharing, then run the specs it is handed until it gets None."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     os.environ.update(env)
     if cores:
         try:

@@ -7,6 +7,10 @@ It never trains and never reads meaning from folder or file names.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -77,8 +81,45 @@ def contention_note(runs: pd.DataFrame) -> str | None:
             "with seconds of runs that had the device to themselves; epochs, accuracies and statistics are unaffected.")
 
 
+@contextlib.contextmanager
+def section(md: list[str], title: str):
+    """A part of the report that may not be makeable from these records: if it fails, say why and go on."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001  (the reason is printed in the report, the other sections still come)
+        md += ["", f"_{title}: cannot be made from these records ({type(e).__name__}: {e})._", ""]
+
+
+@contextlib.contextmanager
+def staged(out_dir: Path):
+    """A temporary folder beside ``out_dir`` to write into; on success every file is moved into place.
+
+    A report that fails part-way leaves ``out_dir`` as it was: no half-written set of tables.
+    Other files in ``out_dir`` (papers.md, perf.md, the baseline) are left alone.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.report-"))
+    try:
+        yield tmp
+        for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            target = out_dir / path.relative_to(tmp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def make_report(results_dir, out_dir, thresholds: dict[str, float] | None = None, log=print) -> Path:
     """Write the report of ``results_dir`` into ``out_dir``; return the Markdown file."""
+    final = Path(out_dir)
+    with staged(final) as tmp:
+        n_runs, n_figures = _write_report(results_dir, tmp, thresholds)
+    target = final / "README.md"
+    log(f"report: {target} ({n_runs} runs, {n_figures} figures, tables in {final / 'tables'})")
+    return target
+
+
+def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -> tuple[int, int]:
     records = store.load_records(results_dir)
     if not records:
         raise NormbenchError(f"{results_dir} holds no records; run `normbench run --results {results_dir}` first.")
@@ -87,7 +128,6 @@ def make_report(results_dir, out_dir, thresholds: dict[str, float] | None = None
     check_consistent(runs, results_dir)
     long = store.load_dataframe(results_dir, records=records)
     history = tables.history_frame(long)
-    out = Path(out_dir)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(parents=True, exist_ok=True)
 
@@ -109,59 +149,73 @@ def make_report(results_dir, out_dir, thresholds: dict[str, float] | None = None
         (out / "tables" / f"accuracy_{slug(dataset)}.tex").write_text(
             latex_table(text, best, caption=f"Test accuracy on {source}.{caption_suffix}", label=f"tab:acc-{slug(dataset)}"))
 
-    ttt = tables.time_to_threshold(runs, history, thresholds)
-    ttt.to_csv(out / "tables" / "time_to_threshold.csv", index=False)
     md += ["## Time to a validation-accuracy threshold", "",
            "Epochs (and training seconds) until the validation accuracy first reaches the threshold, mean over "
            "seeds that reached it.", ""]
     caveat = contention_note(runs)
     if caveat:
         md += [caveat, ""]
-    for dataset in sorted(runs.dataset.unique()):
-        text = tables.threshold_cells(ttt, dataset)
-        md += [f"### {dataset}: validation accuracy >= {thresholds.get(dataset)}", "", markdown_table(text, corner="model"), ""]
-        (out / "tables" / f"time_to_threshold_{slug(dataset)}.tex").write_text(
-            latex_table(text, caption=f"Epochs (seconds) to validation accuracy {thresholds.get(dataset)} on {dataset}.{caption_suffix}",
-                        label=f"tab:ttt-{slug(dataset)}"))
+    with section(md, "Time to threshold"):
+        ttt = tables.time_to_threshold(runs, history, thresholds)
+        ttt.to_csv(out / "tables" / "time_to_threshold.csv", index=False)
+        for dataset in sorted(runs.dataset.unique()):
+            text = tables.threshold_cells(ttt, dataset)
+            md += [f"### {dataset}: validation accuracy >= {thresholds.get(dataset)}", "", markdown_table(text, corner="model"), ""]
+            (out / "tables" / f"time_to_threshold_{slug(dataset)}.tex").write_text(
+                latex_table(text, caption=f"Epochs (seconds) to validation accuracy {thresholds.get(dataset)} on {dataset}.{caption_suffix}",
+                            label=f"tab:ttt-{slug(dataset)}"))
 
-    layers = tables.layer_stats(long, runs)
-    layers.to_csv(out / "tables" / "layer_stats.csv", index=False)
-    drift = tables.drift_summary(layers)
-    drift.to_csv(out / "tables" / "drift.csv", index=False)
     md += ["## Signal drift through depth", "",
            "Per (model, strategy): the largest |activation mean| over hidden layers and the range of activation std "
            "over layers, at initialization and after training, and the fraction of dead/saturated outputs (and of units "
            "dead for every probe sample) in the last hidden layer. Measured on a fixed probe batch of the validation "
            "split in inference mode. Per-layer values: `tables/layer_stats.csv`.", ""]
-    view = drift.copy()
-    for when in ("init", "end"):
-        view[f"{when}: max abs mean"] = view.pop(f"{when}_max_abs_mean").map("{:.3f}".format)
-        view[f"{when}: std range"] = [f"{a:.3f}-{b:.3f}" for a, b in zip(view.pop(f"{when}_std_min"), view.pop(f"{when}_std_max"))]
-        view[f"{when}: last sat/dead"] = [f"{a:.2f} / {b:.2f}" for a, b in zip(view.pop(f"{when}_last_sat_frac"), view.pop(f"{when}_last_dead_units"))]
-    view = view.set_index(view.dataset + " / " + view.model + " / " + view.strategy).drop(columns=["dataset", "model", "strategy"])
-    md += [markdown_table(view, corner="dataset / model / strategy"), ""]
-    (out / "tables" / "drift.tex").write_text(latex_table(view, caption=f"Signal drift through depth.{caption_suffix}", label="tab:drift"))
+    layers = None
+    with section(md, "Signal drift"):
+        layers = tables.layer_stats(long, runs)
+        layers.to_csv(out / "tables" / "layer_stats.csv", index=False)
+        drift = tables.drift_summary(layers)
+        drift.to_csv(out / "tables" / "drift.csv", index=False)
+        view = drift.copy()
+        for when in ("init", "end"):
+            view[f"{when}: max abs mean"] = view.pop(f"{when}_max_abs_mean").map("{:.3f}".format)
+            view[f"{when}: std range"] = [f"{a:.3f}-{b:.3f}" for a, b in zip(view.pop(f"{when}_std_min"), view.pop(f"{when}_std_max"))]
+            view[f"{when}: last sat/dead"] = [f"{a:.2f} / {b:.2f}" for a, b in zip(view.pop(f"{when}_last_sat_frac"), view.pop(f"{when}_last_dead_units"))]
+        view = view.set_index(view.dataset + " / " + view.model + " / " + view.strategy).drop(columns=["dataset", "model", "strategy"])
+        md += [markdown_table(view, corner="dataset / model / strategy"), ""]
+        (out / "tables" / "drift.tex").write_text(latex_table(view, caption=f"Signal drift through depth.{caption_suffix}", label="tab:drift"))
 
-    tests, ranks, note = tables.paired_tests(runs)
-    tests.to_csv(out / "tables" / "wilcoxon.csv", index=False)
-    ranks.to_csv(out / "tables" / "ranks.csv", index=False)
-    md += ["## Strategies compared", "", note, "",
-           "Average rank of test accuracy (1 = best) over the (dataset, model, seed) blocks where every strategy finished:", "",
-           markdown_table(ranks.set_index("strategy").round(3), corner="strategy"), "",
-           "Wilcoxon signed-rank test of test accuracy, each pair of strategies over matched runs:", "",
-           markdown_table(tests.set_index(["strategy_a"]).round(4), corner="strategy a"), ""]
+    md += ["## Strategies compared", ""]
+    finished = runs[runs.status == "ok"]
+    if finished.strategy.nunique() < 2:
+        md += [f"Ranks and Wilcoxon tests: need two strategies with finished runs; these records have "
+               f"{finished.strategy.nunique()} ({', '.join(sorted(finished.strategy.unique())) or 'none'}).", ""]
+    else:
+        with section(md, "Ranks and Wilcoxon tests"):
+            tests, ranks, note = tables.paired_tests(runs)
+            tests.to_csv(out / "tables" / "wilcoxon.csv", index=False)
+            ranks.to_csv(out / "tables" / "ranks.csv", index=False)
+            md += [note, "",
+                   "Average rank of test accuracy (1 = best) over the (dataset, model, seed) blocks where every strategy finished:", "",
+                   markdown_table(ranks.set_index("strategy").round(3), corner="strategy"), "",
+                   "Wilcoxon signed-rank test of test accuracy, each pair of strategies over matched runs:", "",
+                   markdown_table(tests.set_index(["strategy_a"]).round(4), corner="strategy a"), ""]
 
-    figures = [("Training loss", plots.training_loss(history, runs, out / "figures" / "training_loss.png")),
-               ("Test accuracy against depth", plots.accuracy_vs_depth(runs, out / "figures" / "accuracy_vs_depth.png"))]
-    for (dataset, model), _ in layers.groupby(["dataset", "model"]):  # only models with statistics
-        tag = f"{slug(dataset)}_{slug(model)}"
-        figures.append((f"{dataset} / {model}: signal propagation",
-                        plots.signal_propagation(layers, dataset, model, out / "figures" / f"signal_{tag}.png")))
-        figures.append((f"{dataset} / {model}: last hidden layer pre-activation percentiles",
-                        plots.preactivation_bands(long, runs, dataset, model, out / "figures" / f"preact_{tag}.png")))
     md += ["## Figures", ""]
-    for title, path in figures:
-        md += [f"### {title}", "", f"![{title}](figures/{path.name})", ""]
+    figures = []
+    makers = [("Training loss", lambda: plots.training_loss(history, runs, out / "figures" / "training_loss.png")),
+              ("Test accuracy against depth", lambda: plots.accuracy_vs_depth(runs, out / "figures" / "accuracy_vs_depth.png"))]
+    for (dataset, model), _ in (layers.groupby(["dataset", "model"]) if layers is not None else []):  # models with statistics
+        tag = f"{slug(dataset)}_{slug(model)}"
+        makers.append((f"{dataset} / {model}: signal propagation",
+                       lambda d=dataset, m=model, t=tag: plots.signal_propagation(layers, d, m, out / "figures" / f"signal_{t}.png")))
+        makers.append((f"{dataset} / {model}: last hidden layer pre-activation percentiles",
+                       lambda d=dataset, m=model, t=tag: plots.preactivation_bands(long, runs, d, m, out / "figures" / f"preact_{t}.png")))
+    for title, make in makers:
+        with section(md, f"Figure '{title}'"):
+            path = make()
+            figures.append((title, path))
+            md += [f"### {title}", "", f"![{title}](figures/{path.name})", ""]
 
     failed = runs[runs.status != "ok"]
     md += ["## Runs that did not finish", ""]
@@ -170,7 +224,5 @@ def make_report(results_dir, out_dir, thresholds: dict[str, float] | None = None
     else:
         md += ["None: every run finished."]
     md += ["", f"_Report written {datetime.now(timezone.utc).isoformat(timespec='seconds')}._", ""]
-    target = out / "README.md"
-    target.write_text("\n".join(md))
-    log(f"report: {target} ({len(runs)} runs, {len(figures)} figures, tables in {out / 'tables'})")
-    return target
+    (out / "README.md").write_text("\n".join(md))
+    return len(runs), len(figures)

@@ -1,0 +1,126 @@
+"""A compact, committable form of a results folder: tidy rows in three gzipped CSV files.
+
+``pack(results_dir, out_dir)`` writes
+
+- ``runs.csv.gz``: one row per run: run id, schema version, status, error, and the record's
+  small sections (spec, layers, data, test, timings, environment, suite, performance, strategy
+  config) as JSON text in their cells;
+- ``history.csv.gz``: one row per (run, epoch) with every per-epoch metric;
+- ``stats.csv.gz``: one row per (run, epoch, layer, tap, quantity) with its value,
+
+floats to 9 significant digits (float32 precision, which is what the runs computed in).
+``load(pack_dir)`` turns them back into records (plain dicts, read with the csv and json
+modules: nothing in a pack can run code), and :func:`normbench.store.load_records` reads a
+folder holding a pack as it reads a folder of JSON records, so ``normbench report`` rebuilds
+a published report from the pack alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import math
+from pathlib import Path
+
+from . import record as rec_mod
+from .errors import NormbenchError
+
+RUNS, HISTORY, STATS = "runs.csv.gz", "history.csv.gz", "stats.csv.gz"
+JSON_SECTIONS = ("spec", "layers", "data", "test", "timings", "environment", "suite", "performance", "strategy_config")
+SCALARS = ("run_id", "schema_version", "status", "error", "diverged_epoch", "param_count", "finished_at")
+
+
+def is_pack(folder: str | Path) -> bool:
+    return (Path(folder) / RUNS).is_file()
+
+
+def _num(v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return ""
+    if isinstance(v, float):
+        return format(v, ".9g")
+    return str(v)
+
+
+def _write(path: Path, header: list[str], rows) -> None:
+    with gzip.open(path, "wt", newline="", compresslevel=9) as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def pack(results_dir: str | Path, out_dir: str | Path, records: list[dict] | None = None,
+         shared_device: int | None = None) -> dict[str, int]:
+    """Write the pack of a results folder; return the byte size of each file.
+
+    ``shared_device``: for records that do not say how many runs shared their device (schema 1),
+    the number known from how they were made (e.g. shared/gpu-runs/README.md: up to 12); it is
+    stored as ``performance.concurrent_runs`` with ``concurrent_runs_source: "stated when packed"``.
+    """
+    from .store import clean, load_records
+
+    records = records if records is not None else load_records(results_dir)
+    if not records:
+        raise NormbenchError(f"{results_dir} holds no records to pack")
+    if shared_device is not None:
+        for r in records:
+            if rec_mod.concurrent_runs(r) is None:
+                r["performance"] = {**r["performance"], "concurrent_runs": int(shared_device),
+                                    "concurrent_runs_source": "stated when packed"}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write(out / RUNS, [*SCALARS, *JSON_SECTIONS],
+           ([_num(r.get(k)) for k in SCALARS] + [json.dumps(clean(r.get(k)), sort_keys=True, separators=(",", ":"))
+                                                 for k in JSON_SECTIONS] for r in records))
+    metrics = sorted({k for r in records for h in r["history"] for k in h if k != "epoch"})
+    _write(out / HISTORY, ["run_id", "epoch", *metrics],
+           ([r["run_id"], h["epoch"], *(_num(h.get(m)) for m in metrics)] for r in records for h in r["history"]))
+    _write(out / STATS, ["run_id", *rec_mod.STATS_COLUMNS],
+           ([r["run_id"], e, layer, tap, q, _num(v)] for r in records for e, layer, tap, q, v in r["stats"]["rows"]))
+    return {name: (out / name).stat().st_size for name in (RUNS, HISTORY, STATS)}
+
+
+def _rows(path: Path):
+    try:
+        with gzip.open(path, "rt", newline="") as f:
+            yield from csv.DictReader(f)
+    except (OSError, EOFError, csv.Error, UnicodeDecodeError) as e:
+        raise NormbenchError(f"cannot read {path} as a normbench pack ({e}); re-create it with `normbench pack`") from None
+
+
+def _float(text: str):
+    return float(text) if text != "" else None
+
+
+def load(pack_dir: str | Path) -> list[dict]:
+    """The records of a pack, in the current layout (:func:`normbench.record.normalized`)."""
+    root = Path(pack_dir)
+    records: dict[str, dict] = {}
+    try:
+        for row in _rows(root / RUNS):
+            rec = {k: json.loads(row[k]) for k in JSON_SECTIONS}
+            rec.update(run_id=row["run_id"], schema_version=int(row["schema_version"]), status=row["status"],
+                       error=row["error"] or None, finished_at=row["finished_at"] or None,
+                       diverged_epoch=int(row["diverged_epoch"]) if row["diverged_epoch"] else None,
+                       param_count=int(row["param_count"]) if row["param_count"] else None,
+                       history=[], stats={"columns": rec_mod.STATS_COLUMNS, "rows": []})
+            records[rec["run_id"]] = rec
+        for row in _rows(root / HISTORY):
+            h = {"epoch": int(row.pop("epoch"))}
+            run_id = row.pop("run_id")
+            h.update({k: _float(v) for k, v in row.items() if v != ""})
+            records[run_id]["history"].append(h)
+        for row in _rows(root / STATS):
+            records[row["run_id"]]["stats"]["rows"].append(
+                [int(row["epoch"]), int(row["layer"]), row["tap"], row["quantity"], _float(row["value"])])
+    except (KeyError, ValueError, TypeError) as e:
+        raise NormbenchError(f"{root} is not a consistent normbench pack ({type(e).__name__}: {e}); "
+                             f"re-create it with `normbench pack`") from None
+    out = []
+    for rec in records.values():
+        try:
+            out.append(rec_mod.normalized(rec))
+        except ValueError as e:
+            raise NormbenchError(f"{root}: run {rec['run_id']} is not a readable record ({e})") from None
+    return out

@@ -1,0 +1,149 @@
+"""The command line as a user meets it: bad input exits 2 with a message that names the problem, never a traceback."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from normbench import record, store
+from normbench.cli import main
+from normbench.spec import RunSpec
+
+
+def cli(*args, env=None, timeout=600):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "normbench.cli", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+
+
+def _refused(done, *phrases):
+    assert done.returncode == 2, (done.returncode, done.stdout[-1500:], done.stderr[-1500:])
+    assert "Traceback" not in done.stderr + done.stdout
+    for phrase in phrases:
+        assert phrase in done.stderr, done.stderr
+
+
+def test_version(capsys):
+    from normbench import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"normbench {__version__}"
+
+
+def test_global_options_are_accepted_after_the_sub_command_too(tmp_path):
+    done = cli("run", "--models", "mlp8", "--strategies", "none", "--device", "cpu", "--backend", "tensorflow",
+               "--dry-run", "--results", str(tmp_path))
+    assert done.returncode == 0 and "1 runs: 1 to run" in done.stdout, done.stderr
+
+
+def test_a_suite_can_be_given_as_a_path(tmp_path):
+    suite = tmp_path / "mine.toml"
+    suite.write_text('description = "two runs"\n[defaults]\nepochs = 1\n[[grid]]\ndatasets = ["mnist"]\n'
+                     'models = ["mlp8"]\nstrategies = ["none", "selu"]\nseeds = [0]\n')
+    done = cli("run", "--suite", str(suite), "--dry-run", "--results", str(tmp_path / "runs"))
+    assert done.returncode == 0 and "2 runs: 2 to run" in done.stdout, done.stderr
+    _refused(cli("run", "--suite", str(tmp_path / "nope.toml"), "--dry-run"), "nope.toml does not exist")
+
+
+def test_dry_run_shows_which_runs_resume_would_skip(tmp_path):
+    spec = RunSpec("mlp8", "none", "mnist", epochs=1)
+    rec = record.new(spec)
+    rec["status"] = "ok"
+    store.save_record(tmp_path, rec)
+    done = cli("run", "--models", "mlp8", "--strategies", "none,selu", "--epochs", "1", "--dry-run", "--results", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert f"{spec.run_id}  mnist/mlp8/none/seed0  epochs=1 limit=None  [complete, skipped on resume]" in done.stdout
+    assert "2 runs: 1 to run, 1 already complete" in done.stdout
+
+
+def test_check_without_a_baseline_says_what_to_do(tmp_path):
+    _refused(cli("check", "--baseline", str(tmp_path / "none"), "--current", str(tmp_path)), "make baseline")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "rules.txt").write_text("test_accuracy: -0.05\n")
+    _refused(cli("check", "--baseline", str(tmp_path / "empty"), "--current", str(tmp_path)), "holds no records", "make baseline")
+
+
+@pytest.mark.parametrize("make_bad", ["file", "under a file"])
+def test_an_unwritable_results_path_fails_before_training(tmp_path, make_bad):
+    (tmp_path / "f").write_text("x")
+    results = tmp_path / "f" if make_bad == "file" else tmp_path / "f" / "sub"
+    done = cli("run", "--models", "mlp8", "--strategies", "none", "--results", str(results), timeout=120)
+    _refused(done, str(results))
+    assert "epoch" not in done.stdout  # nothing trained
+
+
+def test_a_missing_backend_names_the_extra_to_install():
+    hide_jax = ("import importlib.util as u; real = u.find_spec; "
+                "u.find_spec = lambda n, *a: None if n == 'jax' else real(n, *a); "
+                "from normbench.cli import main; raise SystemExit(main(['--backend', 'jax', 'list', 'models']))")
+    done = subprocess.run([sys.executable, "-c", hide_jax], capture_output=True, text=True, timeout=120)
+    _refused(done, 'pip install -e ".[jax]"')
+
+
+def test_a_second_run_on_a_held_folder_stops_and_a_stale_lock_is_taken_over(tmp_path, data_dir):
+    env = {"NORMBENCH_DATA_DIR": data_dir} if data_dir else {}
+    args = ("run", "--models", "mlp", "--strategies", "none", "--epochs", "1", "--limit", "100", "--results", str(tmp_path))
+    (tmp_path / store.LOCK_NAME).write_text(f"{os.getpid()}\n")  # this test process: alive
+    _refused(cli(*args, env=env), "in use by another `normbench run`", f"pid {os.getpid()}")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / store.LOCK_NAME).write_text(dead.stdout)  # a process that has exited: a stale lock
+    done = cli(*args, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not (tmp_path / store.LOCK_NAME).exists()
+    assert len(store.load_records(tmp_path)) == 1
+    # the backend's C++ start-up chatter went to the results folder, not to the terminal
+    assert "cuda" not in done.stderr.lower() and "I0000" not in done.stderr
+    assert (tmp_path / "backend.log").exists()
+
+
+SUITE_HEAD = 'description = "x"\n'
+GRID = '[[grid]]\ndatasets = ["mnist"]\nmodels = ["mlp8"]\nstrategies = ["none"]\nseeds = [0]\n'
+BAD_DEFAULTS = [
+    ("epochs", '"2"'), ("epochs", "-1"), ("epochs", "1.5"), ("batch_size", "0"), ("batch_size", '"x"'),
+    ("learning_rate", '"0.01"'), ("learning_rate", "-1.0"), ("learning_rate", "[0.1]"), ("learning_rate", "nan"),
+    ("momentum", "1.5"), ("momentum", '"0.9"'), ("limit", "5"), ("limit", '"100"'), ("eval_limit", "true"),
+    ("optimizer", '"sgdd"'), ("precision", '"fp8"'), ("model_params", "3"), ("strategy_params", '"c=2"'),
+    ("val_size", "0"), ("probe_size", "-3"), ("train_eval_size", "2.0"), ("probe_every_steps", "0"), ("foo", "1"),
+]
+
+
+@pytest.mark.parametrize("key,value", BAD_DEFAULTS)
+def test_every_suite_key_with_a_wrong_value_is_refused_naming_file_key_and_value(tmp_path, capsys, key, value):
+    suite = tmp_path / "bad.toml"
+    suite.write_text(f"{SUITE_HEAD}[defaults]\n{key} = {value}\n{GRID}")
+    assert main(["run", "--suite", str(suite), "--dry-run", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml" in err and key in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("axis,value", [("seeds", "0"), ("seeds", "[]"), ("seeds", "[-1]"), ("seeds", "[0, 0]"),
+                                        ("seeds", '["a"]'), ("datasets", "5"), ("datasets", "[]"), ("models", "[1]"),
+                                        ("strategies", '["nope"]')])
+def test_every_grid_axis_with_a_wrong_value_is_refused(tmp_path, capsys, axis, value):
+    grid = GRID.replace(next(line for line in GRID.splitlines() if line.startswith(axis)), f"{axis} = {value}")
+    suite = tmp_path / "bad.toml"
+    suite.write_text(SUITE_HEAD + grid)
+    assert main(["run", "--suite", str(suite), "--dry-run", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml" in err and (axis in err or "nope" in err) and "Traceback" not in err, err
+
+
+BAD_OPTIONS = [["--epochs", "0"], ["--epochs", "x"], ["--lr", "abc"], ["--lr", "-1"], ["--lr", "nan"], ["--seeds", "x"],
+               ["--jobs", "0"], ["--jobs", "many"], ["--limit", "3"], ["--batch-size", "-1"], ["--gpus-per-run", "1.5"],
+               ["--engine", "warp"], ["--optimizer", "lbfgs"], ["--precision", "fp8"], ["--executor", "slurm"],
+               ["--models", "mlp999"], ["--strategies", "nope*"], ["--datasets", "imagenet"]]
+
+
+@pytest.mark.parametrize("option", BAD_OPTIONS, ids=lambda o: " ".join(o))
+def test_every_run_option_with_a_bad_value_exits_2_with_a_message(tmp_path, capsys, option):
+    argv = ["run", "--dry-run", "--results", str(tmp_path)]
+    if option[0] != "--models":
+        argv += ["--models", "mlp8"]
+    with pytest.raises(SystemExit) as e:  # argparse errors exit by SystemExit(2); ours return 2
+        raise SystemExit(main(argv + option))
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "error" in err and "Traceback" not in err and (option[1] in err or option[0].lstrip("-") in err), err
