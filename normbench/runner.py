@@ -132,7 +132,7 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: s
             spe = math.gcd(execution.steps_per_execution, spec.probe_every_steps, steps_per_epoch)
             execution = replace(execution, steps_per_execution=spe)
         compile_model(model, spec, execution)
-        engine_name = resolve_engine(engine, keras.backend.backend(), spec)
+        engine_name = resolve_engine(engine, keras.backend.backend(), spec, model)
         record["performance"] = {**execution.as_dict(), "train_flops_per_sample": training_flops(model),
                                  "engine": engine_name, "concurrent_runs": int(concurrent_runs)}
         record["strategy_config"] = strategy.get_config()

@@ -106,3 +106,13 @@ def test_engine_requests_are_validated_before_training():
     with pytest.raises(ConfigError, match="probe every N steps"):
         resolve_engine("scan", "jax", spec.with_(probe_every_steps=10))
     assert resolve_engine(None, "jax", spec.with_(probe_every_steps=10)) == "fit"
+
+
+def test_conv_nets_default_to_fit_on_jax(rng):
+    from normbench.runner import build
+
+    mlp, _ = build(RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "width": 8}), (8,), 3)
+    conv, _ = build(RunSpec("convnet", "none", "cifar10", model_params={"filters": [4, 8], "dense": 8}), (16, 16, 3), 3)
+    assert resolve_engine(None, "jax", RunSpec("mlp", "none", "mnist"), mlp) == "scan"
+    assert resolve_engine(None, "jax", RunSpec("convnet", "none", "cifar10"), conv) == "fit"
+    assert resolve_engine("scan", "jax", RunSpec("convnet", "none", "cifar10"), conv) == "scan"  # asked for: granted
