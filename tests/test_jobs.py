@@ -81,14 +81,14 @@ def _workers_of(pgid):
     return [line for line in out.splitlines() if line.split()[1] == str(pgid) and "multiprocessing" in line]
 
 
-@pytest.mark.parametrize("how", ["kill -9", "ctrl-c"])
+@pytest.mark.parametrize("how", ["kill -9", "ctrl-c", "sigterm"])
 def test_interrupting_the_parent_loses_no_record_and_resume_completes(tmp_path, data_dir, how):
     env = {**os.environ, **({"NORMBENCH_DATA_DIR": data_dir} if data_dir else {})}
     proc = _cli(tmp_path, env=env)
     _wait_for_records(tmp_path, 1, proc)
-    proc.send_signal(signal.SIGKILL if how == "kill -9" else signal.SIGINT)
+    proc.send_signal({"kill -9": signal.SIGKILL, "ctrl-c": signal.SIGINT, "sigterm": signal.SIGTERM}[how])
     output = proc.communicate(timeout=60)[0]
-    if how == "ctrl-c":
+    if how != "kill -9":  # SIGTERM stops like Ctrl-C
         assert proc.returncode == 130 and "interrupted" in output, output[-2000:]
     deadline = time.monotonic() + 30  # orphaned workers notice that their parent is gone and stop
     while _workers_of(proc.pid) and time.monotonic() < deadline:
@@ -118,3 +118,16 @@ def test_sharing_env_caps_gpu_memory_per_job_and_splits_cpu_threads():
     assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" and float(env["XLA_PYTHON_CLIENT_MEM_FRACTION"]) == pytest.approx(0.225)
     env = sharing_env(2, gpu=False, threads=1)
     assert env["OMP_NUM_THREADS"] == "1" and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in env
+
+
+def test_a_closed_output_pipe_stops_the_grid_like_ctrl_c(tmp_path, data_dir):
+    env = {**os.environ, **({"NORMBENCH_DATA_DIR": data_dir} if data_dir else {})}
+    proc = subprocess.Popen(_cmd(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    proc.stdout.readline()  # like `normbench run ... | head -1`
+    proc.stdout.close()
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 141 and "output closed" in err and "Traceback" not in err, err[-2000:]
+    for path in tmp_path.glob("*.json"):
+        assert json.loads(path.read_text())["status"] == "ok"
+    assert not (tmp_path / ".normbench.lock").exists()
