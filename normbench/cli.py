@@ -346,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # SIGTERM (a scheduler, `kill`) stops like Ctrl-C
         signal.signal(signal.SIGTERM, _terminate)
     try:
+        if getattr(args, "jobs", 1) != 1:  # the parent starts the backend too (cost estimates): never preallocate the GPU
+            os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         _select_backend(args)
         if args.command == "list":
             cmd_list(args.what)

@@ -67,6 +67,19 @@ def choose_executor(executor: str | None, jobs: int) -> str:
     return executor
 
 
+def _costs(todo: Sequence[RunSpec], log: Log) -> dict[str, float]:
+    """Per-run cost estimates for the ETA; empty (count-based ETA) for a single run or if it fails."""
+    if len(todo) < 2:
+        return {}
+    try:
+        from .perf import run_costs
+
+        return run_costs(todo)
+    except Exception as e:  # noqa: BLE001  (progress display only)
+        log(f"(no cost estimate for the ETA: {type(e).__name__}: {e}; it counts runs instead)")
+        return {}
+
+
 def run_grid(
     specs: Sequence[RunSpec],
     results_dir: str | Path,
@@ -94,17 +107,26 @@ def run_grid(
     counts = {"skipped": len(specs) - len(todo), "ok": 0, "diverged": 0, "error": 0}
     if counts["skipped"]:
         log(f"{counts['skipped']} of {len(specs)} runs already complete in {results_dir} (use --force to rerun)")
+    costs = _costs(todo, log)
+    total_cost = sum(costs.values()) if costs else None
     t_grid = time.perf_counter()
-
-    def progress(done: int) -> str:
-        elapsed = time.perf_counter() - t_grid
-        eta = f", ETA {duration(elapsed / done * (len(todo) - done))}" if done else ""
-        return f"elapsed {duration(elapsed)}{eta}"
-
     finished = 0
+    done_cost = 0.0
+
+    def progress(_done: int = 0) -> str:
+        """Elapsed time and an ETA weighted by each run's estimated cost (FLOPs), not by run count."""
+        elapsed = time.perf_counter() - t_grid
+        if not finished:
+            return f"elapsed {duration(elapsed)}"
+        if total_cost and done_cost:
+            eta = elapsed / done_cost * (total_cost - done_cost)
+        else:
+            eta = elapsed / finished * (len(todo) - finished)
+        return f"elapsed {duration(elapsed)}, ETA {duration(eta)}"
 
     def header(i: int, spec: RunSpec) -> str:
-        return f"[{i + 1}/{len(todo)}] {spec.label} ({spec.epochs} epochs, run {spec.run_id}; {progress(finished)})"
+        share = f", {costs[spec.run_id] / total_cost:.0%} of the grid's work" if total_cost else ""
+        return f"[{i + 1}/{len(todo)}] {spec.label} ({spec.epochs} epochs, run {spec.run_id}{share}; {progress()})"
 
     ctx = GridContext(data_dir=data_dir, log=log, header=header, jobs=jobs, engine=engine,
                       options=dict(executor_options or {}))
@@ -113,6 +135,7 @@ def run_grid(
         store.save_record(results_dir, record)
         counts[record["status"]] += 1
         finished += 1
+        done_cost += costs.get(spec.run_id, 0.0) if costs else 0.0
         if name != "local":
             note = f": {record['error']}" if record.get("error") else ""
             log(f"[{finished}/{len(todo)} done] {spec.label} {record['status']}{note} ({progress(finished)})")

@@ -78,3 +78,46 @@ def forward_flops(model) -> int:
 def training_flops(model) -> int:
     """About three forward passes per sample for one training step (forward, two backward matmuls)."""
     return 3 * forward_flops(model)
+
+
+# Shapes a dataset's samples have and how many training images it holds, known without loading it.
+DATASET_SHAPES = {"mnist": ((28, 28, 1), 60000, 10), "cifar10": ((32, 32, 3), 50000, 10)}
+
+
+def run_costs(specs) -> dict[str, float]:
+    """Estimated FLOPs of each run (training plus its per-epoch inference passes), by run id.
+
+    Each distinct (model, dataset, model parameters) is built once, with the plain strategy, to count
+    its FLOPs per sample; a run's training samples follow from its limit and validation split. A
+    dataset or model it cannot size gets the mean of the others (so an ETA still comes out).
+    """
+    import json
+
+    import keras
+
+    from .runner import build
+
+    per_sample: dict[tuple, tuple[int, int]] = {}
+    costs: dict[str, float] = {}
+    for spec in specs:
+        if spec.dataset not in DATASET_SHAPES:
+            continue
+        shape, n_total, classes = DATASET_SHAPES[spec.dataset]
+        key = (spec.model, spec.dataset, json.dumps(spec.model_params, sort_keys=True))
+        if key not in per_sample:
+            try:
+                keras.backend.clear_session()
+                model, _ = build(spec.with_(strategy="none", strategy_params={}), shape, classes)
+                per_sample[key] = (training_flops(model), forward_flops(model))
+            except Exception:  # noqa: BLE001  (an estimate only; the run itself reports its error)
+                continue
+        train, forward = per_sample[key]
+        n = min(spec.limit or n_total, n_total - spec.val_size)
+        evaluated = spec.train_eval_size + min(spec.eval_limit or spec.val_size, spec.val_size) + spec.probe_size
+        costs[spec.run_id] = float(spec.epochs * (train * n + forward * evaluated) + forward * evaluated)
+    if costs:
+        mean = sum(costs.values()) / len(costs)
+        for spec in specs:
+            costs.setdefault(spec.run_id, mean)
+    keras.backend.clear_session()
+    return costs

@@ -189,3 +189,25 @@ def test_a_record_is_known_by_its_content_not_its_file_name(grid_dir, tmp_path, 
     (folder / "renamed.json").write_text(json.dumps(forged))
     with pytest.raises(Exception, match="not the hash of its spec"):
         store.load_records(folder)
+
+
+def test_run_costs_scale_with_depth_epochs_and_samples():
+    from normbench.perf import run_costs
+
+    a = RunSpec("mlp8", "none", "mnist", epochs=2, limit=1000, val_size=100, eval_limit=100, train_eval_size=100, probe_size=16)
+    specs = [a, a.with_(model="mlp32"), a.with_(epochs=4), a.with_(limit=2000), a.with_(dataset="cifar10", model="convnet")]
+    c = run_costs(specs)
+    assert set(c) == {s.run_id for s in specs}
+    assert c[specs[1].run_id] > 2 * c[a.run_id]  # 32 layers against 8
+    assert c[specs[2].run_id] == pytest.approx(2 * c[a.run_id], rel=0.05)  # twice the epochs
+    assert c[specs[3].run_id] == pytest.approx(2 * c[a.run_id], rel=0.15)  # twice the training samples
+    assert c[specs[4].run_id] > 10 * c[a.run_id]  # a conv net on CIFAR-10
+
+
+def test_progress_lines_show_each_runs_share_of_the_work_and_a_cost_weighted_eta(tmp_path, data_dir):
+    specs = [RunSpec("mlp", "none", "mnist", model_params={"depth": d, "width": 16}, **TINY) for d in (2, 6)]
+    lines = []
+    run_grid(specs, tmp_path, data_dir=data_dir, log=lines.append)
+    headers = [line for line in lines if line.startswith("[")]
+    assert len(headers) == 2 and all("of the grid's work" in h for h in headers)
+    assert "ETA" in headers[1] and "ETA" not in headers[0]
