@@ -30,8 +30,6 @@ import time
 from pathlib import Path
 
 SECTION = "## Grid wall time"
-INPUT_SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
-TRAIN_SIZES = {"mnist": 60000, "cifar10": 50000}
 
 
 def suite_train_flops(suite_name: str) -> tuple[float, int]:
@@ -39,7 +37,7 @@ def suite_train_flops(suite_name: str) -> tuple[float, int]:
     import keras
 
     from normbench.builtins import load_builtins
-    from normbench.perf import training_flops
+    from normbench.perf import DATASET_SHAPES, training_flops
     from normbench.runner import build
     from normbench.suites import get_suite
 
@@ -51,9 +49,11 @@ def suite_train_flops(suite_name: str) -> tuple[float, int]:
         key = (spec.model, spec.dataset, json.dumps(spec.model_params, sort_keys=True))
         if key not in per_sample:
             keras.backend.clear_session()
-            model, _ = build(spec.with_(strategy="none"), INPUT_SHAPES[spec.dataset], 10)
+            shape, _, classes = DATASET_SHAPES[spec.dataset]
+            model, _ = build(spec.with_(strategy="none"), shape, classes)
             per_sample[key] = training_flops(model)
-        n = min(spec.limit or TRAIN_SIZES[spec.dataset], TRAIN_SIZES[spec.dataset] - spec.val_size)
+        n_total = DATASET_SHAPES[spec.dataset][1]
+        n = min(spec.limit or n_total, n_total - spec.val_size)
         total += per_sample[key] * n * spec.epochs
     return total, len(suite.specs)
 

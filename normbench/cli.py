@@ -239,11 +239,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     for spec in specs:  # an engine the backend or a spec cannot use fails before anything trains
         resolve_engine(args.engine, backend, spec)
     if args.dry_run:
-        from .store import is_complete
+        from .store import completed_ids
 
+        complete_ids = set() if args.force else completed_ids(args.results)  # read the folder once
         done = 0
         for s in specs:
-            complete = not args.force and is_complete(args.results, s)
+            complete = s.run_id in complete_ids
             done += complete
             state = "complete, skipped on resume" if complete else "to run"
             print(f"{s.run_id}  {s.label}  epochs={s.epochs} limit={s.limit}  [{state}]")

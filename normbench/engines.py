@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import ConfigError
+from .perf import is_conv
 
 ENGINES = ("fit", "scan")
 EVAL_BATCH = 1024
@@ -30,10 +31,6 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([int(seed), int(epoch), 0x4E42]).permutation(n)
 
 
-def _has_conv(model) -> bool:
-    return any(type(layer).__name__ == "Conv2D" for layer in model.layers)
-
-
 def default_engine(backend: str, spec, model=None) -> str:
     """The engine a run gets when none is asked for.
 
@@ -42,7 +39,7 @@ def default_engine(backend: str, spec, model=None) -> str:
     XLA's CPU backend ran the smoke convnet 17x slower than ``fit`` (43 s against 2.5 s an epoch,
     1,000 CIFAR-10 images); on a GPU this has not been measured yet.
     """
-    if backend == "jax" and not spec.probe_every_steps and (model is None or not _has_conv(model)):
+    if backend == "jax" and not spec.probe_every_steps and (model is None or not is_conv(model)):
         return "scan"
     return "fit"
 

@@ -32,12 +32,11 @@ def validate_specs(specs: Sequence[RunSpec]) -> None:
     Every spec's strategy (name and parameters) and model (name and parameter names) is resolved;
     a grid with bad specs fails listing each problem once, instead of failing run by run.
     """
-    import inspect
-
     from .builtins import load_builtins
     from .errors import ConfigError, NormbenchError
+    from .models import check_model_params
     from .norms import get_strategy
-    from .registry import DATASETS, MODELS
+    from .registry import DATASETS
 
     load_builtins()
     problems: dict[str, list[str]] = {}
@@ -48,11 +47,7 @@ def validate_specs(specs: Sequence[RunSpec]) -> None:
         try:
             get_strategy(spec.strategy, **spec.strategy_params)
             DATASETS.get(spec.dataset)
-            builder = MODELS.get(spec.model)
-            accepted = [p for p in inspect.signature(builder).parameters if p not in ("input_shape", "num_classes", "strategy")]
-            unknown = sorted(set(spec.model_params) - set(accepted))
-            if unknown:
-                raise ConfigError(f"model {spec.model!r} takes no parameter(s) {unknown}; it takes: {accepted or 'none'}")
+            check_model_params(spec.model, spec.model_params)
         except NormbenchError as e:
             problems.setdefault(str(e), []).append(spec.label)
     if problems:
@@ -113,7 +108,7 @@ def run_grid(
     finished = 0
     done_cost = 0.0
 
-    def progress(_done: int = 0) -> str:
+    def progress() -> str:
         """Elapsed time and an ETA weighted by each run's estimated cost (FLOPs), not by run count."""
         elapsed = time.perf_counter() - t_grid
         if not finished:
@@ -135,10 +130,10 @@ def run_grid(
         store.save_record(results_dir, record)
         counts[record["status"]] += 1
         finished += 1
-        done_cost += costs.get(spec.run_id, 0.0) if costs else 0.0
+        done_cost += costs.get(spec.run_id, 0.0)
         if name != "local":
             note = f": {record['error']}" if record.get("error") else ""
-            log(f"[{finished}/{len(todo)} done] {spec.label} {record['status']}{note} ({progress(finished)})")
+            log(f"[{finished}/{len(todo)} done] {spec.label} {record['status']}{note} ({progress()})")
     log(
         f"done in {duration(time.perf_counter() - t_grid)}: {counts['ok']} ok, {counts['diverged']} diverged, "
         f"{counts['error']} error, {counts['skipped']} skipped; records in {results_dir}"

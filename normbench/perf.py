@@ -29,7 +29,7 @@ def _has_bn(model) -> bool:
     return any(type(layer).__name__ == "BatchNormalization" for layer in model.layers)
 
 
-def _is_conv(model) -> bool:
+def is_conv(model) -> bool:
     return any(type(layer).__name__ == "Conv2D" for layer in model.layers)
 
 
@@ -47,7 +47,7 @@ def choose_execution(model, backend: str, deterministic: bool) -> Execution:
     Environment overrides: NORMBENCH_JIT_COMPILE=auto|on|off, NORMBENCH_STEPS_PER_EXECUTION=N.
     """
     if backend == "tensorflow":
-        jit = not deterministic and not _has_bn(model) and not _is_conv(model)
+        jit = not deterministic and not _has_bn(model) and not is_conv(model)
     else:
         jit = backend == "jax"
     override = os.environ.get(JIT_ENV, "auto").lower()

@@ -16,13 +16,19 @@ from ..registry import MODELS
 from . import cnn, mlp  # noqa: F401  (registers the builders)
 
 
-def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, strategy: NormStrategy, **params: Any):
-    """Build the registered model ``name``; unknown parameters name the valid ones."""
+def check_model_params(name: str, params: dict) -> Any:
+    """The registered builder ``name``, after checking ``params`` against its signature (no Keras needed)."""
     builder = MODELS.get(name)
     accepted = [p for p in inspect.signature(builder).parameters if p not in ("input_shape", "num_classes", "strategy")]
     bad = sorted(set(params) - set(accepted))
     if bad:
         raise ConfigError(f"model {name!r} takes no parameter(s) {bad}; it takes: {accepted or 'none'}")
+    return builder
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, strategy: NormStrategy, **params: Any):
+    """Build the registered model ``name``; unknown parameters name the valid ones."""
+    builder = check_model_params(name, params)
     return builder(tuple(input_shape), int(num_classes), strategy, **params)
 
 
