@@ -1,9 +1,10 @@
 """Normalization strategies: each one a bundle applied in exactly one place.
 
-A :class:`NormStrategy` says which activation, initializer, weight constraint,
-batch-norm placement, dropout kind and input scaling a network uses. Model
-builders never look at a strategy's name; they call :class:`LayerStack`, whose
-``dense``/``conv`` blocks are the single place where a strategy is applied.
+A :class:`NormStrategy` says which activation, initializer, weight constraint, normalization
+kind (batch, mean-only batch, layer, group, RMS) and its placement, kernel parametrization
+(weight or spectral normalization), dropout kind and input scaling a network uses. Model
+builders never look at a strategy's name; they call :class:`LayerStack`, whose ``dense``/``conv``
+blocks are the single place where a strategy is applied.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from typing import Any
 from .errors import ConfigError
 from .registry import NORMS
 
-BN_PLACEMENTS = (None, "pre", "post")
+NORM_KINDS = (None, "batch", "mean_batch", "layer", "group", "rms")
+PLACEMENTS = ("pre", "post")
+KERNEL_PARAMETRIZATIONS = (None, "weight", "spectral")
+BATCH_STATISTICS = ("batch", "mean_batch")  # kinds whose output depends on the other samples of the batch
+CENTERING = ("batch", "mean_batch", "layer", "group")  # kinds with a learned shift: a bias before them is redundant
 DROPOUT_KINDS = (None, "standard", "alpha")
 INPUT_SCALINGS = ("unit", "standardize")
 
@@ -37,7 +42,11 @@ class NormStrategy:
     name: str
     activation: str | None = None  # None: the builder's activation (ReLU unless it says otherwise)
     kernel_initializer: str | None = None  # None: chosen by the activation (DEFAULT_INITIALIZER)
-    batchnorm: str | None = None  # None, "pre" (input of the nonlinearity) or "post" (after it)
+    norm: str | None = None  # normalization layer kind, one of NORM_KINDS (None: no normalization layer)
+    placement: str = "pre"  # "pre": on the input of the nonlinearity; "post": after it (and after a residual addition)
+    groups: int = 32  # group norm's groups (fewer where a layer has fewer channels: layers.group_count)
+    kernel_parametrization: str | None = None  # None, "weight" (g v/||v||) or "spectral" (v/sigma(v))
+    data_init: bool = False  # weight norm's data-dependent initialization on the first training batch
     max_norm: float | None = None  # radius c of each unit's incoming weight vector
     dropout: str | None = None  # None, "standard" or "alpha", after each hidden block
     dropout_rate: float = 0.0
@@ -45,8 +54,18 @@ class NormStrategy:
     input_scaling: str = "unit"  # "unit": pixels / 255; "standardize": zero mean, unit variance
 
     def __post_init__(self) -> None:
-        if self.batchnorm not in BN_PLACEMENTS:
-            raise ConfigError(f"strategy {self.name!r}: batchnorm must be one of {BN_PLACEMENTS}, got {self.batchnorm!r}")
+        if self.norm not in NORM_KINDS:
+            raise ConfigError(f"strategy {self.name!r}: norm must be one of {NORM_KINDS}, got {self.norm!r}")
+        if self.placement not in PLACEMENTS:
+            raise ConfigError(f"strategy {self.name!r}: placement must be one of {PLACEMENTS}, got {self.placement!r}")
+        if self.kernel_parametrization not in KERNEL_PARAMETRIZATIONS:
+            raise ConfigError(f"strategy {self.name!r}: kernel_parametrization must be one of "
+                              f"{KERNEL_PARAMETRIZATIONS}, got {self.kernel_parametrization!r}")
+        if not isinstance(self.groups, int) or isinstance(self.groups, bool) or self.groups < 1:
+            raise ConfigError(f"strategy {self.name!r}: groups must be a positive integer, got {self.groups!r}")
+        if self.data_init and self.kernel_parametrization != "weight":
+            raise ConfigError(f"strategy {self.name!r}: data_init is weight normalization's initialization; "
+                              f"it needs kernel_parametrization = 'weight'")
         if self.dropout not in DROPOUT_KINDS:
             raise ConfigError(f"strategy {self.name!r}: dropout must be one of {DROPOUT_KINDS}, got {self.dropout!r}")
         if self.input_scaling not in INPUT_SCALINGS:
@@ -61,6 +80,11 @@ class NormStrategy:
         if self.max_norm is not None and self.max_norm <= 0:
             raise ConfigError(f"strategy {self.name!r}: max_norm radius must be positive, got {self.max_norm!r}")
 
+    @property
+    def needs_batch_statistics(self) -> bool:
+        """True when a unit's output depends on the other samples of its batch (BN, mean-only BN)."""
+        return self.norm in BATCH_STATISTICS
+
     def activation_for(self, builder_activation: str) -> str:
         return self.activation or builder_activation
 
@@ -72,11 +96,24 @@ class NormStrategy:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "NormStrategy":
+        config = _legacy(config)
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(config) - fields)
         if unknown:
             raise ConfigError(f"unknown NormStrategy field(s) {unknown}; valid fields: {sorted(fields)}")
         return cls(**config)
+
+
+def _legacy(config: dict[str, Any]) -> dict[str, Any]:
+    """Schema-1 configs (records made before several norm kinds) said ``batchnorm = "pre" | "post" | None``."""
+    if "batchnorm" not in config:
+        return config
+    config = dict(config)
+    placement = config.pop("batchnorm")
+    if placement is not None:
+        config.setdefault("norm", "batch")
+        config.setdefault("placement", placement)
+    return config
 
 
 def get_strategy(identifier: "str | dict | NormStrategy", **params: Any) -> NormStrategy:
@@ -89,6 +126,7 @@ def get_strategy(identifier: "str | dict | NormStrategy", **params: Any) -> Norm
         return NormStrategy.from_config(identifier)
     if isinstance(identifier, str):
         factory = NORMS.get(identifier)
+        params = _legacy(params)
         accepted = set(inspect.signature(factory).parameters)
         fields = {f.name for f in dataclasses.fields(NormStrategy)} - {"name"}
         bad = sorted(set(params) - accepted - fields)
@@ -115,13 +153,13 @@ def _none() -> NormStrategy:
 @NORMS.register(name="batchnorm")
 def _batchnorm() -> NormStrategy:
     """BN on the input of the nonlinearity, g(BN(Wu)), bias dropped (Ioffe & Szegedy 2015)."""
-    return NormStrategy("batchnorm", batchnorm="pre")
+    return NormStrategy("batchnorm", norm="batch")
 
 
 @NORMS.register(name="batchnorm_post")
 def _batchnorm_post() -> NormStrategy:
     """BN after the activation (the placement of the SELU paper's Figure 1)."""
-    return NormStrategy("batchnorm_post", batchnorm="post")
+    return NormStrategy("batchnorm_post", norm="batch", placement="post")
 
 
 @NORMS.register(name="maxnorm")
@@ -145,21 +183,99 @@ def _selu(dropout_rate: float = 0.0) -> NormStrategy:
     )
 
 
+@NORMS.register(name="layernorm")
+def _layernorm() -> NormStrategy:
+    """Layer norm on the pre-activation, over all of a sample's units (Ba et al. 2016)."""
+    return NormStrategy("layernorm", norm="layer")
+
+
+@NORMS.register(name="groupnorm")
+def _groupnorm(groups: int = 32) -> NormStrategy:
+    """Group norm, 32 groups of channels (fewer where a layer has fewer channels) (Wu & He 2018)."""
+    return NormStrategy("groupnorm", norm="group", groups=int(groups))
+
+
+@NORMS.register(name="rmsnorm")
+def _rmsnorm() -> NormStrategy:
+    """RMS norm: divide by the root mean square of a sample's units, no centering (Zhang & Sennrich 2019)."""
+    return NormStrategy("rmsnorm", norm="rms")
+
+
+@NORMS.register(name="weightnorm")
+def _weightnorm(data_init: bool = True) -> NormStrategy:
+    """Weight norm w = g v/||v|| per unit, data-dependent init on the first batch (Salimans & Kingma 2016)."""
+    return NormStrategy("weightnorm", kernel_parametrization="weight", data_init=bool(data_init))
+
+
+@NORMS.register(name="weightnorm_meanbn")
+def _weightnorm_meanbn() -> NormStrategy:
+    """Weight norm plus mean-only batch norm, the weight-norm paper's best CIFAR-10 variant."""
+    return NormStrategy("weightnorm_meanbn", kernel_parametrization="weight", norm="mean_batch")
+
+
+@NORMS.register(name="spectralnorm")
+def _spectralnorm() -> NormStrategy:
+    """Spectral norm w = v/sigma(v), sigma by one power iteration a step (Miyato et al. 2018)."""
+    return NormStrategy("spectralnorm", kernel_parametrization="spectral")
+
+
 # --- the one place a strategy becomes layers ---------------------------------------------
 
 
 def hidden_layer_name(index: int, part: str) -> str:
-    """Layer names of hidden block ``index``: ``h03_linear``, ``h03_bn``, ``h03_act``, ``h03_drop``."""
+    """Layer names of hidden block ``index``: ``h03_linear``, ``h03_norm``, ``h03_add``, ``h03_act``, ``h03_drop``."""
     return f"h{index:02d}_{part}"
+
+
+def norm_layer(strategy: NormStrategy, shape: tuple, name: str, zero_scale: bool = False):
+    """The strategy's normalization layer for a tensor of ``shape`` (batch axis first), or None.
+
+    Layer norm normalizes each sample over all its units: every position and channel of a conv
+    feature map, with a gain and shift per channel (the definition of the group-norm paper, where
+    LN is GN with one group; Keras' LayerNormalization over those axes would learn one gain per
+    position and channel, 6x resnet20's parameters). RMS norm divides by the root mean square over
+    the channels (at each position of a feature map), with a gain per channel, as Keras'
+    RMSNormalization does. Group norm: groups of channels and every position; batch kinds: per
+    channel over the batch and positions. ``zero_scale`` starts the learned scale at 0 (a residual
+    branch that starts as the identity).
+    """
+    import keras
+
+    from .layers import MeanOnlyBatchNormalization, group_count
+
+    kind = strategy.norm
+    gamma = "zeros" if zero_scale else "ones"
+    if kind == "batch":
+        return keras.layers.BatchNormalization(gamma_initializer=gamma, name=name)
+    if kind == "mean_batch":
+        if zero_scale:
+            raise ConfigError("zero-initialized residual branches need a normalization with a scale; "
+                              "mean-only batch norm has none")
+        return MeanOnlyBatchNormalization(name=name)
+    if kind == "layer":
+        if len(shape) > 2:
+            return keras.layers.GroupNormalization(groups=1, gamma_initializer=gamma, name=name)
+        return keras.layers.LayerNormalization(gamma_initializer=gamma, name=name)
+    if kind == "group":
+        groups = group_count(int(shape[-1]), strategy.groups)
+        return keras.layers.GroupNormalization(groups=groups, gamma_initializer=gamma, name=name)
+    if kind == "rms":
+        if zero_scale:
+            raise ConfigError("zero-initialized residual branches are not supported with rmsnorm "
+                              "(Keras' RMSNormalization has no scale initializer)")
+        return keras.layers.RMSNormalization(axis=-1, name=name)
+    return None
 
 
 class LayerStack:
     """Builds hidden blocks for one network, numbering them and applying the strategy.
 
-    Each block is linear -> [BN if "pre"] -> activation -> [BN if "post"] -> [dropout];
-    the first block starts with input dropout when the strategy has one.
-    The activation layer is named ``hNN_act``: its input is the pre-activation and its
-    output the activation, which is what the probe measures.
+    Each block is linear -> [norm if "pre"] -> [+ shortcut] -> activation -> [norm if "post"]
+    -> [dropout]; the first block starts with input dropout when the strategy has one. A block
+    given a ``shortcut`` closes a residual branch: with "pre" placement the norm sits inside the
+    branch, with "post" after the addition. The activation layer is named ``hNN_act``: its input
+    is the pre-activation and its output the activation, which is what the probe measures; the
+    addition is ``hNN_add`` (inputs: shortcut, branch), which the probe also taps.
     """
 
     def __init__(self, strategy: NormStrategy, activation: str = "relu"):
@@ -167,13 +283,49 @@ class LayerStack:
         self.activation = strategy.activation_for(activation)
         self.count = 0
 
-    def dense(self, x, units: int):
-        return self._block(x, "dense", units)
+    def dense(self, x, units: int, shortcut=None, zero_init: bool = False):
+        return self._block(x, "dense", units, shortcut=shortcut, zero_init=zero_init)
 
-    def conv(self, x, filters: int, kernel_size: int = 3):
-        return self._block(x, "conv", filters, kernel_size)
+    def conv(self, x, filters: int, kernel_size: int = 3, strides: int = 1, shortcut=None, zero_init: bool = False):
+        return self._block(x, "conv", filters, kernel_size, strides, shortcut, zero_init)
 
-    def _block(self, x, kind: str, size: int, kernel_size: int = 3):
+    def linear(self, x, kind: str, size: int, kernel_size: int = 3, strides: int = 1, *, name: str,
+               use_bias: bool = True, zero: bool = False):
+        """One Dense or Conv2D with the strategy's initializer, constraint and kernel parametrization."""
+        import keras
+
+        from .layers import KernelReparametrization
+
+        s = self.strategy
+        if zero and s.kernel_parametrization:
+            raise ConfigError(f"strategy {s.name!r}: a zero-initialized residual branch cannot be combined with "
+                              f"{s.kernel_parametrization} normalization (the kernel's norm would be zero)")
+        common = dict(use_bias=use_bias, name=name if not s.kernel_parametrization else f"{name}_inner",
+                      kernel_initializer="zeros" if zero else s.initializer_for(self.activation))
+        if kind == "dense":
+            constraint = keras.constraints.MaxNorm(s.max_norm, axis=0) if s.max_norm else None
+            layer = keras.layers.Dense(size, kernel_constraint=constraint, **common)
+        else:
+            # Each filter (rows, cols, in) is one unit's incoming weight vector.
+            constraint = keras.constraints.MaxNorm(s.max_norm, axis=[0, 1, 2]) if s.max_norm else None
+            layer = keras.layers.Conv2D(size, kernel_size, strides=strides, padding="same",
+                                        kernel_constraint=constraint, **common)
+        if s.kernel_parametrization:
+            layer = KernelReparametrization(layer, mode=s.kernel_parametrization, name=name)
+        return layer(x)
+
+    def projection(self, x, filters: int, strides: int, index: int):
+        """A 1x1 conv shortcut (He et al.'s option B), normalized like the branch it joins."""
+        s = self.strategy
+        pre = s.norm if s.placement == "pre" else None
+        y = self.linear(x, "conv", filters, 1, strides, name=hidden_layer_name(index, "proj"),
+                        use_bias=pre not in CENTERING)
+        if pre:
+            y = norm_layer(s, tuple(y.shape), hidden_layer_name(index, "proj_norm"))(y)
+        return y
+
+    def _block(self, x, kind: str, size: int, kernel_size: int = 3, strides: int = 1, shortcut=None,
+               zero_init: bool = False):
         import keras
 
         s = self.strategy
@@ -182,23 +334,17 @@ class LayerStack:
             layer = keras.layers.AlphaDropout if s.dropout == "alpha" else keras.layers.Dropout
             x = layer(s.input_dropout_rate, name="input_drop")(x)
         self.count += 1
-        common = dict(
-            use_bias=s.batchnorm != "pre",
-            kernel_initializer=s.initializer_for(self.activation),
-            name=hidden_layer_name(i, "linear"),
-        )
-        if kind == "dense":
-            constraint = keras.constraints.MaxNorm(s.max_norm, axis=0) if s.max_norm else None
-            x = keras.layers.Dense(size, kernel_constraint=constraint, **common)(x)
-        else:
-            # Each filter (rows, cols, in) is one unit's incoming weight vector.
-            constraint = keras.constraints.MaxNorm(s.max_norm, axis=[0, 1, 2]) if s.max_norm else None
-            x = keras.layers.Conv2D(size, kernel_size, padding="same", kernel_constraint=constraint, **common)(x)
-        if s.batchnorm == "pre":
-            x = keras.layers.BatchNormalization(name=hidden_layer_name(i, "bn"))(x)
+        pre = s.norm if s.placement == "pre" else None
+        # A zero-initialized branch end: the pre-norm's scale starts at 0, else the kernel does.
+        x = self.linear(x, kind, size, kernel_size, strides, name=hidden_layer_name(i, "linear"),
+                        use_bias=pre not in CENTERING, zero=zero_init and not pre)
+        if pre:
+            x = norm_layer(s, tuple(x.shape), hidden_layer_name(i, "norm"), zero_scale=zero_init)(x)
+        if shortcut is not None:
+            x = keras.layers.Add(name=hidden_layer_name(i, "add"))([shortcut, x])
         x = keras.layers.Activation(self.activation, name=hidden_layer_name(i, "act"))(x)
-        if s.batchnorm == "post":
-            x = keras.layers.BatchNormalization(name=hidden_layer_name(i, "bn"))(x)
+        if s.norm and s.placement == "post":
+            x = norm_layer(s, tuple(x.shape), hidden_layer_name(i, "norm"))(x)
         if s.dropout and s.dropout_rate > 0:
             layer = keras.layers.AlphaDropout if s.dropout == "alpha" else keras.layers.Dropout
             x = layer(s.dropout_rate, name=hidden_layer_name(i, "drop"))(x)

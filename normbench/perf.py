@@ -30,7 +30,9 @@ def _has_bn(model) -> bool:
 
 
 def is_conv(model) -> bool:
-    return any(type(layer).__name__ == "Conv2D" for layer in model.layers)
+    from .layers import linear_kind
+
+    return any(linear_kind(layer) == "Conv2D" for layer in model.layers)
 
 
 def choose_execution(model, backend: str, deterministic: bool) -> Execution:
@@ -63,9 +65,11 @@ def choose_execution(model, backend: str, deterministic: bool) -> Execution:
 
 def forward_flops(model) -> int:
     """Multiply-add FLOPs (2 per MAC) of one sample's forward pass through Dense and Conv2D layers."""
+    from .layers import linear_kind
+
     total = 0
     for layer in model.layers:
-        kind = type(layer).__name__
+        kind = linear_kind(layer)
         if kind == "Dense":
             total += 2 * int(layer.kernel.shape[0]) * int(layer.kernel.shape[1])
         elif kind == "Conv2D":

@@ -1,7 +1,9 @@
 """Probe a fixed batch for per-layer activation statistics, without changing the model.
 
 The probe is a second functional model over the same layers whose outputs are the
-input (pre-activation) and output (activation) of every hidden ``hNN_act`` layer.
+input (pre-activation) and output (activation) of every hidden ``hNN_act`` layer and,
+where a block closes a residual branch, the two inputs of its ``hNN_add`` (tapped as
+``skip`` and ``branch``: the pre-activation is their sum).
 It runs with ``training=False`` through Keras' compiled predict function, built
 once and reused, so batch-norm moving statistics and dropout are never touched.
 """
@@ -36,9 +38,16 @@ class ActivationProbe:
 
         self.blocks = hidden_blocks(model)
         self.activations = [act.get_config()["activation"] for _, act, _ in self.blocks]  # fixed; not per epoch
+        names = {layer.name for layer in model.layers}
         outputs = []
-        for _, act, _ in self.blocks:
+        self.taps: list[list[str]] = []  # per block, the names of its tapped tensors in output order
+        for index, act, _ in self.blocks:
             outputs += [act.input, act.output]
+            self.taps.append(["pre", "act"])
+            if f"h{index:02d}_add" in names:
+                skip, branch = model.get_layer(f"h{index:02d}_add").input
+                outputs += [skip, branch]
+                self.taps[-1] += ["skip", "branch"]
         self.model = model
         self.probe_model = keras.Model(model.input, outputs, name=f"{model.name}_probe")
         self.x = x_probe
@@ -46,11 +55,16 @@ class ActivationProbe:
     def measure(self, epoch: int) -> list[tuple[int, int, str, str, float]]:
         import keras
 
-        taps = self.probe_model.predict_on_batch(self.x)
+        values = iter(self.probe_model.predict_on_batch(self.x))
         rows = []
-        for (index, _, linear), activation, pre, out in zip(self.blocks, self.activations, taps[0::2], taps[1::2]):
-            for tap, values in (("pre", summarize(pre) | unit_summary(pre)), ("act", summarize(out, activation))):
-                rows += [(epoch, index, tap, q, v) for q, v in values.items()]
+        for (index, _, linear), activation, taps in zip(self.blocks, self.activations, self.taps):
+            for tap in taps:
+                tensor = next(values)
+                if tap == "pre":
+                    summary = summarize(tensor) | unit_summary(tensor)
+                else:
+                    summary = summarize(tensor, activation if tap == "act" else None)
+                rows += [(epoch, index, tap, q, v) for q, v in summary.items()]
             norms = kernel_norms(keras.ops.convert_to_numpy(linear.kernel))
             rows += [(epoch, index, "kernel", q, v) for q, v in norms.items()]
         return rows

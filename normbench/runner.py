@@ -16,6 +16,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from . import record as rec_mod
 from .env import enable_determinism, environment, peak_rss_mib
 from .perf import choose_execution, training_flops
@@ -36,15 +38,37 @@ def make_optimizer(spec: RunSpec):
     return keras.optimizers.RMSprop(learning_rate=spec.learning_rate)
 
 
-def build(spec: RunSpec, input_shape, num_classes: int):
-    """The spec's model (uncompiled, its kernels drawn portably from the spec's seed) and its strategy."""
+def build(spec: RunSpec, input_shape, num_classes: int, x_train=None):
+    """The spec's model (uncompiled, its kernels drawn portably from the spec's seed) and its strategy.
+
+    A strategy with a data-dependent initialization (weight norm) is initialized on the first
+    batch that epoch 1 trains on, when the training inputs ``x_train`` are given.
+    """
+    from .layers import data_dependent_init
     from .models import build_model, portable_initialization
     from .norms import get_strategy
 
     strategy = get_strategy(spec.strategy, **spec.strategy_params)
     model = build_model(spec.model, input_shape, num_classes, strategy, **spec.model_params)
     portable_initialization(model, spec.seed)
+    if strategy.data_init and x_train is not None:
+        first = np.sort(epoch_order(spec.seed, 1, len(x_train))[: spec.batch_size])
+        data_dependent_init(model, x_train[first])
     return model, strategy
+
+
+def norm_description(model, index: int) -> dict:
+    """The normalization layer of hidden block ``index`` as recorded: its class and group count."""
+    from .norms import hidden_layer_name
+
+    try:
+        layer = model.get_layer(hidden_layer_name(index, "norm"))
+    except ValueError:
+        return {}
+    out = {"norm": type(layer).__name__}
+    if hasattr(layer, "groups"):
+        out["norm_groups"] = int(layer.groups)
+    return out
 
 
 def compile_model(model, spec: RunSpec, execution=None) -> None:
@@ -99,6 +123,7 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: s
     import keras
 
     from .datasets import load_splits
+    from .layers import linear_kind
     from .probe import ActivationProbe, hidden_blocks
 
     record = rec_mod.new(spec)
@@ -125,7 +150,7 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: s
 
         t = time.perf_counter()
         keras.mixed_precision.set_global_policy(spec.precision)
-        model, strategy = build(spec, splits.input_shape, splits.num_classes)
+        model, strategy = build(spec, splits.input_shape, splits.num_classes, splits.x_train)
         execution = choose_execution(model, keras.backend.backend(), record["environment"]["deterministic_ops"])
         if spec.probe_every_steps:  # the step hook must see every probed step, and chunks restart each epoch
             steps_per_epoch = -(-len(splits.y_train) // spec.batch_size)
@@ -140,9 +165,10 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: s
         record["layers"] = [
             {
                 "index": i,
-                "kind": type(linear).__name__,
+                "kind": linear_kind(linear),
                 "units": int(linear.kernel.shape[-1]),
                 "activation": act.get_config()["activation"],
+                **norm_description(model, i),
             }
             for i, act, linear in hidden_blocks(model)
         ]

@@ -8,6 +8,10 @@ tests, which run on TensorFlow in their own process, to assert on.
    from the same initial weights in the same batch order; the largest weight difference is
    reported (JAX only).
 2. With real MNIST (when available), one real run's epoch-0 metrics and statistics.
+3. Weight and spectral normalization (``reparametrization``): the identity ||w|| = g per unit
+   after training steps, the data-dependent init (first-batch pre-activations with mean 0 and
+   variance 1 per unit) and sigma(w) = 1, on an MLP and a small convnet. tests/test_layers.py
+   calls it directly on TensorFlow and reads its JSON from JAX.
 """
 
 import json
@@ -66,6 +70,53 @@ def engine_agreement():
     return out
 
 
+def reparametrization():
+    import keras
+
+    from normbench.builtins import load_builtins
+    from normbench.layers import KernelReparametrization
+    from normbench.runner import build, compile_model
+    from normbench.spec import RunSpec
+
+    load_builtins()
+    rng = np.random.default_rng(1)
+    cases = {"mlp": ((20,), {"depth": 3, "width": 16}), "convnet": ((16, 16, 3), {"filters": [4, 8], "dense": 16})}
+    out = {}
+    for model_name, (shape, params) in cases.items():
+        x = (rng.normal(size=(64, *shape)) * 3.0 + 1.0).astype("float32")  # far from standardized on purpose
+        y = rng.integers(0, 3, size=64)
+        for strategy in ("weightnorm", "spectralnorm"):
+            keras.backend.clear_session()
+            spec = RunSpec(model_name, strategy, "mnist", batch_size=64, learning_rate=0.05, model_params=params)
+            model, _ = build(spec, shape, 3, x_train=x)
+            wrapped = [layer for layer in model.layers if isinstance(layer, KernelReparametrization)]
+            r = {"wrapped": len(wrapped)}
+            if strategy == "weightnorm":  # the first batch is all 64 samples: the init's pre-activation statistics
+                means, variances = [], []
+                for layer in wrapped:
+                    t = keras.ops.convert_to_numpy(keras.Model(model.input, layer.output)(x, training=False))
+                    t = t.reshape(-1, t.shape[-1]).astype("float64")
+                    means.append(float(np.abs(t.mean(axis=0)).max()))
+                    variances.append(float(np.abs(t.var(axis=0) - 1.0).max()))
+                r["init_max_abs_mean"], r["init_max_abs_var_minus_1"] = max(means), max(variances)
+            compile_model(model, spec)
+            for _ in range(5):
+                model.train_on_batch(x, y)
+            identity, sigma = [], []
+            for layer in wrapped:
+                w = np.asarray(keras.ops.convert_to_numpy(layer.kernel), dtype="float64")
+                m = w.reshape(-1, w.shape[-1])
+                if strategy == "weightnorm":
+                    g = keras.ops.convert_to_numpy(layer.g).astype("float64")
+                    identity.append(float(np.abs(np.sqrt((m**2).sum(axis=0)) / np.abs(g) - 1.0).max()))  # g may turn negative
+                else:
+                    sigma.append(float(np.linalg.svd(m, compute_uv=False)[0]))
+            r["identity_max_rel_err"] = max(identity) if identity else None
+            r["sigmas"] = sigma
+            out[f"{model_name}/{strategy}"] = r
+    return out
+
+
 def epoch0(data_dir):
     from normbench.datasets import load_raw
     from normbench.errors import DataError
@@ -77,7 +128,7 @@ def epoch0(data_dir):
     except DataError:
         return None
     out = {}
-    for strategy in ("none", "batchnorm", "selu"):
+    for strategy in ("none", "batchnorm", "selu", "weightnorm"):
         spec = RunSpec("mlp8", strategy, "mnist", epochs=0, limit=500, eval_limit=200, val_size=500, probe_size=64,
                        train_eval_size=200)
         rec = run(spec, data_dir=data_dir, log=lambda _m: None)
@@ -89,7 +140,8 @@ def epoch0(data_dir):
 if __name__ == "__main__":
     import keras
 
-    result = {"backend": keras.backend.backend(), "epoch0": epoch0(os.environ.get("NORMBENCH_DATA_DIR") or None)}
+    result = {"backend": keras.backend.backend(), "epoch0": epoch0(os.environ.get("NORMBENCH_DATA_DIR") or None),
+              "reparametrization": reparametrization()}
     if keras.backend.backend() == "jax":
         result["engines"] = engine_agreement()
     with open(sys.argv[1], "w") as f:

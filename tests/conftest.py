@@ -1,4 +1,8 @@
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -30,6 +34,27 @@ def data_dir():
             pytest.fail(f"CI without MNIST: {e}")
         pytest.skip(f"no MNIST available: {e}")
     return value
+
+
+CHECKS = Path(__file__).with_name("_backend_checks.py")
+
+
+def other_backend(backend, tmp_path_factory, data_dir):
+    """Run tests/_backend_checks.py under ``backend`` (skip if it is not installed) and return its JSON."""
+    pytest.importorskip(backend)
+    out = tmp_path_factory.mktemp(backend) / "checks.json"
+    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": "-1"}
+    if data_dir:
+        env["NORMBENCH_DATA_DIR"] = data_dir
+    proc = subprocess.run([sys.executable, str(CHECKS), str(out)], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="session")
+def jax_checks(tmp_path_factory, data_dir):
+    """The JAX side's measurements, made once per test session."""
+    return other_backend("jax", tmp_path_factory, data_dir)
 
 
 @pytest.fixture

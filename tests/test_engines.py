@@ -1,11 +1,5 @@
 """Engines and backends compute the same thing: scan = fit (JAX), and one spec starts alike on every backend."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -17,23 +11,6 @@ from normbench.registry import NORMS
 from normbench.spec import RunSpec
 
 load_builtins()
-CHECKS = Path(__file__).with_name("_backend_checks.py")
-
-
-def _other_backend(backend, tmp_path_factory, data_dir):
-    pytest.importorskip(backend)
-    out = tmp_path_factory.mktemp(backend) / "checks.json"
-    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": "-1"}
-    if data_dir:
-        env["NORMBENCH_DATA_DIR"] = data_dir
-    proc = subprocess.run([sys.executable, str(CHECKS), str(out)], env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(out.read_text())
-
-
-@pytest.fixture(scope="module")
-def jax_checks(tmp_path_factory, data_dir):
-    return _other_backend("jax", tmp_path_factory, data_dir)
 
 
 @pytest.mark.parametrize("model", ["mlp", "convnet"])

@@ -22,15 +22,19 @@ def test_get_strategy_errors_name_the_problem():
         get_strategy("none", dropout_rate=0.5)
     with pytest.raises(ConfigError, match="cannot interpret 42"):
         get_strategy(42)
-    with pytest.raises(ConfigError, match="batchnorm must be one of"):
-        NormStrategy("x", batchnorm="middle")
+    with pytest.raises(ConfigError, match="norm must be one of"):
+        NormStrategy("x", norm="middle")
+    with pytest.raises(ConfigError, match="placement must be one of"):
+        get_strategy("layernorm", placement="middle")
+    with pytest.raises(ConfigError, match="data_init is weight normalization's"):
+        get_strategy("none", data_init=True)
     with pytest.raises(ConfigError, match="unknown NormStrategy field"):
         NormStrategy.from_config({"name": "x", "colour": "red"})
 
 
 def test_any_strategy_field_can_be_overridden_by_parameter():
     s = get_strategy("batchnorm_post", input_scaling="standardize")
-    assert s.input_scaling == "standardize" and s.batchnorm == "post" and s.name == "batchnorm_post"
+    assert s.input_scaling == "standardize" and s.norm == "batch" and s.placement == "post" and s.name == "batchnorm_post"
     assert get_strategy("selu", dropout_rate=0.05).dropout == "alpha"
 
 

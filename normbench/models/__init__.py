@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..norms import NormStrategy
 from ..registry import MODELS
-from . import cnn, mlp  # noqa: F401  (registers the builders)
+from . import cnn, mlp, residual  # noqa: F401  (registers the builders)
 
 
 def check_model_params(name: str, params: dict) -> Any:
@@ -86,7 +86,11 @@ def portable_initialization(model, seed: int) -> int:
     import numpy as np
 
     count = 0
+    from ..layers import KernelReparametrization
+
     for index, layer in enumerate(model.layers):
+        wrapper = layer if isinstance(layer, KernelReparametrization) else None
+        layer = wrapper.layer if wrapper else layer  # a reparametrized kernel: redraw its free parameter v
         init = getattr(layer, "kernel_initializer", None)
         kernel = getattr(layer, "kernel", None)
         if init is None or kernel is None:
@@ -96,5 +100,7 @@ def portable_initialization(model, seed: int) -> int:
         cfg = {"scale": init.scale, "mode": init.mode, "distribution": init.distribution}
         rng = np.random.default_rng([int(seed), index, 0x1417])
         kernel.assign(portable_kernel(cfg, tuple(int(d) for d in kernel.shape), rng))
+        if wrapper:
+            wrapper.reset()
         count += 1
     return count

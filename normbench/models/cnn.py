@@ -28,10 +28,15 @@ def _stage_sizes(depth: int, stages: int) -> list[int]:
     return [base + (1 if s < extra else 0) for s in range(stages)]
 
 
-def _create_vgg(input_shape, num_classes, strategy: NormStrategy, depth: int, base_filters: int, name: str):
+def _create_vgg(input_shape, num_classes, strategy: NormStrategy, depth: int, base_filters: int, width: float,
+                name: str):
     import keras
 
     stages = 4
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
+        raise ConfigError(f"{name}: width must be a positive multiplier of the filters, got {width!r}")
+    if not isinstance(base_filters, int) or base_filters < 1:
+        raise ConfigError(f"{name}: base_filters must be a positive integer, got {base_filters!r}")
     if depth < stages:
         raise ConfigError(f"{name}: depth must be at least {stages} (one conv layer per stage), got {depth}")
     if min(input_shape[0], input_shape[1]) < 2**stages:
@@ -41,25 +46,28 @@ def _create_vgg(input_shape, num_classes, strategy: NormStrategy, depth: int, ba
     x = inputs
     for s, n in enumerate(_stage_sizes(depth, stages)):
         for _ in range(n):
-            x = stack.conv(x, base_filters * 2**s)
+            x = stack.conv(x, max(1, round(base_filters * width)) * 2**s)
         x = keras.layers.MaxPooling2D(2, name=f"pool{s}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     return stack.logits(inputs, x, num_classes, name=name)
 
 
 @MODELS.register
-def vgg(input_shape, num_classes, strategy, depth: int = 8, base_filters: int = 16):
-    """Plain VGG-style stack: `depth` 3x3 conv layers in 4 stages (filters x1, x2, x4, x8), pooling between."""
-    return _create_vgg(input_shape, num_classes, strategy, depth, base_filters, name=f"vgg{depth}")
+def vgg(input_shape, num_classes, strategy, depth: int = 8, base_filters: int = 16, width: float = 1):
+    """Plain VGG-style stack: `depth` 3x3 conv layers in 4 stages (filters x1, x2, x4, x8), pooling between.
+
+    ``width`` multiplies every layer's filters: 4 gives the published VGG's widths, 64-512
+    (the default, 16-128, is a quarter of them and a sixteenth of the compute)."""
+    return _create_vgg(input_shape, num_classes, strategy, depth, base_filters, width, name=f"vgg{depth}")
 
 
 @MODELS.register
-def vgg8(input_shape, num_classes, strategy, base_filters: int = 16):
-    """VGG-style stack of 8 3x3 conv layers (16-128 filters)."""
-    return vgg(input_shape, num_classes, strategy, depth=8, base_filters=base_filters)
+def vgg8(input_shape, num_classes, strategy, base_filters: int = 16, width: float = 1):
+    """VGG-style stack of 8 3x3 conv layers (16-128 filters; `width` = 4: 64-512)."""
+    return vgg(input_shape, num_classes, strategy, depth=8, base_filters=base_filters, width=width)
 
 
 @MODELS.register
-def vgg16(input_shape, num_classes, strategy, base_filters: int = 16):
-    """VGG-style stack of 16 3x3 conv layers (16-128 filters)."""
-    return vgg(input_shape, num_classes, strategy, depth=16, base_filters=base_filters)
+def vgg16(input_shape, num_classes, strategy, base_filters: int = 16, width: float = 1):
+    """VGG-style stack of 16 3x3 conv layers (16-128 filters; `width` = 4: 64-512, the published widths)."""
+    return vgg(input_shape, num_classes, strategy, depth=16, base_filters=base_filters, width=width)

@@ -28,10 +28,13 @@ def strategy_palette(strategies) -> dict[str, tuple]:
     """A fixed colour per strategy name: registered strategies first, in registry order."""
     import seaborn as sns
 
+    from ..builtins import load_builtins
     from ..registry import NORMS
 
+    load_builtins()  # the registry, not whichever strategy modules happen to be imported, decides the colours
     base = list(NORMS.list())
-    colours = sns.color_palette("colorblind", n_colors=max(len(base) + 3, 8))
+    # ten colour-blind-safe colours, then the "dark" set: distinct colours for up to twenty strategies
+    colours = (sns.color_palette("colorblind", 10) + sns.color_palette("dark", 10)) * 2
     palette = {name: colours[i] for i, name in enumerate(base)}
     extra = iter(colours[len(base):] * 10)
     for name in sorted(set(strategies) - set(base)):

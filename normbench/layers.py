@@ -1,0 +1,214 @@
+"""Layers Keras does not ship, written once with ``keras.ops`` so they run on every backend.
+
+- :class:`KernelReparametrization` wraps a ``Dense`` or ``Conv2D`` and computes its kernel
+  from a free parameter ``v``: weight normalization (Salimans & Kingma 2016), w = g * v / ||v||
+  per output unit, or spectral normalization (Miyato et al. 2018), w = v / sigma(v) with sigma
+  estimated by one power iteration per training step. The gradient flows through the
+  normalization in both (Keras' own ``SpectralNormalization`` instead writes v / sigma back into
+  the kernel before each training step, so its gradient skips the sigma term: a projection, not
+  the paper's reparametrization).
+- :class:`MeanOnlyBatchNormalization` subtracts the batch mean (moving mean at inference) and
+  adds a learned shift, without dividing by the standard deviation (Salimans & Kingma 2016, §4).
+- :class:`ShortcutA` is the parameter-free shortcut of He et al. 2016's CIFAR ResNets (option A):
+  subsample by the stride, zero-pad the new channels.
+- :func:`data_dependent_init` is weight normalization's initialization: on one batch, set each
+  unit's g and bias so that its pre-activation has mean 0 and variance 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import keras
+from keras import ops
+
+LINEAR_KINDS = ("Dense", "Conv2D")
+
+
+def linear_kind(layer) -> str | None:
+    """``"Dense"`` or ``"Conv2D"`` for a linear layer, wrapped or not; None for anything else."""
+    inner = layer.layer if isinstance(layer, KernelReparametrization) else layer
+    kind = type(inner).__name__
+    return kind if kind in LINEAR_KINDS else None
+
+
+def _unit_norms(matrix):
+    return ops.sqrt(ops.sum(ops.square(matrix), axis=0) + 1e-12)
+
+
+@keras.saving.register_keras_serializable(package="normbench")
+class KernelReparametrization(keras.layers.Wrapper):
+    """A Dense or Conv2D whose kernel is ``g * v / ||v||`` (``mode="weight"``) or ``v / sigma(v)``
+    (``mode="spectral"``).
+
+    ``v`` is the wrapped layer's own kernel variable (so its initializer and constraint apply to
+    it); ``kernel`` is the effective kernel, which is what the probe measures. Weight norm's ``g``
+    starts at ||v|| per unit (the wrapped layer computes what it would unwrapped) until
+    :func:`data_dependent_init` or :meth:`reset` sets it.
+    """
+
+    MODES = ("weight", "spectral")
+
+    def __init__(self, layer, mode: str = "weight", **kwargs):
+        super().__init__(layer, **kwargs)
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
+        if type(layer).__name__ not in LINEAR_KINDS:
+            raise ValueError(f"KernelReparametrization wraps Dense or Conv2D, got {type(layer).__name__}")
+        self.mode = mode
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        units = int(self.layer.kernel.shape[-1])
+        if self.mode == "weight":
+            self.g = self.add_weight(name="g", shape=(units,), initializer="ones", trainable=True)
+        else:
+            self.u = self.add_weight(name="u", shape=(units,), initializer="ones", trainable=False)
+        self.built = True
+        self.reset()
+
+    def reset(self) -> None:
+        """Start from the kernel v holds now: g = ||v|| per unit, or u = v's top right singular vector."""
+        v = np.asarray(ops.convert_to_numpy(self.layer.kernel), dtype=np.float64)
+        m = v.reshape(-1, v.shape[-1])
+        if self.mode == "weight":
+            self.g.assign(np.sqrt((m**2).sum(axis=0)).astype("float32"))
+            return
+        u = np.ones(m.shape[1]) / np.sqrt(m.shape[1])
+        for _ in range(30):
+            u = m.T @ (m @ u)
+            u /= np.linalg.norm(u) + 1e-12
+        self.u.assign(u.astype("float32"))
+
+    def _matrix(self):
+        v = self.layer.kernel
+        return v, ops.reshape(v, (-1, v.shape[-1]))
+
+    def effective_kernel(self, training: bool = False):
+        v, m = self._matrix()
+        if self.mode == "weight":
+            return v * (self.g / _unit_norms(m))
+        u = ops.stop_gradient(self.u)
+        if training:  # one power-iteration step per training step, as the paper does
+            left = ops.matmul(m, u)
+            left = left / (ops.norm(left) + 1e-12)
+            u = ops.stop_gradient(ops.matmul(ops.transpose(m), left))
+            u = u / (ops.norm(u) + 1e-12)
+            self.u.assign(u)
+        sigma = ops.norm(ops.matmul(m, u))
+        return v / (sigma + 1e-12)
+
+    @property
+    def kernel(self):
+        return self.effective_kernel(training=False)
+
+    @property
+    def bias(self):
+        return self.layer.bias
+
+    @property
+    def kernel_initializer(self):
+        return self.layer.kernel_initializer
+
+    def call(self, inputs, training=False):
+        w = self.effective_kernel(training=bool(training))
+        layer = self.layer
+        if isinstance(layer, keras.layers.Dense):
+            out = ops.matmul(inputs, ops.cast(w, inputs.dtype))
+        else:
+            out = layer.convolution_op(inputs, ops.cast(w, inputs.dtype))
+        if layer.use_bias:
+            out = out + ops.cast(layer.bias, out.dtype)
+        return out
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="normbench")
+class MeanOnlyBatchNormalization(keras.layers.Layer):
+    """x - mean over the batch (and positions), + beta; the moving mean is used at inference."""
+
+    def __init__(self, momentum: float = 0.99, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = float(momentum)
+
+    def build(self, input_shape):
+        units = (int(input_shape[-1]),)
+        self.beta = self.add_weight(name="beta", shape=units, initializer="zeros", trainable=True)
+        self.moving_mean = self.add_weight(name="moving_mean", shape=units, initializer="zeros", trainable=False)
+        self.built = True
+
+    def call(self, inputs, training=False):
+        axes = list(range(len(inputs.shape) - 1))
+        if training:
+            mean = ops.mean(ops.cast(inputs, "float32"), axis=axes)
+            self.moving_mean.assign(self.momentum * self.moving_mean + (1.0 - self.momentum) * mean)
+        else:
+            mean = self.moving_mean
+        return inputs - ops.cast(mean, inputs.dtype) + ops.cast(self.beta, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum}
+
+
+@keras.saving.register_keras_serializable(package="normbench")
+class ShortcutA(keras.layers.Layer):
+    """He et al. 2016 option A: keep every ``stride``-th position and zero-pad to ``filters`` channels."""
+
+    def __init__(self, filters: int, stride: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.stride = int(filters), int(stride)
+
+    def call(self, inputs):
+        x = inputs[:, :: self.stride, :: self.stride, :]
+        extra = self.filters - int(inputs.shape[-1])
+        return ops.pad(x, [[0, 0], [0, 0], [0, 0], [extra // 2, extra - extra // 2]])
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape
+        return (b, None if h is None else -(-h // self.stride), None if w is None else -(-w // self.stride), self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "stride": self.stride}
+
+
+def group_count(channels: int, groups: int) -> int:
+    """Group norm's rule for a layer with fewer (or indivisible) channels: the largest divisor of
+    ``channels`` that is at most ``groups`` (32 groups of 1 channel for a 32-channel layer, 16 for 16)."""
+    for g in range(min(groups, channels), 0, -1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+def data_dependent_init(model, x) -> int:
+    """Weight norm's data-dependent initialization (Salimans & Kingma 2016, §3) on the batch ``x``.
+
+    Layer by layer in depth order, with g = 1 and bias 0 the unit's pre-activation is
+    t = v.x / ||v||; then g = 1 / std(t) and bias = -mean(t) / std(t), so that on ``x`` every
+    unit's pre-activation has mean 0 and variance 1 (a unit without a bias gets the scale only).
+    Later layers see the already initialized earlier ones. Returns how many layers were set.
+    """
+    count = 0
+    for layer in model.layers:
+        if not isinstance(layer, KernelReparametrization) or layer.mode != "weight":
+            continue
+        units = int(layer.g.shape[0])
+        layer.g.assign(np.ones(units, dtype="float32"))
+        if layer.layer.use_bias:
+            layer.layer.bias.assign(np.zeros(units, dtype="float32"))
+        t = keras.Model(model.input, layer.output)(x, training=False)
+        t = np.asarray(ops.convert_to_numpy(t), dtype=np.float64).reshape(-1, units)
+        mean, std = t.mean(axis=0), t.std(axis=0) + 1e-8
+        layer.g.assign((1.0 / std).astype("float32"))
+        if layer.layer.use_bias:
+            layer.layer.bias.assign((-mean / std).astype("float32"))
+        count += 1
+    return count
