@@ -240,7 +240,10 @@ def runs_frame(records: list[dict]):
     """One row per run: identity, status, final metrics, cost and provenance.
 
     ``model`` and ``strategy`` include non-default parameters (``maxnorm[c=2.0]``), so that
-    tables never pool runs of different configurations; ``builder`` is the bare model name.
+    tables never pool runs of different configurations; ``builder`` and ``strategy_name`` are
+    the bare names. A training setting that differs between runs of one (dataset, model,
+    strategy), such as the batch size of a batch-size sweep, joins the strategy key too
+    (``batchnorm[batch_size=8,learning_rate=0.00625]``): seeds are the only thing pooled.
     """
     import numpy as np
     import pandas as pd
@@ -258,12 +261,17 @@ def runs_frame(records: list[dict]):
                 "model": param_key(s["model"], s.get("model_params")),
                 "builder": s["model"],
                 "strategy": param_key(s["strategy"], s.get("strategy_params")),
+                "strategy_name": s["strategy"],
+                "strategy_params": s.get("strategy_params") or {},
                 "seed": s["seed"],
                 "depth": len(rec.get("layers") or []) or None,
                 "status": rec["status"],
                 "error": rec.get("error"),
                 "diverged_epoch": rec.get("diverged_epoch"),
                 "epochs": s["epochs"],
+                "batch_size": s.get("batch_size"),
+                "learning_rate": s.get("learning_rate"),
+                "optimizer": s.get("optimizer"),
                 "epochs_done": last.get("epoch", 0),
                 "limit": s.get("limit"),
                 "precision": s.get("precision", "float32"),
@@ -284,4 +292,15 @@ def runs_frame(records: list[dict]):
                 "finished_at": rec.get("finished_at"),
             }
         )
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if len(df):
+        groups = df.groupby(["dataset", "model", "strategy"])
+        varying = [f for f in VARIANT_FIELDS if groups[f].nunique(dropna=False).max() > 1]
+        if varying:
+            df["strategy"] = [param_key(name, {**params, **{f: row[f] for f in varying}})
+                              for name, params, (_, row) in zip(df.strategy_name, df.strategy_params, df.iterrows())]
+    return df.drop(columns=["strategy_params"]) if len(df) else df
+
+
+# Training settings that may differ between runs of one (dataset, model, strategy) in a suite.
+VARIANT_FIELDS = ("batch_size", "learning_rate", "optimizer", "epochs", "limit")

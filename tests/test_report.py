@@ -189,3 +189,23 @@ def test_a_corrupt_pack_is_refused_with_the_fix(tmp_path):
     (tmp_path / pack.RUNS).write_bytes(b"not gzip")
     with pytest.raises(NormbenchError, match="normbench pack"):
         store.load_records(tmp_path)
+
+
+def test_a_batch_size_sweep_is_tabled_by_batch_size_and_never_pooled(tmp_path, data_dir):
+    specs = [RunSpec("mlp", strategy, "mnist", model_params={"depth": 2, "width": 16},
+                     **{**TINY, "batch_size": bs, "learning_rate": 0.01 * bs / 32})
+             for strategy in ("none", "batchnorm") for bs in (8, 32)]
+    run_grid(specs, tmp_path / "runs", data_dir=data_dir, suite={"name": "sweep", "definition_hash": "y"}, log=_quiet)
+    runs = store.runs_frame(store.load_records(tmp_path / "runs"))
+    assert sorted(runs.strategy) == ["batchnorm[batch_size=32,learning_rate=0.01]", "batchnorm[batch_size=8,learning_rate=0.0025]",
+                                     "none[batch_size=32,learning_rate=0.01]", "none[batch_size=8,learning_rate=0.0025]"]
+    make_report(tmp_path / "runs", tmp_path / "report", log=_quiet)
+    table = pd.read_csv(tmp_path / "report" / "tables" / "batch_size.csv", index_col=0)
+    assert list(table.columns) == ["batch 8", "batch 32"]
+    for (row, column), value in table.stack().items():
+        strategy, bs = row.split(" / ")[-1], int(column.split()[1])
+        acc = runs[(runs.strategy_name == strategy) & (runs.batch_size == bs)].test_accuracy.item()
+        assert value == pytest.approx(100 * (1 - acc))
+    text = (tmp_path / "report" / "README.md").read_text()
+    assert "need batch statistics: batchnorm." in text and "error_vs_batch_size.png" in text
+    assert (tmp_path / "report" / "figures" / "error_vs_batch_size.png").stat().st_size > 0

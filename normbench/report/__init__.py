@@ -201,10 +201,25 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
                    "Wilcoxon signed-rank test of test accuracy, each pair of strategies over matched runs:", "",
                    markdown_table(tests.set_index(["strategy_a"]).round(4), corner="strategy a"), ""]
 
+    sweep = runs.batch_size.nunique() > 1
+    if sweep:
+        with section(md, "Test error against batch size"):
+            table = tables.error_by_batch_size(runs)
+            table.to_csv(out / "tables" / "batch_size.csv")
+            md += ["## Test error against batch size", "",
+                   "Test error (%) per (dataset / model / strategy), mean over seeds, one column per batch size "
+                   "(the learning rate as the suite sets it, e.g. scaled linearly with the batch). Strategies "
+                   "that need batch statistics: "
+                   + (", ".join(sorted(tables.batch_dependent(runs.strategy_name.unique()))) or "none") + ".", "",
+                   markdown_table(table.round(2), corner="dataset / model / strategy"), ""]
+
     md += ["## Figures", ""]
     figures = []
     makers = [("Training loss", lambda: plots.training_loss(history, runs, out / "figures" / "training_loss.png")),
               ("Test accuracy against depth", lambda: plots.accuracy_vs_depth(runs, out / "figures" / "accuracy_vs_depth.png"))]
+    if sweep:
+        makers.append(("Test error against batch size",
+                       lambda: plots.error_vs_batch_size(runs, out / "figures" / "error_vs_batch_size.png")))
     for (dataset, model), _ in (layers.groupby(["dataset", "model"]) if layers is not None else []):  # models with statistics
         tag = f"{slug(dataset)}_{slug(model)}"
         makers.append((f"{dataset} / {model}: signal propagation",

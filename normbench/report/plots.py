@@ -150,3 +150,35 @@ def accuracy_vs_depth(runs: pd.DataFrame, path: Path) -> Path:
         if ax.get_legend():
             ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+# Wu & He 2018 (group norm), Table 2: ImageNet ResNet-50 validation error (%) by images per GPU.
+GN_PAPER_ERROR = {"batch size": [32, 16, 8, 4, 2],
+                  "batchnorm": [23.6, 23.7, 24.8, 27.3, 34.7], "groupnorm": [24.1, 24.2, 24.0, 24.2, 24.1]}
+
+
+def error_vs_batch_size(runs: pd.DataFrame, path: Path) -> Path:
+    """Test error against batch size, one line per strategy and panel per (dataset, model); the group-norm
+    paper's ImageNet numbers in a panel of their own (a reference for the shape, not the level)."""
+    plt, sns = _mpl()
+    d = runs[runs.status == "ok"].copy()
+    d["test_error_pct"] = 100.0 * (1.0 - d.test_accuracy)
+    panels = sorted({(ds, b) for ds, b in zip(d.dataset, d.builder)})
+    palette = strategy_palette(d.strategy_name.unique())
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(5.5 * (len(panels) + 1), 4.2), squeeze=False)
+    for ax, (dataset, builder) in zip(axes[0], panels):
+        sub = d[(d.dataset == dataset) & (d.builder == builder)]
+        sns.lineplot(data=sub, x="batch_size", y="test_error_pct", hue="strategy_name", palette=palette, marker="o",
+                     errorbar=("sd", 1) if sub.seed.nunique() > 1 else None, ax=ax)
+        ax.set_title(f"{dataset} / {builder} (measured)")
+    ref = axes[0][-1]
+    for strategy in ("batchnorm", "groupnorm"):
+        ref.plot(GN_PAPER_ERROR["batch size"], GN_PAPER_ERROR[strategy], marker="s", linestyle="--",
+                 color=strategy_palette([strategy])[strategy], label=f"{strategy} (published)")
+    ref.set_title("Wu & He 2018, ImageNet ResNet-50 (published)")
+    ref.legend(fontsize=7)
+    for ax in axes[0]:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size (images per step)")
+        ax.set_ylabel("test error (%)")
+    return _save(fig, path)

@@ -169,3 +169,23 @@ def paired_tests(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     else:
         note += " p-values are not corrected for multiple comparisons."
     return tests_df, rank_df, note
+
+
+def batch_dependent(strategies) -> list[str]:
+    """The registered strategies among ``strategies`` whose outputs depend on the rest of the batch."""
+    from ..builtins import load_builtins
+    from ..norms import get_strategy
+    from ..registry import NORMS
+
+    load_builtins()
+    return [s for s in strategies if s in NORMS and get_strategy(s).needs_batch_statistics]
+
+
+def error_by_batch_size(runs: pd.DataFrame) -> pd.DataFrame:
+    """Test error (%) by (dataset / model / strategy) and batch size, mean over the finished seeds."""
+    d = runs[runs.status == "ok"].copy()
+    d["row"] = d.dataset + " / " + d.builder + " / " + d.strategy_name
+    d["test_error_pct"] = 100.0 * (1.0 - d.test_accuracy)
+    table = d.pivot_table(index="row", columns="batch_size", values="test_error_pct", aggfunc="mean")
+    table.columns = [f"batch {int(c)}" for c in table.columns]
+    return table
