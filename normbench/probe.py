@@ -3,7 +3,8 @@
 The probe is a second functional model over the same layers whose outputs are the
 input (pre-activation) and output (activation) of every hidden ``hNN_act`` layer and,
 where a block closes a residual branch, the two inputs of its ``hNN_add`` (tapped as
-``skip`` and ``branch``: the pre-activation is their sum).
+``skip`` and ``branch``: the pre-activation is their sum), and the output of every
+``hNN_concat`` that joins parallel branches (tapped as ``concat`` of block NN).
 It runs with ``training=False`` through Keras' compiled predict function, built
 once and reused, so batch-norm moving statistics and dropout are never touched.
 """
@@ -48,6 +49,9 @@ class ActivationProbe:
                 skip, branch = model.get_layer(f"h{index:02d}_add").input
                 outputs += [skip, branch]
                 self.taps[-1] += ["skip", "branch"]
+            if f"h{index:02d}_concat" in names:
+                outputs.append(model.get_layer(f"h{index:02d}_concat").output)
+                self.taps[-1].append("concat")
         self.model = model
         self.probe_model = keras.Model(model.input, outputs, name=f"{model.name}_probe")
         self.x = x_probe

@@ -140,3 +140,11 @@ def test_probe_taps_the_skip_and_the_branch_whose_sum_is_the_pre_activation(rng)
     for layer in (2, 4, 6):  # means add up (the pre-activation is skip + branch)
         assert got[(layer, "pre", "mean")] == pytest.approx(got[(layer, "skip", "mean")] + got[(layer, "branch", "mean")],
                                                             rel=1e-4, abs=1e-5)
+
+
+def test_probe_taps_each_inception_concatenation(rng):
+    model = build_model("inception", (16, 16, 3), 10, get_strategy("groupnorm"), width=0.25)
+    rows = ActivationProbe(model, rng.normal(size=(8, 16, 16, 3)).astype("float32")).measure(0)
+    concat = sorted({layer for _, layer, tap, _, _ in rows if tap == "concat"})
+    assert concat == [6, 12, 18, 24, 30]  # the stem, then 6 branch convs per module
+    assert model.get_layer("h06_concat").output.shape[-1] == sum(max(1, round(f * 0.25)) for f in (16, 24, 8, 8))

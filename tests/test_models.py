@@ -27,6 +27,7 @@ SMALL = {
     "resnet32": {"base_filters": 2},
     "resnet56": {"base_filters": 2},
     "plain20": {"base_filters": 2},
+    "inception": {"width": 0.25},
     "resmlp": {"depth": 3, "width": 8},
     "resmlp8": {"width": 8},
     "resmlp16": {"width": 8},
@@ -34,7 +35,8 @@ SMALL = {
 }
 EXPECTED_DEPTH = {"mlp": 3, "mlp8": 8, "mlp16": 16, "mlp32": 32, "bn_paper_mlp": 3, "convnet": 3, "vgg": 4, "vgg8": 8, "vgg16": 16,
                   "dropout_paper_mlp": 3, "resnet": 7, "resnet20": 19, "resnet32": 31, "resnet56": 55, "plain20": 19, "resmlp": 3,
-                  "resmlp8": 8, "resmlp16": 16, "resmlp32": 32}
+                  "resmlp8": 8, "resmlp16": 16, "resmlp32": 32,
+                  "inception": 31}
 
 
 @pytest.mark.parametrize("strategy", NORMS.list())

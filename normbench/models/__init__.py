@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..norms import NormStrategy
 from ..registry import MODELS
-from . import cnn, mlp, residual  # noqa: F401  (registers the builders)
+from . import cnn, inception, mlp, residual  # noqa: F401  (registers the builders)
 
 
 def check_model_params(name: str, params: dict) -> Any:
