@@ -212,3 +212,74 @@ def data_dependent_init(model, x) -> int:
             layer.layer.bias.assign((-mean / std).astype("float32"))
         count += 1
     return count
+
+
+@keras.saving.register_keras_serializable(package="normbench")
+class CropFlip(keras.layers.Layer):
+    """Training-time augmentation of He et al. 2016's CIFAR recipe, on the device with ``keras.ops``.
+
+    In training: zero-pad ``pad`` pixels on each side, take a random crop of the original size
+    (an independent offset per image), flip it left-right with probability 1/2. At inference:
+    the identity. The randomness comes from a seeded Keras ``SeedGenerator`` (the run's seed), so
+    a run is repeatable on one backend; the draws differ between backends.
+    """
+
+    def __init__(self, pad: int = 4, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.pad, self.seed = int(pad), int(seed)
+        self.generator = keras.random.SeedGenerator(self.seed)
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        p = self.pad
+        b, h, w, c = ops.shape(inputs)[0], inputs.shape[1], inputs.shape[2], inputs.shape[3]
+        padded = ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]])
+        dy = keras.random.randint((b, 1), 0, 2 * p + 1, seed=self.generator)
+        dx = keras.random.randint((b, 1), 0, 2 * p + 1, seed=self.generator)
+        rows = ops.reshape(dy + ops.arange(h)[None, :], (b, h, 1, 1))
+        padded = ops.take_along_axis(padded, ops.broadcast_to(rows, (b, h, w + 2 * p, c)), axis=1)
+        cols = ops.reshape(dx + ops.arange(w)[None, :], (b, 1, w, 1))
+        cropped = ops.take_along_axis(padded, ops.broadcast_to(cols, (b, h, w, c)), axis=2)
+        flip = keras.random.uniform((b, 1, 1, 1), seed=self.generator) < 0.5
+        return ops.where(flip, ops.flip(cropped, axis=2), cropped)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "pad": self.pad, "seed": self.seed}
+
+
+def with_augmentation(model, augment: str | None, seed: int):
+    """``model`` behind the augmentation layer (a new model sharing its layers), or ``model`` itself.
+
+    The runner trains and evaluates the returned model; the probe and the layer descriptions use
+    ``model``, whose layers are the same objects (augmentation is the identity at inference).
+    """
+    if not augment:
+        return model
+    inputs = keras.Input(shape=model.input_shape[1:], name="raw_inputs")
+    outputs = model(CropFlip(4, seed, name="augment")(inputs))
+    return keras.Model(inputs, outputs, name=f"{model.name}_augmented")
+
+
+def apply_weight_decay(model, weight_decay: float) -> int:
+    """L2 (weight_decay / 2) * ||W||^2 on every Dense and Conv2D kernel (v for a reparametrized one), in the loss.
+
+    Added to the loss, the penalty's gradient weight_decay * W goes through momentum, as in He et
+    al.'s and most papers' SGD (Keras' optimizer ``weight_decay`` is decoupled instead). With a
+    scale-invariant layer (any kernel followed by batch, layer or group norm) it does not regularize
+    the function; it shrinks ||W|| and so raises the effective learning rate (van Laarhoven 2017).
+    Returns how many kernels it was set on.
+    """
+    if not weight_decay:
+        return 0
+    count = 0
+    for layer in model.layers:
+        if linear_kind(layer) is None:
+            continue
+        inner = layer.layer if isinstance(layer, KernelReparametrization) else layer
+        inner.kernel.regularizer = keras.regularizers.L2(weight_decay / 2.0)
+        count += 1
+    return count

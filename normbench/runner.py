@@ -28,14 +28,17 @@ from .spec import RunSpec
 Log = Callable[[str], None]
 
 
-def make_optimizer(spec: RunSpec):
+def make_optimizer(spec: RunSpec, steps_per_epoch: int | None = None):
     import keras
 
+    from .schedules import learning_rate
+
+    lr = learning_rate(spec, steps_per_epoch)
     if spec.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=spec.learning_rate, momentum=spec.momentum)
+        return keras.optimizers.SGD(learning_rate=lr, momentum=spec.momentum)
     if spec.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=spec.learning_rate)
-    return keras.optimizers.RMSprop(learning_rate=spec.learning_rate)
+        return keras.optimizers.Adam(learning_rate=lr)
+    return keras.optimizers.RMSprop(learning_rate=lr)
 
 
 def build(spec: RunSpec, input_shape, num_classes: int, x_train=None):
@@ -44,13 +47,14 @@ def build(spec: RunSpec, input_shape, num_classes: int, x_train=None):
     A strategy with a data-dependent initialization (weight norm) is initialized on the first
     batch that epoch 1 trains on, when the training inputs ``x_train`` are given.
     """
-    from .layers import data_dependent_init
+    from .layers import apply_weight_decay, data_dependent_init
     from .models import build_model, portable_initialization
     from .norms import get_strategy
 
     strategy = get_strategy(spec.strategy, **spec.strategy_params)
     model = build_model(spec.model, input_shape, num_classes, strategy, **spec.model_params)
     portable_initialization(model, spec.seed)
+    apply_weight_decay(model, spec.weight_decay)
     if strategy.data_init and x_train is not None:
         first = np.sort(epoch_order(spec.seed, 1, len(x_train))[: spec.batch_size])
         data_dependent_init(model, x_train[first])
@@ -71,16 +75,16 @@ def norm_description(model, index: int) -> dict:
     return out
 
 
-def compile_model(model, spec: RunSpec, execution=None) -> None:
+def compile_model(model, spec: RunSpec, execution=None, steps_per_epoch: int | None = None) -> None:
     """Compile with the spec's optimizer, logits + sparse cross-entropy, accuracy.
 
     ``execution`` (a :class:`normbench.perf.Execution`) sets XLA and steps per execution;
-    None keeps Keras' defaults.
+    None keeps Keras' defaults. ``steps_per_epoch`` sizes a learning-rate schedule.
     """
     import keras
 
     model.compile(
-        optimizer=make_optimizer(spec),
+        optimizer=make_optimizer(spec, steps_per_epoch),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         **({} if execution is None else execution.as_dict()),
@@ -123,7 +127,7 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: s
     import keras
 
     from .datasets import load_splits
-    from .layers import linear_kind
+    from .layers import linear_kind, with_augmentation
     from .probe import ActivationProbe, hidden_blocks
 
     record = rec_mod.new(spec)
@@ -156,7 +160,8 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: s
             steps_per_epoch = -(-len(splits.y_train) // spec.batch_size)
             spe = math.gcd(execution.steps_per_execution, spec.probe_every_steps, steps_per_epoch)
             execution = replace(execution, steps_per_execution=spe)
-        compile_model(model, spec, execution)
+        trained = with_augmentation(model, spec.augment, spec.seed)  # the probe measures `model`, its layers
+        compile_model(trained, spec, execution, steps_per_epoch=-(-len(splits.y_train) // spec.batch_size))
         engine_name = resolve_engine(engine, keras.backend.backend(), spec, model)
         record["performance"] = {**execution.as_dict(), "train_flops_per_sample": training_flops(model),
                                  "engine": engine_name, "concurrent_runs": int(concurrent_runs)}
@@ -173,7 +178,7 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: s
             for i, act, linear in hidden_blocks(model)
         ]
         probe = ActivationProbe(model, splits.x_val[: spec.probe_size])
-        trainer = make_engine(engine_name, model, splits.x_train, splits.y_train, spec.batch_size)
+        trainer = make_engine(engine_name, trained, splits.x_train, splits.y_train, spec.batch_size)
         record["timings"]["build_s"] = time.perf_counter() - t
 
         measure = _EpochMeasure(spec, trainer, splits, probe, record, log)

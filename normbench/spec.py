@@ -14,6 +14,8 @@ from .errors import ConfigError
 from .record import SCHEMA_VERSION  # noqa: F401  (re-exported: the record's layout lives in normbench.record)
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+AUGMENTATIONS = (None, "crop_flip")
+LR_SCHEDULES = (None, "step", "cosine")
 IDENTITY = ("model", "strategy", "dataset", "seed")
 
 
@@ -39,6 +41,12 @@ class RunSpec:
     strategy_params: dict = field(default_factory=dict)  # strategy arguments, e.g. {"c": 2.0}
     precision: str = "float32"  # Keras dtype policy; mixed precision changes results, so it is part of the id
     probe_every_steps: int | None = None  # also probe stats, validation and test metrics every N optimizer steps
+    augment: str | None = None  # None, or "crop_flip": 4-pixel zero padding, random crop, random horizontal flip
+    weight_decay: float = 0.0  # L2 penalty (weight_decay / 2) * ||W||^2 on every kernel, in the loss
+    lr_schedule: str | None = None  # None (constant), "step" or "cosine", evaluated every optimizer step
+    lr_milestones: list = field(default_factory=lambda: [0.5, 0.75])  # "step": fractions of training ...
+    lr_decay: float = 0.1  # ... at which the rate is multiplied by lr_decay
+    warmup_epochs: float = 0.0  # linear warm-up of the rate from 0 over this many epochs
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> ConfigError:
@@ -73,6 +81,19 @@ class RunSpec:
             raise bad("learning_rate", "a finite number > 0 (a number, not a string)")
         if not is_real(self.momentum) or not 0 <= self.momentum < 1:
             raise bad("momentum", "a number in [0, 1)")
+        if self.augment not in AUGMENTATIONS:
+            raise bad("augment", f"one of {AUGMENTATIONS}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise bad("lr_schedule", f"one of {LR_SCHEDULES}")
+        if not is_real(self.weight_decay) or self.weight_decay < 0:
+            raise bad("weight_decay", "a number >= 0")
+        if not is_real(self.warmup_epochs) or self.warmup_epochs < 0:
+            raise bad("warmup_epochs", "a number >= 0")
+        if not is_real(self.lr_decay) or not 0 < self.lr_decay <= 1:
+            raise bad("lr_decay", "a number in (0, 1]")
+        if (not isinstance(self.lr_milestones, list) or not all(is_real(m) and 0 < m < 1 for m in self.lr_milestones)
+                or self.lr_milestones != sorted(self.lr_milestones)):
+            raise bad("lr_milestones", "an increasing list of fractions of training in (0, 1), e.g. [0.5, 0.75]")
         for name in ("model_params", "strategy_params"):
             value = getattr(self, name)
             if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
