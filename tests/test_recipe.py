@@ -113,3 +113,29 @@ def test_the_augmented_model_shares_the_base_models_weights():
     wrapped = with_augmentation(model, "crop_flip", 0)
     assert {id(v) for v in model.trainable_variables} == {id(v) for v in wrapped.trainable_variables}
     assert with_augmentation(model, None, 0) is model
+
+
+def test_every_suite_file_parses_and_its_specs_pass_the_pre_flight():
+    from normbench.builtins import load_builtins
+    from normbench.grid import validate_specs
+    from normbench.registry import SUITES
+    from normbench.suites import get_suite
+
+    load_builtins()
+    for name in SUITES.list():
+        specs = get_suite(name).specs
+        assert specs, name
+        validate_specs(list(specs))
+
+
+def test_the_cifar_resnet_suite_is_he_et_al_s_schedule():
+    from normbench.suites import get_suite
+
+    specs = get_suite("cifar-resnet").specs
+    steps_per_epoch = -(-(50000 - 5000) // 128)
+    for s in specs:
+        total = s.epochs * steps_per_epoch
+        assert 64000 <= total <= 64100  # 64k iterations
+        assert [round(m * total, -3) for m in s.lr_milestones] == [32000, 48000]
+        assert (s.learning_rate, s.momentum, s.weight_decay, s.batch_size, s.augment) == (0.1, 0.9, 1e-4, 128, "crop_flip")
+    assert {s.seed for s in specs} == {0, 1, 2} and {s.model for s in specs} == {"resnet20"}
