@@ -23,7 +23,7 @@ KERNEL_PARAMETRIZATIONS = (None, "weight", "spectral")
 BATCH_STATISTICS = ("batch", "mean_batch")  # kinds whose output depends on the other samples of the batch
 CENTERING = ("batch", "mean_batch", "layer", "group")  # kinds with a learned shift: a bias before them is redundant
 DROPOUT_KINDS = (None, "standard", "alpha")
-INPUT_SCALINGS = ("unit", "standardize")
+INPUT_SCALINGS = ("unit", "standardize", "standardize_feature")
 
 # Initializer used when a strategy leaves it to the activation.
 DEFAULT_INITIALIZER = {
@@ -51,7 +51,8 @@ class NormStrategy:
     dropout: str | None = None  # None, "standard" or "alpha", after each hidden block
     dropout_rate: float = 0.0
     input_dropout_rate: float = 0.0  # dropout (of the strategy's kind) on the network input
-    input_scaling: str = "unit"  # "unit": pixels / 255; "standardize": zero mean, unit variance
+    input_scaling: str = "unit"  # "unit": pixels / 255; "standardize": zero mean, unit variance per channel;
+    # "standardize_feature": per pixel and channel (the SNN paper's code)
 
     def __post_init__(self) -> None:
         if self.norm not in NORM_KINDS:

@@ -85,7 +85,8 @@ def training_flops(model) -> int:
 
 
 # Shapes a dataset's samples have and how many training images it holds, known without loading it.
-DATASET_SHAPES = {"mnist": ((28, 28, 1), 60000, 10), "cifar10": ((32, 32, 3), 50000, 10)}
+DATASET_SHAPES = {"mnist": ((28, 28, 1), 60000, 10), "mnist_binary": ((28, 28, 1), 60000, 10),
+                  "cifar10": ((32, 32, 3), 50000, 10)}
 
 
 def run_costs(specs) -> dict[str, float]:

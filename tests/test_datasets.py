@@ -122,3 +122,17 @@ def test_a_malicious_cifar_batch_cannot_run_code(tmp_path):
     assert not marker.exists(), "the pickle ran a command"
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "refused to load posix.system" in done.stderr and "could not read the CIFAR-10 python batches" in done.stderr
+
+
+def test_binarized_mnist_and_per_feature_standardization(data_dir):
+    from normbench.datasets import load_raw
+
+    raw = load_raw("mnist_binary", data_dir)
+    assert set(np.unique(raw.x_train[:500])) == {0, 255} and "binarized at 128" in raw.source
+    s = load_splits("mnist", input_scaling="standardize_feature", val_size=500, limit=2000, eval_limit=200,
+                    data_dir=data_dir)
+    std = s.x_train.std(axis=0)
+    varying = std > 0
+    np.testing.assert_allclose(s.x_train.mean(axis=0)[varying], 0.0, atol=1e-4)
+    np.testing.assert_allclose(std[varying], 1.0, rtol=1e-3)
+    assert s.preprocessing["per"] == "feature" and s.preprocessing["constant_features"] == int((~varying).sum()) > 0

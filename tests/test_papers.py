@@ -12,7 +12,7 @@ from normbench.runner import build_compiled, run
 from normbench.spec import RunSpec
 from normbench.suites import get_suite, register_suites
 
-SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
+SHAPES = {"mnist": (28, 28, 1), "mnist_binary": (28, 28, 1), "cifar10": (32, 32, 3)}
 PAPER_SUITES = ["paper-snn", "paper-snn-full", "paper-bn", "paper-maxnorm", "paper-maxnorm-full"]
 
 
@@ -42,8 +42,10 @@ def test_paper_suites_match_the_papers_settings():
     assert {s.strategy for s in snn} == {"selu", "batchnorm_post"}
     assert all(s.optimizer == "sgd" and s.momentum == 0 and s.learning_rate == 1e-5 and s.batch_size == 128 for s in snn)
     assert all(s.epochs == 2000 for s in get_suite("paper-snn-full").specs)
+    assert all(s.strategy_params["input_scaling"] == "standardize_feature" for s in snn)  # per pixel, as the paper's code
     bn = get_suite("paper-bn").specs
     assert {s.strategy for s in bn} == {"none", "batchnorm"} and all(s.batch_size == 60 for s in bn)
+    assert {s.dataset for s in bn} == {"mnist_binary"}  # the paper's binary images
     assert all(s.epochs * -(-55000 // 60) >= 50000 for s in bn)
     mx = get_suite("paper-maxnorm").specs
     assert {s.strategy_params.get("c") for s in mx if s.strategy == "maxnorm"} == {2.0, 3.0, 4.0}
@@ -85,3 +87,23 @@ def test_papers_report_tables_come_from_records(tmp_path, data_dir):
         rec = json.loads(p.read_text())
         assert f"{round(100 * (1 - rec['test']['accuracy']), 3):g}" in section
     assert str(DROPOUT_PAPER["dropout + max-norm"]) in section
+
+
+def test_the_snn_verdict_reads_the_papers_training_loss(tmp_path, data_dir):
+    tiny = dict(limit=200, eval_limit=100, val_size=100, probe_size=20, train_eval_size=100, epochs=2)
+    specs = [RunSpec("mlp", s, "mnist", model_params={"depth": 2, "width": 16},
+                     strategy_params={"input_scaling": "standardize_feature"}, **tiny) for s in ("selu", "batchnorm_post")]
+    run_grid(specs, tmp_path / "paper-snn", data_dir=data_dir, log=lambda _m: None)
+    md = make_papers_report(tmp_path, tmp_path / "out", log=lambda _m: None).read_text()
+    section = md.split("## Self-normalizing")[1].split("## ")[0]
+    import json
+
+    for p in (tmp_path / "paper-snn").glob("*.json"):
+        rec = json.loads(p.read_text())
+        fit = [h["fit_loss"] for h in rec["history"] if "fit_loss" in h]
+        row = next(line for line in section.splitlines() if line.startswith(f"| mnist / {rec['spec']['strategy']} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[2]) == pytest.approx(fit[0], abs=6e-4) and float(cells[3]) == pytest.approx(fit[-1], abs=6e-4)
+        assert float(cells[6]) == pytest.approx(rec["history"][-1]["train_loss"], abs=6e-4)
+    assert "| input standardization | per feature (pixel) |" in section
+    assert (tmp_path / "out" / "figures" / "paper_snn_inference_loss.png").stat().st_size > 0
