@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RESULTS ?= runs
 EXTRAS ?= test
 
-.PHONY: install test bench report smoke check baseline papers perf perf-grid full-report overhead clean
+.PHONY: install test bench report smoke check baseline papers perf perf-grid full-report norms norms-report cifar-resnet-cpu cifar-resnet-cpu-report overhead clean
 
 $(BIN)/normbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,25 @@ report: install
 # The `full` suite's published report, rebuilt from its committed compact records (no GPU needed).
 full-report: install
 	$(BIN)/normbench report --results results/full/records --out results/full
+
+# Every strategy (norms suite, about 80 minutes on 2 CPU cores): train, pack the records into
+# results/norms/records, report into results/norms. norms-report rebuilds the report from the pack.
+norms: install
+	$(BIN)/normbench run --suite norms --results $(RESULTS)/norms
+	$(BIN)/normbench pack --results $(RESULTS)/norms --out results/norms/records
+	$(BIN)/normbench report --results results/norms/records --out results/norms
+
+norms-report: install
+	$(BIN)/normbench report --results results/norms/records --out results/norms
+
+# He et al.'s CIFAR-10 recipe compressed to this CPU (cifar-resnet-cpu, about 50 minutes), the same way.
+cifar-resnet-cpu: install
+	$(BIN)/normbench run --suite cifar-resnet-cpu --results $(RESULTS)/cifar-resnet-cpu
+	$(BIN)/normbench pack --results $(RESULTS)/cifar-resnet-cpu --out results/cifar-resnet-cpu/records
+	$(BIN)/normbench report --results results/cifar-resnet-cpu/records --out results/cifar-resnet-cpu
+
+cifar-resnet-cpu-report: install
+	$(BIN)/normbench report --results results/cifar-resnet-cpu/records --out results/cifar-resnet-cpu
 
 smoke: install
 	$(BIN)/normbench run --suite smoke --results $(RESULTS)/smoke
