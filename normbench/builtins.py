@@ -10,11 +10,11 @@ _loaded = False
 
 
 def load_builtins() -> None:
-    """Import the modules whose decorators fill MODELS, NORMS, DATASETS and EXECUTORS; register the suites."""
+    """Import the modules whose decorators fill MODELS, NORMS, DATASETS, DIAGNOSTICS and EXECUTORS; register the suites."""
     global _loaded
     if _loaded:
         return
-    from . import datasets, models, norms  # noqa: F401
+    from . import datasets, diagnostics, models, norms  # noqa: F401
     from .executors import load_executors
     from .suites import register_suites
 

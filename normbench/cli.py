@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser = lambda *a, **k: _add_parser(*a, parents=[common], **k)  # every sub-command takes them too
 
     ls = sub.add_parser("list", help="list registered models, strategies, datasets or suites")
-    ls.add_argument("what", nargs="?", default="all", choices=["all", "models", "strategies", "datasets", "suites"])
+    ls.add_argument("what", nargs="?", default="all",
+                    choices=["all", "models", "strategies", "datasets", "diagnostics", "suites"])
 
     r = sub.add_parser("run", help="train a grid and write one record per run")
     r.add_argument("--suite", help="a suite name from benchmarks/suites (see `normbench list suites`) or the path of a suite .toml file")
@@ -98,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=_positive, help="mini-batch size (overrides the suite)")
     r.add_argument("--lr", type=float, help="learning rate (overrides the suite)")
     r.add_argument("--optimizer", choices=["sgd", "adam", "rmsprop"], help="optimizer (overrides the suite)")
+    r.add_argument("--diagnostics", metavar="NAMES",
+                   help="comma list of opt-in measurements at every probe epoch (see `normbench list diagnostics`): "
+                        "spectra (weight spectra: power-law alpha, spectral norm, stable rank)")
     r.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"],
                    help="dtype policy (default float32); mixed precision changes results and is named in every table")
     r.add_argument("--results", default="runs", help="folder for the records (default: runs)")
@@ -166,15 +170,17 @@ def _select_backend(args: argparse.Namespace) -> None:
 
 
 def cmd_list(what: str) -> None:
-    from . import datasets, models, norms  # noqa: F401  (registers)
-    from .registry import DATASETS, MODELS, NORMS, SUITES
-    from .suites import get_suite, register_suites
+    from . import models
+    from .builtins import load_builtins
+    from .registry import DATASETS, DIAGNOSTICS, MODELS, NORMS, SUITES
+    from .suites import get_suite
 
-    register_suites()
+    load_builtins()
     sections = {
         "models": (MODELS, lambda n: models.describe(n)),
         "strategies": (NORMS, lambda n: (NORMS.get(n).__doc__ or "").strip().splitlines()[0]),
         "datasets": (DATASETS, lambda n: (DATASETS.get(n).__doc__ or "").strip().splitlines()[0]),
+        "diagnostics": (DIAGNOSTICS, lambda n: (DIAGNOSTICS.get(n).__doc__ or "").strip().splitlines()[0]),
         "suites": (SUITES, lambda n: f"{len(get_suite(n).specs)} runs. {get_suite(n).description}"),
     }
     for name, (registry, describe) in sections.items():
@@ -182,7 +188,7 @@ def cmd_list(what: str) -> None:
             continue
         print(f"{name}:")
         for item in registry.list():
-            print(f"  {item:<16} {describe(item)}")
+            print(f"  {item:<18} {describe(item)}")
 
 
 def grid_from_args(args: argparse.Namespace) -> tuple[list, dict | None]:
@@ -198,6 +204,7 @@ def grid_from_args(args: argparse.Namespace) -> tuple[list, dict | None]:
             "learning_rate": args.lr,
             "optimizer": args.optimizer,
             "precision": args.precision,
+            "diagnostics": [d.strip() for d in args.diagnostics.split(",") if d.strip()] if args.diagnostics else None,
         }.items()
         if v is not None
     }

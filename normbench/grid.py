@@ -33,6 +33,7 @@ def validate_specs(specs: Sequence[RunSpec]) -> None:
     a grid with bad specs fails listing each problem once, instead of failing run by run.
     """
     from .builtins import load_builtins
+    from .diagnostics import check_names
     from .errors import ConfigError, NormbenchError
     from .models import check_model_params
     from .norms import get_strategy
@@ -48,6 +49,7 @@ def validate_specs(specs: Sequence[RunSpec]) -> None:
             get_strategy(spec.strategy, **spec.strategy_params)
             DATASETS.get(spec.dataset)
             check_model_params(spec.model, spec.model_params)
+            check_names(spec.diagnostics)
         except NormbenchError as e:
             problems.setdefault(str(e), []).append(spec.label)
     if problems:

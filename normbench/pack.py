@@ -28,6 +28,7 @@ from .errors import NormbenchError
 
 RUNS, HISTORY, STATS = "runs.csv.gz", "history.csv.gz", "stats.csv.gz"
 JSON_SECTIONS = ("spec", "layers", "data", "test", "timings", "environment", "suite", "performance", "strategy_config")
+OPTIONAL_SECTIONS = ("diagnostics",)  # rows some records have; a pack made before they existed lacks the column
 SCALARS = ("run_id", "schema_version", "status", "error", "diverged_epoch", "param_count", "finished_at")
 
 
@@ -70,9 +71,9 @@ def pack(results_dir: str | Path, out_dir: str | Path, records: list[dict] | Non
                                     "concurrent_runs_source": "stated when packed"}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / RUNS, [*SCALARS, *JSON_SECTIONS],
+    _write(out / RUNS, [*SCALARS, *JSON_SECTIONS, *OPTIONAL_SECTIONS],
            ([_num(r.get(k)) for k in SCALARS] + [json.dumps(clean(r.get(k)), sort_keys=True, separators=(",", ":"))
-                                                 for k in JSON_SECTIONS] for r in records))
+                                                 for k in (*JSON_SECTIONS, *OPTIONAL_SECTIONS)] for r in records))
     metrics = sorted({k for r in records for h in r["history"] for k in h if k != "epoch"})
     _write(out / HISTORY, ["run_id", "epoch", *metrics],
            ([r["run_id"], h["epoch"], *(_num(h.get(m)) for m in metrics)] for r in records for h in r["history"]))
@@ -100,6 +101,7 @@ def load(pack_dir: str | Path) -> list[dict]:
     try:
         for row in _rows(root / RUNS):
             rec = {k: json.loads(row[k]) for k in JSON_SECTIONS}
+            rec.update({k: json.loads(row[k]) for k in OPTIONAL_SECTIONS if row.get(k) and row[k] != "null"})
             rec.update(run_id=row["run_id"], schema_version=int(row["schema_version"]), status=row["status"],
                        error=row["error"] or None, finished_at=row["finished_at"] or None,
                        diverged_epoch=int(row["diverged_epoch"]) if row["diverged_epoch"] else None,

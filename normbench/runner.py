@@ -226,6 +226,8 @@ class _EpochMeasure:
         self.x_test, self.y_test = splits.x_test, splits.y_test
         self.n_train = len(splits.y_train)
         self.step_probe_s = 0.0  # time spent in step probes during the current epoch
+        if spec.diagnostics:
+            record["diagnostics"] = {"columns": ["epoch", "layer", "diagnostic", "quantity", "value"], "rows": []}
         if spec.probe_every_steps:
             record["steps"] = {"columns": ["step", "val_loss", "val_accuracy", "test_loss", "test_accuracy"], "rows": []}
             record["step_stats"] = {"columns": ["step", "layer", "tap", "quantity", "value"], "rows": []}
@@ -243,6 +245,18 @@ class _EpochMeasure:
         self.record["steps"]["rows"].append([step, *val, *test])
         self.record["step_stats"]["rows"] += [[step, *row[1:]] for row in self.probe.measure(step)]
         self.step_probe_s += time.perf_counter() - t
+
+    def diagnose(self, epoch: int) -> None:
+        """The spec's diagnostics on the probed (base) model: rows (epoch, layer, diagnostic, quantity, value)
+        and each one's cost in seconds, summed over epochs."""
+        from .registry import DIAGNOSTICS
+
+        for name in self.spec.diagnostics:
+            t = time.perf_counter()
+            rows = DIAGNOSTICS.get(name)(self.probe.model)
+            self.record["diagnostics"]["rows"] += [[epoch, layer, name, q, v] for layer, q, v in rows]
+            cost = self.record["timings"].setdefault("diagnostics_s", {})
+            cost[name] = cost.get(name, 0.0) + time.perf_counter() - t
 
     def evaluate(self, x, y) -> tuple[float, float]:
         return loss_and_accuracy(self.trainer.logits(x), y)
@@ -267,6 +281,7 @@ class _EpochMeasure:
         t = time.perf_counter()
         self.record["stats"]["rows"] += self.probe.measure(epoch)
         row["probe_s"] = time.perf_counter() - t
+        self.diagnose(epoch)
         self.record["history"].append(row)
         self.log(
             f"    epoch {epoch:>3}/{self.spec.epochs}  train loss {_fmt(row['train_loss'])} acc {_fmt(row['train_accuracy'], '.3f')}"

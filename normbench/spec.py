@@ -47,6 +47,7 @@ class RunSpec:
     lr_milestones: list = field(default_factory=lambda: [0.5, 0.75])  # "step": fractions of training ...
     lr_decay: float = 0.1  # ... at which the rate is multiplied by lr_decay
     warmup_epochs: float = 0.0  # linear warm-up of the rate from 0 over this many epochs
+    diagnostics: list = field(default_factory=list)  # registered diagnostics measured at every probe epoch
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> ConfigError:
@@ -94,6 +95,9 @@ class RunSpec:
         if (not isinstance(self.lr_milestones, list) or not all(is_real(m) and 0 < m < 1 for m in self.lr_milestones)
                 or self.lr_milestones != sorted(self.lr_milestones)):
             raise bad("lr_milestones", "an increasing list of fractions of training in (0, 1), e.g. [0.5, 0.75]")
+        if not isinstance(self.diagnostics, list) or not all(isinstance(d, str) and d for d in self.diagnostics) \
+                or len(set(self.diagnostics)) != len(self.diagnostics):
+            raise bad("diagnostics", 'a list of distinct registered diagnostic names, e.g. ["spectra"]')
         for name in ("model_params", "strategy_params"):
             value = getattr(self, name)
             if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):

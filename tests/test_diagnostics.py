@@ -1,0 +1,85 @@
+"""Diagnostics: the weight-spectra estimator on matrices with known answers, and runs they leave unchanged."""
+
+import numpy as np
+import pytest
+
+from normbench.diagnostics import powerlaw_fit, spectrum_summary
+from normbench.runner import run
+from normbench.spec import RunSpec
+
+
+def _pareto(alpha, n, rng, xmin=1.0):
+    return xmin * (1.0 - rng.uniform(size=n)) ** (-1.0 / (alpha - 1.0))
+
+
+@pytest.mark.parametrize("alpha", [2.0, 2.5, 3.5, 5.0])
+def test_power_law_exponent_is_recovered_from_samples(alpha, rng):
+    fit = powerlaw_fit(_pareto(alpha, 3000, rng))
+    assert fit["alpha"] == pytest.approx(alpha, abs=0.1)
+    assert fit["xmin"] == pytest.approx(1.0, abs=0.1)  # the whole sample is the power law
+
+
+def test_the_estimator_agrees_with_the_powerlaw_package(rng):
+    powerlaw = pytest.importorskip("powerlaw")
+    x = np.concatenate([rng.uniform(0.1, 1.0, 1000), _pareto(3.0, 1500, rng)])  # a body below xmin = 1
+    reference = powerlaw.Fit(x, verbose=False).power_law
+    ours = powerlaw_fit(x, xmin=reference.xmin)
+    assert ours["alpha"] == pytest.approx(reference.alpha, rel=1e-6)  # the same MLE at the same xmin
+    free = powerlaw_fit(x)
+    assert free["alpha"] == pytest.approx(3.0, abs=0.15) and free["xmin"] == pytest.approx(1.0, abs=0.3)
+
+
+def test_a_gaussian_matrix_is_all_bulk_and_a_planted_spike_is_found(rng):
+    g = rng.normal(size=(1000, 300))
+    s = spectrum_summary(g)
+    assert s["mp_spikes"] == 0 and s["alpha"] > 6  # Marchenko-Pastur bulk: no heavy tail
+    assert s["spectral_norm"] == pytest.approx(np.linalg.norm(g, 2), rel=1e-9)
+    assert s["stable_rank"] == pytest.approx(np.linalg.norm(g) ** 2 / np.linalg.norm(g, 2) ** 2, rel=1e-9)
+    spiked = spectrum_summary(g + 0.5 * np.outer(rng.normal(size=1000), rng.normal(size=300)))
+    assert spiked["mp_spikes"] == 1 and spiked["stable_rank"] < s["stable_rank"] / 10
+
+
+def test_conv_kernels_are_unfolded_and_short_matrices_transposed(rng):
+    k = rng.normal(size=(3, 3, 8, 32))
+    s = spectrum_summary(k)
+    assert s["spectral_norm"] == pytest.approx(np.linalg.norm(k.reshape(72, 32), 2), rel=1e-9)
+    wide = rng.normal(size=(16, 200))
+    assert spectrum_summary(wide)["spectral_norm"] == pytest.approx(np.linalg.norm(wide, 2), rel=1e-9)
+
+
+def test_spectra_are_recorded_every_epoch_and_leave_training_unchanged(data_dir, tmp_path):
+    base = dict(epochs=2, limit=300, eval_limit=100, val_size=100, probe_size=16, train_eval_size=100,
+                model_params={"depth": 2, "width": 32})
+    plain = run(RunSpec("mlp", "batchnorm", "mnist", **base), data_dir=data_dir, log=lambda _m: None)
+    diag = run(RunSpec("mlp", "batchnorm", "mnist", diagnostics=["spectra"], **base), data_dir=data_dir,
+               log=lambda _m: None)
+    assert plain["status"] == diag["status"] == "ok", (plain["error"], diag["error"])
+    assert diag["test"] == plain["test"]
+    for a, b in zip(plain["history"], diag["history"]):
+        assert (a["train_loss"], a["val_loss"]) == (b["train_loss"], b["val_loss"])
+    rows = diag["diagnostics"]["rows"]
+    assert {(r[0], r[1]) for r in rows} == {(e, layer) for e in (0, 1, 2) for layer in (0, 1, -1)}
+    assert {r[3] for r in rows} >= {"alpha", "spectral_norm", "stable_rank", "mp_spikes"}
+    assert diag["timings"]["diagnostics_s"]["spectra"] > 0
+    assert "diagnostics" not in plain
+    # a pack keeps them
+    import json
+
+    from normbench import pack, store
+
+    (tmp_path / "runs").mkdir()
+    for rec in (plain, diag):
+        (tmp_path / "runs" / f"{rec['run_id']}.json").write_text(json.dumps(rec))
+    pack.pack(tmp_path / "runs", tmp_path / "pack")
+    back = {r["run_id"]: r for r in store.load_records(tmp_path / "pack")}
+    assert back[diag["run_id"]]["diagnostics"]["rows"] == rows and "diagnostics" not in back[plain["run_id"]]
+
+
+def test_unknown_diagnostics_are_refused_before_training(tmp_path):
+    from normbench.errors import ConfigError
+    from normbench.grid import validate_specs
+
+    with pytest.raises(ConfigError, match="unknown diagnostic 'hessian'|diagnostic 'hessian'"):
+        validate_specs([RunSpec("mlp", "none", "mnist", diagnostics=["hessian"])])
+    with pytest.raises(ConfigError, match="diagnostics must be a list of distinct"):
+        RunSpec("mlp", "none", "mnist", diagnostics="spectra")
