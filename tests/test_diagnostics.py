@@ -83,3 +83,21 @@ def test_unknown_diagnostics_are_refused_before_training(tmp_path):
         validate_specs([RunSpec("mlp", "none", "mnist", diagnostics=["hessian"])])
     with pytest.raises(ConfigError, match="diagnostics must be a list of distinct"):
         RunSpec("mlp", "none", "mnist", diagnostics="spectra")
+
+
+def test_the_report_tables_and_draws_the_spectra(tmp_path, data_dir):
+    from normbench.grid import run_grid
+    from normbench.report import make_report
+
+    tiny = dict(epochs=1, limit=200, eval_limit=100, val_size=100, probe_size=16, train_eval_size=100,
+                model_params={"depth": 3, "width": 32}, diagnostics=["spectra"])
+    run_grid([RunSpec("mlp", s, "mnist", **tiny) for s in ("none", "batchnorm")], tmp_path / "runs", data_dir=data_dir,
+             log=lambda _m: None)
+    make_report(tmp_path / "runs", tmp_path / "report", log=lambda _m: None)
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "report" / "tables" / "spectra.csv", index_col=0)
+    assert list(table.index) == ["mnist / mlp[depth=3,width=32] / batchnorm", "mnist / mlp[depth=3,width=32] / none"]
+    assert (table["init alpha (median)"] > 0).all() and (table["final MP spikes"] >= 0).all()
+    assert "## Weight spectra" in (tmp_path / "report" / "README.md").read_text()
+    assert list((tmp_path / "report" / "figures").glob("spectra_*.png"))

@@ -213,6 +213,19 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
                    + (", ".join(sorted(tables.batch_dependent(runs.strategy_name.unique()))) or "none") + ".", "",
                    markdown_table(table.round(2), corner="dataset / model / strategy"), ""]
 
+    spectra = tables.spectra_frame(records, runs) if any(r.get("diagnostics") for r in records) else None
+    if spectra is not None and len(spectra):
+        with section(md, "Weight spectra"):
+            summary = tables.spectra_summary(spectra)
+            summary.to_csv(out / "tables" / "spectra.csv")
+            md += ["## Weight spectra (the `spectra` diagnostic)", "",
+                   "Per run and layer, the eigenvalues of W^T W / N (conv kernels unfolded); alpha is the exponent of a "
+                   "power law fitted to the spectrum's tail (Clauset et al. 2009). Martin & Mahoney read alpha between "
+                   "about 2 and 6 as a well-trained layer and large alpha (a Marchenko-Pastur bulk, as at random "
+                   "initialization) as an untrained one. MP spikes: eigenvalues beyond the bulk edge of a random "
+                   "matrix of the layer's shape and variance. Hidden layers only.", "",
+                   markdown_table(summary.round(3), corner="dataset / model / strategy"), ""]
+
     md += ["## Figures", ""]
     figures = []
     makers = [("Training loss", lambda: plots.training_loss(history, runs, out / "figures" / "training_loss.png")),
@@ -226,6 +239,11 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
                        lambda d=dataset, m=model, t=tag: plots.signal_propagation(layers, d, m, out / "figures" / f"signal_{t}.png")))
         makers.append((f"{dataset} / {model}: last hidden layer pre-activation percentiles",
                        lambda d=dataset, m=model, t=tag: plots.preactivation_bands(long, runs, d, m, out / "figures" / f"preact_{t}.png")))
+    if spectra is not None and len(spectra):
+        for (dataset, model), _ in spectra.groupby(["dataset", "model"]):
+            makers.append((f"{dataset} / {model}: weight-spectrum alpha per layer",
+                           lambda d=dataset, m=model: plots.spectra_alpha(
+                               spectra, d, m, out / "figures" / f"spectra_{slug(d)}_{slug(m)}.png")))
     for title, make in makers:
         with section(md, f"Figure '{title}'"):
             path = make()

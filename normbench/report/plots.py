@@ -182,3 +182,21 @@ def error_vs_batch_size(runs: pd.DataFrame, path: Path) -> Path:
         ax.set_xlabel("batch size (images per step)")
         ax.set_ylabel("test error (%)")
     return _save(fig, path)
+
+
+def spectra_alpha(spectra: pd.DataFrame, dataset: str, model: str, path: Path) -> Path:
+    """Power-law alpha per hidden layer at initialization and at the end, one line per strategy."""
+    plt, sns = _mpl()
+    d = spectra[(spectra.dataset == dataset) & (spectra.model == model) & (spectra.quantity == "alpha") & (spectra.layer >= 0)]
+    palette = strategy_palette(d.strategy.unique())
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, (when, pick) in zip(axes, (("initialization", "min"), ("end of training", "max"))):
+        last = d.groupby("run_id").epoch.transform(pick)
+        sns.lineplot(data=d[d.epoch == last], x="layer", y="value", hue="strategy", palette=palette, marker="o", ax=ax,
+                     hue_order=[s for s in palette if s in set(d.strategy)])
+        ax.axhspan(2, 6, color="grey", alpha=0.12, label="2-6: well-trained (Martin & Mahoney)")
+        ax.set_title(f"{when}")
+        ax.set_xlabel("hidden layer")
+        ax.set_ylabel("power-law alpha of the weight spectrum")
+    fig.suptitle(f"{dataset} / {model}: heavy-tailed self-regularization per layer")
+    return _save(fig, path)

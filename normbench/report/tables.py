@@ -189,3 +189,26 @@ def error_by_batch_size(runs: pd.DataFrame) -> pd.DataFrame:
     table = d.pivot_table(index="row", columns="batch_size", values="test_error_pct", aggfunc="mean")
     table.columns = [f"batch {int(c)}" for c in table.columns]
     return table
+
+
+def spectra_frame(records: list[dict], runs: pd.DataFrame) -> pd.DataFrame:
+    """The spectra diagnostic's rows of every record: run_id, dataset, model, strategy, epoch, layer, quantity, value."""
+    rows = [(r["run_id"], e, layer, q, v) for r in records for e, layer, name, q, v in (r.get("diagnostics") or {}).get("rows", [])
+            if name == "spectra"]
+    d = pd.DataFrame(rows, columns=["run_id", "epoch", "layer", "quantity", "value"])
+    return d.merge(runs[["run_id", "dataset", "model", "strategy"]], on="run_id")
+
+
+def spectra_summary(spectra: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset / model / strategy), at initialization and at the last epoch: the median power-law alpha of
+    the hidden layers, their largest spectral norm, mean stable rank and total Marchenko-Pastur spikes."""
+    d = spectra[spectra.layer >= 0]
+    out = []
+    for (dataset, model, strategy), g in d.groupby(["dataset", "model", "strategy"]):
+        row = {"row": f"{dataset} / {model} / {strategy}"}
+        for when, epoch in (("init", g.epoch.min()), ("final", g.epoch.max())):
+            e = g[g.epoch == epoch].pivot_table(index=["run_id", "layer"], columns="quantity", values="value")
+            row.update({f"{when} alpha (median)": e.alpha.median(), f"{when} spectral norm (max)": e.spectral_norm.max(),
+                        f"{when} stable rank (mean)": e.stable_rank.mean(), f"{when} MP spikes": int(e.mp_spikes.sum())})
+        out.append(row)
+    return pd.DataFrame(out).set_index("row")
