@@ -2,7 +2,17 @@
 
 A diagnostic is a function ``(model, context) -> rows`` of ``(layer, quantity, value)``, run
 at every probe epoch when a spec names it in ``diagnostics``; the runner records the rows with
-the epoch and the seconds each diagnostic cost. Diagnostics read the model and never train it.
+the epoch and the seconds each diagnostic cost. ``context`` holds the probe batch (``x``, ``y``).
+Diagnostics read the model and never train it.
+
+``gradients``: gradient flow. Per Dense/Conv2D layer, the norm of the gradient of the probe
+batch's mean cross-entropy with respect to the layer's kernel (``grad_norm``; v for a
+reparametrized kernel) and its ratio to the kernel's norm (``grad_ratio``, the relative step
+plain SGD would take). The model runs in inference mode (BN with its moving statistics,
+dropout off), so that measuring changes nothing. Gradients need the backend's autodiff:
+TensorFlow (GradientTape), JAX (jax.grad of the model's stateless call) and torch (autograd)
+are supported. Not yet measured: the gradient with respect to each layer's input (the
+backpropagated signal itself).
 
 ``spectra``: heavy-tailed self-regularization (Martin & Mahoney 2021). For every Dense and
 Conv2D layer (the effective kernel of a reparametrized one; the logits layer is layer -1), the
@@ -112,6 +122,67 @@ def spectra(model, context=None) -> list[tuple[int, str, float]]:
     for index, layer in _linear_layers(model):
         summary = spectrum_summary(keras.ops.convert_to_numpy(layer.kernel))
         rows += [(index, q, float(v)) for q, v in summary.items()]
+    return rows
+
+
+def _kernels(model):
+    from .layers import KernelReparametrization
+
+    out = []
+    for index, layer in _linear_layers(model):
+        inner = layer.layer if isinstance(layer, KernelReparametrization) else layer
+        out.append((index, inner.kernel))
+    return out
+
+
+def kernel_gradients(model, x, y) -> list[np.ndarray]:
+    """Gradients of the mean cross-entropy on (x, y), inference mode, with respect to each kernel of ``_kernels``."""
+    import keras
+
+    kernels = [k for _, k in _kernels(model)]
+    backend = keras.backend.backend()
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    y = np.asarray(y)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=False))
+        return [np.asarray(g) for g in tape.gradient(loss, [k.value for k in kernels])]
+    if backend == "jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        fixed = [v.value for v in model.non_trainable_variables]
+        positions = {id(v): i for i, v in enumerate(model.trainable_variables)}
+
+        def loss_of(values):
+            logits, _ = model.stateless_call(values, fixed, x, training=False)
+            return loss_fn(y, logits)
+
+        grads = jax.grad(loss_of)(trainable)
+        return [np.asarray(grads[positions[id(k)]]) for k in kernels]
+    if backend == "torch":
+        import torch
+
+        values = [k.value for k in kernels]
+        loss = loss_fn(torch.as_tensor(y), model(x, training=False))
+        grads = torch.autograd.grad(loss, values)
+        return [g.detach().cpu().numpy() for g in grads]
+    raise NotImplementedError(f"the gradients diagnostic supports tensorflow, jax and torch, not {backend}")
+
+
+@DIAGNOSTICS.register(name="gradients")
+def gradients(model, context) -> list[tuple[int, str, float]]:
+    """Gradient flow per layer: norm of the loss gradient w.r.t. the kernel, and its ratio to the kernel's norm."""
+    import keras
+
+    grads = kernel_gradients(model, context["x"], context["y"])
+    rows = []
+    for (index, kernel), g in zip(_kernels(model), grads):
+        g_norm = float(np.linalg.norm(g))
+        w_norm = float(np.linalg.norm(keras.ops.convert_to_numpy(kernel)))
+        rows += [(index, "grad_norm", g_norm), (index, "grad_ratio", g_norm / w_norm if w_norm else float("nan"))]
     return rows
 
 

@@ -228,6 +228,8 @@ class _EpochMeasure:
         self.step_probe_s = 0.0  # time spent in step probes during the current epoch
         if spec.diagnostics:
             record["diagnostics"] = {"columns": ["epoch", "layer", "diagnostic", "quantity", "value"], "rows": []}
+        # the probe batch: the first probe_size validation samples, the same at every epoch
+        self.diagnostic_context = {"x": splits.x_val[: spec.probe_size], "y": splits.y_val[: spec.probe_size]}
         if spec.probe_every_steps:
             record["steps"] = {"columns": ["step", "val_loss", "val_accuracy", "test_loss", "test_accuracy"], "rows": []}
             record["step_stats"] = {"columns": ["step", "layer", "tap", "quantity", "value"], "rows": []}
@@ -253,7 +255,7 @@ class _EpochMeasure:
 
         for name in self.spec.diagnostics:
             t = time.perf_counter()
-            rows = DIAGNOSTICS.get(name)(self.probe.model)
+            rows = DIAGNOSTICS.get(name)(self.probe.model, self.diagnostic_context)
             self.record["diagnostics"]["rows"] += [[epoch, layer, name, q, v] for layer, q, v in rows]
             cost = self.record["timings"].setdefault("diagnostics_s", {})
             cost[name] = cost.get(name, 0.0) + time.perf_counter() - t

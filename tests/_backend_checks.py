@@ -117,6 +117,41 @@ def reparametrization():
     return out
 
 
+def gradients_check():
+    """The gradients diagnostic on this backend, against a central finite difference of one kernel entry."""
+    import keras
+
+    from normbench.builtins import load_builtins
+    from normbench.diagnostics import _kernels, gradients
+    from normbench.runner import build
+    from normbench.spec import RunSpec
+
+    load_builtins()
+    keras.backend.clear_session()
+    rng = np.random.default_rng(2)
+    model, _ = build(RunSpec("mlp", "batchnorm", "mnist", model_params={"depth": 2, "width": 8}), (6,), 3)
+    x = rng.normal(size=(16, 6)).astype("float32")
+    y = rng.integers(0, 3, size=16)
+    rows = gradients(model, {"x": x, "y": y})
+    from normbench.diagnostics import kernel_gradients
+
+    g = kernel_gradients(model, x, y)[0][1, 2]
+    kernel = _kernels(model)[0][1]
+    w = keras.ops.convert_to_numpy(kernel).astype("float64")
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    losses = []
+    for step in (1e-2, -1e-2):
+        bumped = w.copy()
+        bumped[1, 2] += step
+        kernel.assign(bumped.astype("float32"))
+        losses.append(float(keras.ops.convert_to_numpy(loss_fn(y, model(x, training=False)))))
+    kernel.assign(w.astype("float32"))
+    fd = (losses[0] - losses[1]) / 2e-2
+    return {"layers": [layer for layer, q, _ in rows if q == "grad_norm"],
+            "grad_norms": [v for _, q, v in rows if q == "grad_norm"],
+            "max_rel_diff_to_finite_difference": float(abs(g - fd) / max(abs(fd), 1e-4))}
+
+
 def epoch0(data_dir):
     from normbench.datasets import load_raw
     from normbench.errors import DataError
@@ -141,7 +176,7 @@ if __name__ == "__main__":
     import keras
 
     result = {"backend": keras.backend.backend(), "epoch0": epoch0(os.environ.get("NORMBENCH_DATA_DIR") or None),
-              "reparametrization": reparametrization()}
+              "reparametrization": reparametrization(), "gradients": gradients_check()}
     if keras.backend.backend() == "jax":
         result["engines"] = engine_agreement()
     with open(sys.argv[1], "w") as f:

@@ -57,6 +57,12 @@ def jax_checks(tmp_path_factory, data_dir):
     return other_backend("jax", tmp_path_factory, data_dir)
 
 
+@pytest.fixture(scope="session")
+def torch_checks(tmp_path_factory, data_dir):
+    """The torch side's measurements (no engine check there: the scan engine is JAX's), made once."""
+    return other_backend("torch", tmp_path_factory, data_dir)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

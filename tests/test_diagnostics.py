@@ -101,3 +101,43 @@ def test_the_report_tables_and_draws_the_spectra(tmp_path, data_dir):
     assert (table["init alpha (median)"] > 0).all() and (table["final MP spikes"] >= 0).all()
     assert "## Weight spectra" in (tmp_path / "report" / "README.md").read_text()
     assert list((tmp_path / "report" / "figures").glob("spectra_*.png"))
+
+
+def test_kernel_gradients_match_a_finite_difference(rng):
+    import keras
+
+    from normbench.diagnostics import _kernels, gradients, kernel_gradients
+    from normbench.runner import build
+
+    model, _ = build(RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "width": 8}), (6,), 3)
+    x = rng.normal(size=(16, 6)).astype("float32")
+    y = rng.integers(0, 3, size=16)
+    grads = kernel_gradients(model, x, y)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def loss():
+        return float(keras.ops.convert_to_numpy(loss_fn(y, model(x, training=False))))
+
+    (_, kernel), g = _kernels(model)[0], grads[0]
+    w = keras.ops.convert_to_numpy(kernel).astype("float64")
+    eps = 1e-2
+    for i, j in [(0, 0), (3, 5)]:
+        bumped = w.copy()
+        bumped[i, j] += eps
+        kernel.assign(bumped.astype("float32"))
+        up = loss()
+        bumped[i, j] -= 2 * eps
+        kernel.assign(bumped.astype("float32"))
+        down = loss()
+        kernel.assign(w.astype("float32"))
+        assert g[i, j] == pytest.approx((up - down) / (2 * eps), rel=2e-2, abs=1e-4)
+    rows = gradients(model, {"x": x, "y": y})
+    assert {(layer, q) for layer, q, _ in rows} == {(l, q) for l in (0, 1, -1) for q in ("grad_norm", "grad_ratio")}
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_gradients_on_other_backends(backend, request):
+    r = request.getfixturevalue(f"{backend}_checks").get("gradients")
+    assert r, f"the {backend} side did not measure gradients"
+    assert r["layers"] == [0, 1, -1] and all(v > 0 for v in r["grad_norms"])
+    assert r["max_rel_diff_to_finite_difference"] < 2e-2

@@ -28,8 +28,9 @@ def test_weight_and_spectral_norm_identities_on_tensorflow():
     _check_reparametrization(reparametrization())
 
 
-def test_weight_and_spectral_norm_identities_on_jax(jax_checks):
-    _check_reparametrization(jax_checks["reparametrization"])
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_weight_and_spectral_norm_identities_on_other_backends(backend, request):
+    _check_reparametrization(request.getfixturevalue(f"{backend}_checks")["reparametrization"])
 
 
 def test_weight_norm_without_data_init_computes_what_the_plain_layer_would(rng):
