@@ -208,4 +208,5 @@ def test_a_batch_size_sweep_is_tabled_by_batch_size_and_never_pooled(tmp_path, d
         assert value == pytest.approx(100 * (1 - acc))
     text = (tmp_path / "report" / "README.md").read_text()
     assert "need batch statistics: batchnorm." in text and "error_vs_batch_size.png" in text
+    assert "| training | sgd lr 0.0025 momentum 0.9, batch 8, sgd lr 0.01 momentum 0.9, batch 32 |" in text
     assert (tmp_path / "report" / "figures" / "error_vs_batch_size.png").stat().st_size > 0

@@ -34,6 +34,24 @@ def check_consistent(runs: pd.DataFrame, results_dir) -> None:
             )
 
 
+def recipe(spec: dict) -> str:
+    """One line of a spec's training settings: optimizer, rate and schedule, batch, weight decay, augmentation."""
+    parts = [f"{spec.get('optimizer', 'sgd')} lr {spec.get('learning_rate')}"
+             + (f" momentum {spec.get('momentum')}" if spec.get("optimizer", "sgd") == "sgd" else ""),
+             f"batch {spec.get('batch_size')}"]
+    if spec.get("lr_schedule"):
+        parts.append(f"{spec['lr_schedule']} schedule" + (f" (x{spec.get('lr_decay', 0.1)} at "
+                     f"{', '.join(f'{m:.0%}' for m in spec.get('lr_milestones', [0.5, 0.75]))} of training)"
+                     if spec["lr_schedule"] == "step" else ""))
+    if spec.get("warmup_epochs"):
+        parts.append(f"{spec['warmup_epochs']} warm-up epochs")
+    if spec.get("weight_decay"):
+        parts.append(f"weight decay {spec['weight_decay']}")
+    if spec.get("augment"):
+        parts.append(f"augmentation {spec['augment']}")
+    return ", ".join(parts)
+
+
 def provenance(records: list[dict], runs: pd.DataFrame) -> list[tuple[str, str]]:
     envs = [r.get("environment") or {} for r in records]
 
@@ -55,6 +73,7 @@ def provenance(records: list[dict], runs: pd.DataFrame) -> list[tuple[str, str]]
         ("training samples", uniq("all" if pd.isna(x) else int(x) for x in runs["limit"])),
         ("data source", uniq(runs.source)),
         ("precision", uniq(runs.precision)),
+        ("training", uniq(recipe(r.get("spec") or {}) for r in records)),
         ("backend", uniq(f"{e.get('backend')} {e.get('backend_version')}" for e in envs)),
         ("Keras / NumPy / Python", uniq(f"{e.get('keras')} / {e.get('numpy')} / {e.get('python')}" for e in envs)),
         ("device", uniq(e.get("device") for e in envs)),
