@@ -31,7 +31,7 @@ report: install
 full-report: install
 	$(BIN)/normbench report --results results/full/records --out results/full
 
-# Every strategy (norms suite, about 80 minutes on 2 CPU cores): train, pack the records into
+# Every strategy (norms suite, about an hour on 2 CPU cores): train, pack the records into
 # results/norms/records, report into results/norms. norms-report rebuilds the report from the pack.
 norms: install
 	$(BIN)/normbench run --suite norms --results $(RESULTS)/norms
