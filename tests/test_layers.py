@@ -149,3 +149,27 @@ def test_probe_taps_each_inception_concatenation(rng):
     concat = sorted({layer for _, layer, tap, _, _ in rows if tap == "concat"})
     assert concat == [6, 12, 18, 24, 30]  # the stem, then 6 branch convs per module
     assert model.get_layer("h06_concat").output.shape[-1] == sum(max(1, round(f * 0.25)) for f in (16, 24, 8, 8))
+
+
+def test_a_tiny_grid_of_the_new_families_runs_end_to_end(tmp_path, data_dir):
+    """The residual and inception builders through the real runner, records and report (1 epoch, 100 images)."""
+    from normbench import store
+    from normbench.grid import run_grid
+    from normbench.report import make_report
+    from normbench.spec import RunSpec
+
+    tiny = dict(epochs=1, limit=100, eval_limit=100, val_size=100, probe_size=16, train_eval_size=100, batch_size=50)
+    specs = [RunSpec("resnet", "groupnorm", "cifar10", model_params={"depth": 8, "base_filters": 4}, **tiny),
+             RunSpec("plain20", "batchnorm", "cifar10", model_params={"base_filters": 2}, **tiny),
+             RunSpec("resmlp", "weightnorm", "cifar10", model_params={"depth": 5, "width": 16}, **tiny),
+             RunSpec("inception", "layernorm", "cifar10", model_params={"width": 0.25}, **tiny)]
+    run_grid(specs, tmp_path / "runs", data_dir=data_dir, log=lambda _m: None)
+    records = {r["spec"]["model"]: r for r in store.load_records(tmp_path / "runs")}
+    if any("not found" in (r.get("error") or "") for r in records.values()):
+        pytest.skip("no CIFAR-10 available")
+    assert {m: r["status"] for m, r in records.items()} == {s.model: "ok" for s in specs}
+    taps = {m: {row[2] for row in r["stats"]["rows"]} for m, r in records.items()}
+    assert {"skip", "branch"} <= taps["resnet"] and {"skip", "branch"} <= taps["resmlp"]
+    assert "concat" in taps["inception"] and "skip" not in taps["plain20"]
+    make_report(tmp_path / "runs", tmp_path / "report", log=lambda _m: None)
+    assert "resnet" in (tmp_path / "report" / "README.md").read_text()
