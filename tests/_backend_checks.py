@@ -152,6 +152,25 @@ def gradients_check():
             "max_rel_diff_to_finite_difference": float(abs(g - fd) / max(abs(fd), 1e-4))}
 
 
+def hessian_check():
+    """The sharpness diagnostic's Hessian-vector product on a linear model with squared loss (H = 2 X^T X / n)."""
+    import keras
+
+    from normbench.diagnostics import hessian_top_and_trace, hessian_vector_product
+
+    keras.backend.clear_session()
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(64, 5)) * np.array([3.0, 1.0, 1.0, 0.5, 0.2])).astype("float32")
+    y = rng.normal(size=(64, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(1, use_bias=False)])
+    hvp = hessian_vector_product(model, x, y, lambda t, p: keras.ops.mean((t - p) ** 2))
+    h = 2.0 * x.T.astype("float64") @ x / len(x)
+    v = rng.normal(size=(5, 1)).astype("float32")
+    top, _ = hessian_top_and_trace(hvp, [(5, 1)], iterations=50, probes=2)
+    return {"hvp_max_rel_err": float(np.abs(hvp([v])[0] - h @ v).max() / np.abs(h @ v).max()),
+            "top_rel_err": float(abs(top - np.linalg.eigvalsh(h).max()) / np.linalg.eigvalsh(h).max())}
+
+
 def epoch0(data_dir):
     from normbench.datasets import load_raw
     from normbench.errors import DataError
@@ -176,7 +195,8 @@ if __name__ == "__main__":
     import keras
 
     result = {"backend": keras.backend.backend(), "epoch0": epoch0(os.environ.get("NORMBENCH_DATA_DIR") or None),
-              "reparametrization": reparametrization(), "gradients": gradients_check()}
+              "reparametrization": reparametrization(), "gradients": gradients_check(),
+              "hessian": hessian_check()}
     if keras.backend.backend() == "jax":
         result["engines"] = engine_agreement()
     with open(sys.argv[1], "w") as f:

@@ -141,3 +141,41 @@ def test_gradients_on_other_backends(backend, request):
     assert r, f"the {backend} side did not measure gradients"
     assert r["layers"] == [0, 1, -1] and all(v > 0 for v in r["grad_norms"])
     assert r["max_rel_diff_to_finite_difference"] < 2e-2
+
+
+def test_hessian_of_a_linear_model_with_squared_loss(rng):
+    """H = 2 X^T X / n exactly: the power iteration finds its top eigenvalue, Hutchinson its trace."""
+    import keras
+
+    from normbench.diagnostics import hessian_top_and_trace, hessian_vector_product
+
+    x = (rng.normal(size=(64, 5)) * np.array([3.0, 1.0, 1.0, 0.5, 0.2])).astype("float32")
+    y = rng.normal(size=(64, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(1, use_bias=False)])
+    hvp = hessian_vector_product(model, x, y, lambda t, p: keras.ops.mean((t - p) ** 2))
+    h = 2.0 * x.T.astype("float64") @ x / len(x)
+    v = rng.normal(size=(5, 1)).astype("float32")
+    np.testing.assert_allclose(hvp([v])[0], h @ v, rtol=1e-4)
+    top, trace = hessian_top_and_trace(hvp, [(5, 1)], iterations=50, probes=400)
+    assert top == pytest.approx(np.linalg.eigvalsh(h).max(), rel=1e-3)
+    assert trace == pytest.approx(np.trace(h), rel=0.1)
+
+
+def test_sharpness_is_recorded_and_seeded(data_dir):
+    spec = RunSpec("mlp", "none", "mnist", epochs=1, limit=200, eval_limit=100, val_size=100, probe_size=32,
+                   train_eval_size=100, model_params={"depth": 2, "width": 16}, diagnostics=["sharpness"])
+    rec = run(spec, data_dir=data_dir, log=lambda _m: None)
+    assert rec["status"] == "ok", rec["error"]
+    rows = {(r[0], r[3]): r[4] for r in rec["diagnostics"]["rows"]}
+    assert set(rows) == {(e, q) for e in (0, 1) for q in ("hessian_top", "hessian_trace")}
+    assert all(np.isfinite(v) for v in rows.values()) and rows[(0, "hessian_top")] > 0
+    again = run(spec, data_dir=data_dir, log=lambda _m: None)
+    assert [r[4] for r in again["diagnostics"]["rows"]] == pytest.approx([r[4] for r in rec["diagnostics"]["rows"]],
+                                                                         rel=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_hessian_vector_products_on_other_backends(backend, request):
+    r = request.getfixturevalue(f"{backend}_checks").get("hessian")
+    assert r, f"the {backend} side did not measure the Hessian check"
+    assert r["hvp_max_rel_err"] < 1e-4 and r["top_rel_err"] < 1e-3, r
