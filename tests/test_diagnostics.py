@@ -90,7 +90,7 @@ def test_the_report_tables_and_draws_the_spectra(tmp_path, data_dir):
     from normbench.report import make_report
 
     tiny = dict(epochs=1, limit=200, eval_limit=100, val_size=100, probe_size=16, train_eval_size=100,
-                model_params={"depth": 3, "width": 32}, diagnostics=["spectra"])
+                model_params={"depth": 3, "width": 32}, diagnostics=["spectra", "gradients", "sharpness"])
     run_grid([RunSpec("mlp", s, "mnist", **tiny) for s in ("none", "batchnorm")], tmp_path / "runs", data_dir=data_dir,
              log=lambda _m: None)
     make_report(tmp_path / "runs", tmp_path / "report", log=lambda _m: None)
@@ -101,6 +101,11 @@ def test_the_report_tables_and_draws_the_spectra(tmp_path, data_dir):
     assert (table["init alpha (median)"] > 0).all() and (table["final MP spikes"] >= 0).all()
     assert "## Weight spectra" in (tmp_path / "report" / "README.md").read_text()
     assert list((tmp_path / "report" / "figures").glob("spectra_*.png"))
+    flow = pd.read_csv(tmp_path / "report" / "tables" / "gradient_flow.csv", index_col=0)
+    assert list(flow.index) == list(table.index)
+    assert {"init grad/weight, first layer", "final hessian top", "final hessian trace"} <= set(flow.columns)
+    assert (flow["init hessian top"] > 0).all()
+    assert "## Gradient flow and sharpness" in (tmp_path / "report" / "README.md").read_text()
 
 
 def test_kernel_gradients_match_a_finite_difference(rng):

@@ -245,6 +245,19 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
                    "matrix of the layer's shape and variance. Hidden layers only.", "",
                    markdown_table(summary.round(3), corner="dataset / model / strategy"), ""]
 
+    names = {row[2] for r in records for row in (r.get("diagnostics") or {}).get("rows", [])}
+    if names & {"gradients", "sharpness"}:
+        with section(md, "Gradient flow and sharpness"):
+            flow = tables.flow_summary(tables.diagnostics_frame(records, runs, "gradients"),
+                                       tables.diagnostics_frame(records, runs, "sharpness"))
+            flow.to_csv(out / "tables" / "gradient_flow.csv")
+            md += ["## Gradient flow and sharpness (the `gradients` and `sharpness` diagnostics)", "",
+                   "On the probe batch in inference mode: the norm of the loss gradient with respect to a layer's "
+                   "kernel over the kernel's norm, for the first and the last hidden layer (a first layer far below "
+                   "the last one is a vanishing gradient), and the loss Hessian's top eigenvalue (power iteration) "
+                   "and trace (Hutchinson). Medians over seeds; per-layer values are in the records.", "",
+                   markdown_table(flow.round(4), corner="dataset / model / strategy"), ""]
+
     md += ["## Figures", ""]
     figures = []
     makers = [("Training loss", lambda: plots.training_loss(history, runs, out / "figures" / "training_loss.png")),

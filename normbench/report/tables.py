@@ -212,3 +212,39 @@ def spectra_summary(spectra: pd.DataFrame) -> pd.DataFrame:
                         f"{when} stable rank (mean)": e.stable_rank.mean(), f"{when} MP spikes": int(e.mp_spikes.sum())})
         out.append(row)
     return pd.DataFrame(out).set_index("row")
+
+
+def diagnostics_frame(records: list[dict], runs: pd.DataFrame, name: str) -> pd.DataFrame:
+    """One diagnostic's rows of every record: run_id, dataset, model, strategy, epoch, layer, quantity, value."""
+    rows = [(r["run_id"], e, layer, q, v) for r in records for e, layer, n, q, v in (r.get("diagnostics") or {}).get("rows", [])
+            if n == name]
+    d = pd.DataFrame(rows, columns=["run_id", "epoch", "layer", "quantity", "value"])
+    return d.merge(runs[["run_id", "dataset", "model", "strategy"]], on="run_id")
+
+
+def flow_summary(gradients: pd.DataFrame, sharpness: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset / model / strategy), at initialization and at the last epoch: the gradient-to-weight ratio of
+    the first and the last hidden layer (their quotient shows vanishing or exploding gradients through depth)
+    and the loss-Hessian top eigenvalue and trace, medians over seeds."""
+    keys = ["dataset", "model", "strategy"]
+    groups = {}
+    for frame in (gradients, sharpness):
+        for key, g in frame.groupby(keys):
+            groups.setdefault(key, []).append(g)
+    out = []
+    for (dataset, model, strategy), parts in sorted(groups.items()):
+        g = pd.concat(parts)
+        row = {"row": f"{dataset} / {model} / {strategy}"}
+        for when, pick in (("init", "min"), ("final", "max")):
+            e = g[g.epoch == g.groupby("run_id").epoch.transform(pick)]
+            ratio = e[(e.quantity == "grad_ratio") & (e.layer.notna()) & (e.layer >= 0)]
+            if len(ratio):
+                first, last = ratio.layer.min(), ratio.layer.max()
+                row[f"{when} grad/weight, first layer"] = ratio[ratio.layer == first].value.median()
+                row[f"{when} grad/weight, last layer"] = ratio[ratio.layer == last].value.median()
+            for q in ("hessian_top", "hessian_trace"):
+                v = e[e.quantity == q].value
+                if len(v):
+                    row[f"{when} {q.replace('_', ' ')}"] = v.median()
+        out.append(row)
+    return pd.DataFrame(out).set_index("row")
