@@ -102,14 +102,6 @@ class KernelReparametrization(keras.layers.Wrapper):
     def kernel(self):
         return self.effective_kernel(training=False)
 
-    @property
-    def bias(self):
-        return self.layer.bias
-
-    @property
-    def kernel_initializer(self):
-        return self.layer.kernel_initializer
-
     def call(self, inputs, training=False):
         w = self.effective_kernel(training=bool(training))
         layer = self.layer

@@ -297,8 +297,8 @@ def runs_frame(records: list[dict]):
         groups = df.groupby(["dataset", "model", "strategy"])
         varying = [f for f in VARIANT_FIELDS if groups[f].nunique(dropna=False).max() > 1]
         if varying:
-            df["strategy"] = [param_key(name, {**params, **{f: row[f] for f in varying}})
-                              for name, params, (_, row) in zip(df.strategy_name, df.strategy_params, df.iterrows())]
+            df["strategy"] = [param_key(row.strategy_name, {**row.strategy_params, **{f: row[f] for f in varying}})
+                              for _, row in df.iterrows()]
     return df.drop(columns=["strategy_params"]) if len(df) else df
 
 

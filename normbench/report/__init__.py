@@ -232,8 +232,8 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
                    + (", ".join(sorted(tables.batch_dependent(runs.strategy_name.unique()))) or "none") + ".", "",
                    markdown_table(table.round(2), corner="dataset / model / strategy"), ""]
 
-    spectra = tables.spectra_frame(records, runs) if any(r.get("diagnostics") for r in records) else None
-    if spectra is not None and len(spectra):
+    spectra = tables.diagnostics_frame(records, runs, "spectra")
+    if len(spectra):
         with section(md, "Weight spectra"):
             summary = tables.spectra_summary(spectra)
             summary.to_csv(out / "tables" / "spectra.csv")
@@ -271,7 +271,7 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
                        lambda d=dataset, m=model, t=tag: plots.signal_propagation(layers, d, m, out / "figures" / f"signal_{t}.png")))
         makers.append((f"{dataset} / {model}: last hidden layer pre-activation percentiles",
                        lambda d=dataset, m=model, t=tag: plots.preactivation_bands(long, runs, d, m, out / "figures" / f"preact_{t}.png")))
-    if spectra is not None and len(spectra):
+    if len(spectra):
         for (dataset, model), _ in spectra.groupby(["dataset", "model"]):
             makers.append((f"{dataset} / {model}: weight-spectrum alpha per layer",
                            lambda d=dataset, m=model: plots.spectra_alpha(

@@ -191,14 +191,6 @@ def error_by_batch_size(runs: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def spectra_frame(records: list[dict], runs: pd.DataFrame) -> pd.DataFrame:
-    """The spectra diagnostic's rows of every record: run_id, dataset, model, strategy, epoch, layer, quantity, value."""
-    rows = [(r["run_id"], e, layer, q, v) for r in records for e, layer, name, q, v in (r.get("diagnostics") or {}).get("rows", [])
-            if name == "spectra"]
-    d = pd.DataFrame(rows, columns=["run_id", "epoch", "layer", "quantity", "value"])
-    return d.merge(runs[["run_id", "dataset", "model", "strategy"]], on="run_id")
-
-
 def spectra_summary(spectra: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset / model / strategy), at initialization and at the last epoch: the median power-law alpha of
     the hidden layers, their largest spectral norm, mean stable rank and total Marchenko-Pastur spikes."""
