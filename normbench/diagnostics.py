@@ -11,8 +11,10 @@ reparametrized kernel) and its ratio to the kernel's norm (``grad_ratio``, the r
 plain SGD would take). The model runs in inference mode (BN with its moving statistics,
 dropout off), so that measuring changes nothing. Gradients need the backend's autodiff:
 TensorFlow (GradientTape), JAX (jax.grad of the model's stateless call) and torch (autograd)
-are supported. Not yet measured: the gradient with respect to each layer's input (the
-backpropagated signal itself).
+are supported. ``input_grad_rms``: the root-mean-square over the probe batch of the norm of
+each example's loss gradient with respect to the layer's input (the backpropagated signal itself,
+which vanishes or explodes through depth), taken by adding a zero offset to the layer's input and
+differentiating with respect to it.
 
 ``sharpness``: the loss Hessian on the probe batch (all trainable parameters, inference mode),
 through Hessian-vector products by the backend's autodiff (TensorFlow, JAX, torch): its
@@ -141,54 +143,104 @@ def _kernels(model):
     return out
 
 
-def kernel_gradients(model, x, y) -> list[np.ndarray]:
-    """Gradients of the mean cross-entropy on (x, y), inference mode, with respect to each kernel of ``_kernels``."""
+class _InputOffsets:
+    """While active, each of ``layers`` adds ``values[i]`` to its input before its own call.
+
+    With zero offsets the model computes exactly what it computes without them, and the gradient
+    of the loss with respect to offset i is the gradient with respect to layer i's input: the
+    backpropagated signal, which no variable holds. Works on every backend (the offsets are
+    whatever tensors the backend differentiates: watched TF tensors, JAX tracers, torch leaves),
+    by shadowing each layer's ``call`` with an instance attribute that is removed on exit.
+    """
+
+    def __init__(self, layers):
+        self.layers = layers
+        self.values: list = [None] * len(layers)
+
+    def __enter__(self):
+        import keras
+
+        for i, layer in enumerate(self.layers):
+            original = type(layer).call.__get__(layer)
+
+            def call(inputs, *args, _i=i, _original=original, **kwargs):
+                return _original(inputs + keras.ops.cast(self.values[_i], inputs.dtype), *args, **kwargs)
+
+            layer.call = call
+        return self
+
+    def __exit__(self, *exc):
+        for layer in self.layers:
+            del layer.call
+
+
+def loss_gradients(model, x, y) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Gradients of the mean cross-entropy on (x, y), inference mode, with respect to each kernel of
+    ``_kernels`` and to the input of each of its layers (same order)."""
     import keras
 
+    linear = [layer for _, layer in _linear_layers(model)]
     kernels = [k for _, k in _kernels(model)]
+    shapes = [(len(x), *layer.input.shape[1:]) for layer in linear]
     backend = keras.backend.backend()
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     y = np.asarray(y)
-    if backend == "tensorflow":
-        import tensorflow as tf
+    with _InputOffsets(linear) as offsets:
+        if backend == "tensorflow":
+            import tensorflow as tf
 
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=False))
-        return [np.asarray(g) for g in tape.gradient(loss, [k.value for k in kernels])]
-    if backend == "jax":
-        import jax
+            offsets.values = [tf.zeros(s) for s in shapes]
+            with tf.GradientTape() as tape:
+                tape.watch(offsets.values)
+                loss = loss_fn(y, model(x, training=False))
+            grads = tape.gradient(loss, [k.value for k in kernels] + offsets.values)
+            grads = [np.asarray(g) for g in grads]
+        elif backend == "jax":
+            import jax
 
-        trainable = [v.value for v in model.trainable_variables]
-        fixed = [v.value for v in model.non_trainable_variables]
-        positions = {id(v): i for i, v in enumerate(model.trainable_variables)}
+            trainable = [v.value for v in model.trainable_variables]
+            fixed = [v.value for v in model.non_trainable_variables]
+            positions = {id(v): i for i, v in enumerate(model.trainable_variables)}
 
-        def loss_of(values):
-            logits, _ = model.stateless_call(values, fixed, x, training=False)
-            return loss_fn(y, logits)
+            def loss_of(values, offset_values):
+                offsets.values = offset_values
+                logits, _ = model.stateless_call(values, fixed, x, training=False)
+                return loss_fn(y, logits)
 
-        grads = jax.grad(loss_of)(trainable)
-        return [np.asarray(grads[positions[id(k)]]) for k in kernels]
-    if backend == "torch":
-        import torch
+            g_vars, g_inputs = jax.grad(loss_of, argnums=(0, 1))(trainable, [jax.numpy.zeros(s) for s in shapes])
+            grads = [np.asarray(g_vars[positions[id(k)]]) for k in kernels] + [np.asarray(g) for g in g_inputs]
+        elif backend == "torch":
+            import torch
 
-        values = [k.value for k in kernels]
-        loss = loss_fn(torch.as_tensor(y), model(x, training=False))
-        grads = torch.autograd.grad(loss, values)
-        return [g.detach().cpu().numpy() for g in grads]
-    raise NotImplementedError(f"the gradients diagnostic supports tensorflow, jax and torch, not {backend}")
+            offsets.values = [keras.ops.zeros(s).requires_grad_() for s in shapes]
+            loss = loss_fn(torch.as_tensor(y), model(x, training=False))
+            grads = [g.detach().cpu().numpy() for g in torch.autograd.grad(loss, [k.value for k in kernels] + offsets.values)]
+        else:
+            raise NotImplementedError(f"the gradients diagnostic supports tensorflow, jax and torch, not {backend}")
+    return grads[: len(kernels)], grads[len(kernels):]
+
+
+def kernel_gradients(model, x, y) -> list[np.ndarray]:
+    """Gradients of the mean cross-entropy on (x, y), inference mode, with respect to each kernel of ``_kernels``."""
+    return loss_gradients(model, x, y)[0]
 
 
 @DIAGNOSTICS.register(name="gradients")
 def gradients(model, context) -> list[tuple[int, str, float]]:
-    """Gradient flow per layer: norm of the loss gradient w.r.t. the kernel, and its ratio to the kernel's norm."""
+    """Gradient flow per layer: loss-gradient norms w.r.t. the kernel (and its ratio to the kernel's norm) and the input."""
     import keras
 
-    grads = kernel_gradients(model, context["x"], context["y"])
+    x = context["x"]
+    kernel_grads, input_grads = loss_gradients(model, x, context["y"])
     rows = []
-    for (index, kernel), g in zip(_kernels(model), grads):
+    for (index, kernel), g, g_in in zip(_kernels(model), kernel_grads, input_grads):
         g_norm = float(np.linalg.norm(g))
         w_norm = float(np.linalg.norm(keras.ops.convert_to_numpy(kernel)))
-        rows += [(index, "grad_norm", g_norm), (index, "grad_ratio", g_norm / w_norm if w_norm else float("nan"))]
+        # in inference mode every example's loss depends on its own input only, so the per-example
+        # gradient is len(x) times its row of the mean loss's gradient
+        per_example = np.linalg.norm(g_in.reshape(len(x), -1), axis=1) * len(x)
+        rows += [(index, "grad_norm", g_norm), (index, "grad_ratio", g_norm / w_norm if w_norm else float("nan")),
+                 (index, "input_grad_rms", float(np.sqrt(np.mean(per_example ** 2))))]
     return rows
 
 
@@ -279,3 +331,124 @@ def check_names(names) -> list[str]:
     for name in names:
         DIAGNOSTICS.get(name)
     return list(names)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss-landscape slices (Li et al. 2018)
+
+LANDSCAPE_SPAN = 1.0  # the slices cover [-span, span] times each filter-normalized direction
+LANDSCAPE_POINTS_1D = 41
+LANDSCAPE_POINTS_2D = 21  # per axis: 441 forward passes
+LANDSCAPE_SAMPLES = 512  # the first training samples (unaugmented): the loss whose landscape is drawn
+
+
+def filter_normalized_direction(weights: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """A Gaussian random direction shaped like ``weights``, filter-normalized (Li et al. 2018, section 4):
+    in every kernel (a variable of two or more axes) the slice of each output unit or filter (the last
+    axis) is scaled to the norm of the same slice of the weights. One-axis variables (biases,
+    normalization scales and shifts, weight-norm gains) get a zero direction, as in the paper's
+    experiments, which leave biases and BN parameters unperturbed."""
+    out = []
+    for w in weights:
+        w = np.asarray(w)
+        if w.ndim < 2:
+            out.append(np.zeros_like(w))
+            continue
+        d = rng.standard_normal(w.shape)
+        axes = tuple(range(w.ndim - 1))
+        w_norm = np.sqrt(np.sum(np.square(w), axis=axes, keepdims=True))
+        d *= w_norm / np.maximum(np.sqrt(np.sum(np.square(d), axis=axes, keepdims=True)), 1e-12)
+        out.append(d.astype(w.dtype))
+    return out
+
+
+def loss_surface(model, logits_of, x, y, directions: list[list[np.ndarray]], coords) -> list[tuple[float, float]]:
+    """(loss, accuracy) on (x, y) at w + sum_k c_k d_k for each coordinate tuple c of ``coords``, where w
+    are the model's trainable weights; the weights are restored exactly afterwards."""
+    from .runner import loss_and_accuracy
+
+    variables = model.trainable_variables
+    origin = [np.array(v.numpy()) for v in variables]
+    out = []
+    try:
+        for c in coords:
+            for v, w, *ds in zip(variables, origin, *directions):
+                v.assign(w + sum(ck * d for ck, d in zip(c, ds)).astype(w.dtype) if any(c) else w)
+            out.append(loss_and_accuracy(logits_of(x), y))
+    finally:
+        for v, w in zip(variables, origin):
+            v.assign(w)
+    return out
+
+
+@DIAGNOSTICS.register(name="landscape")
+def landscape(model, context) -> dict:
+    """Loss-landscape slices at the end of a run: 1-D and 2-D along filter-normalized random directions."""
+    rng = np.random.default_rng(context.get("seed", 0))
+    weights = [np.array(v.numpy()) for v in model.trainable_variables]
+    d1, d2 = filter_normalized_direction(weights, rng), filter_normalized_direction(weights, rng)
+    x, y = context["x_train"][:LANDSCAPE_SAMPLES], np.asarray(context["y_train"][:LANDSCAPE_SAMPLES])
+    line = np.linspace(-LANDSCAPE_SPAN, LANDSCAPE_SPAN, LANDSCAPE_POINTS_1D)
+    grid = np.linspace(-LANDSCAPE_SPAN, LANDSCAPE_SPAN, LANDSCAPE_POINTS_2D)
+    one = loss_surface(model, context["logits"], x, y, [d1], [(a,) for a in line])
+    two = loss_surface(model, context["logits"], x, y, [d1, d2], [(a, b) for a in grid for b in grid])
+    table = [["1d", float(a), 0.0, loss, acc] for a, (loss, acc) in zip(line, one)]
+    table += [["2d", float(a), float(b), loss, acc] for (a, b), (loss, acc) in zip([(a, b) for a in grid for b in grid], two)]
+    center = one[LANDSCAPE_POINTS_1D // 2][0]
+    losses_1d = np.array([loss for loss, _ in one])
+    finite = losses_1d[np.isfinite(losses_1d)]
+    rows = [(None, "loss_center", center),
+            (None, "loss_1d_max", float(finite.max()) if len(finite) else float("nan")),
+            # the loss rise at a quarter of the span, averaged over both sides: a flat minimum rises little
+            (None, "loss_rise_quarter", float(np.mean([one[LANDSCAPE_POINTS_1D // 2 + k * (LANDSCAPE_POINTS_1D // 8)][0]
+                                                       for k in (-1, 1)]) - center)),
+            (None, "forward_passes", float(len(one) + len(two)))]
+    return {"rows": rows, "tables": {"landscape": {"columns": ["slice", "x", "y", "loss", "accuracy"], "rows": table}}}
+
+
+landscape.at_end = True  # many forward passes: measured once, after the last epoch
+
+
+# ---------------------------------------------------------------------------------------------
+# Mean-field signal propagation at initialization
+
+MEANFIELD_PASSTHROUGH = ("InputLayer", "Flatten", "Dropout", "AlphaDropout", "GaussianDropout")
+
+
+@DIAGNOSTICS.register(name="meanfield")
+def meanfield(model, context) -> list[tuple[int, str, float]]:
+    """Mean-field prediction of each hidden layer's activation moments at initialization (chains of Dense layers)."""
+    from .theory import propagate_chain
+
+    import keras
+
+    steps = []
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind in MEANFIELD_PASSTHROUGH:
+            continue
+        if kind == "Dense":
+            kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
+            bias = keras.ops.convert_to_numpy(layer.bias).astype(np.float64) if layer.use_bias else np.zeros(1)
+            steps.append(("linear", kernel.shape[0] * float(np.mean(kernel ** 2)), float(np.mean(bias ** 2))))
+        elif kind == "BatchNormalization":  # inference mode: an affine map per unit
+            gamma = keras.ops.convert_to_numpy(layer.gamma) if layer.scale else 1.0
+            scale = np.asarray(gamma) / np.sqrt(keras.ops.convert_to_numpy(layer.moving_variance) + layer.epsilon)
+            shift = (keras.ops.convert_to_numpy(layer.beta) if layer.center else 0.0) \
+                - keras.ops.convert_to_numpy(layer.moving_mean) * scale
+            if np.any(np.asarray(shift) != 0):
+                return []  # the recursion tracks zero-mean pre-activations only
+            steps.append(("scale", float(np.mean(scale ** 2)), 0.0))
+        elif kind == "Activation" and layer.name.startswith("h") and layer.name.endswith("_act"):
+            steps.append(("act", layer.get_config()["activation"], int(layer.name[1:3])))
+        else:
+            return []  # convolutions, pooling, residual additions, other normalizations: no prediction here
+    x = np.asarray(context["x"], dtype=np.float64)
+    try:
+        predicted = propagate_chain(float(np.mean(x ** 2)), steps)
+    except KeyError:
+        return []  # an activation without a moment map
+    return [(index, q, v) for index, moments in predicted for q, v in moments.items()]
+
+
+meanfield.at_init = True  # a prediction for the initial network only

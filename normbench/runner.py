@@ -228,8 +228,11 @@ class _EpochMeasure:
         self.step_probe_s = 0.0  # time spent in step probes during the current epoch
         if spec.diagnostics:
             record["diagnostics"] = {"columns": ["epoch", "layer", "diagnostic", "quantity", "value"], "rows": []}
-        # the probe batch: the first probe_size validation samples, the same at every epoch
-        self.diagnostic_context = {"x": splits.x_val[: spec.probe_size], "y": splits.y_val[: spec.probe_size]}
+        # the probe batch: the first probe_size validation samples, the same at every epoch; the training
+        # samples and the compiled forward pass for the diagnostics that evaluate the loss (landscape)
+        self.diagnostic_context = {"x": splits.x_val[: spec.probe_size], "y": splits.y_val[: spec.probe_size],
+                                   "x_train": splits.x_train, "y_train": splits.y_train,
+                                   "logits": trainer.logits, "seed": spec.seed}
         if spec.probe_every_steps:
             record["steps"] = {"columns": ["step", "val_loss", "val_accuracy", "test_loss", "test_accuracy"], "rows": []}
             record["step_stats"] = {"columns": ["step", "layer", "tap", "quantity", "value"], "rows": []}
@@ -248,14 +251,25 @@ class _EpochMeasure:
         self.record["step_stats"]["rows"] += [[step, *row[1:]] for row in self.probe.measure(step)]
         self.step_probe_s += time.perf_counter() - t
 
-    def diagnose(self, epoch: int) -> None:
+    def diagnose(self, epoch: int, finite: bool) -> None:
         """The spec's diagnostics on the probed (base) model: rows (epoch, layer, diagnostic, quantity, value)
-        and each one's cost in seconds, summed over epochs."""
+        and each one's cost in seconds, summed over epochs. A diagnostic marked ``at_init`` runs at epoch 0
+        only, one marked ``at_end`` after the last epoch only (and not when the losses are not finite); one
+        that returns ``{"rows": ..., "tables": {section: table}}`` adds each table as a record section."""
         from .registry import DIAGNOSTICS
 
         for name in self.spec.diagnostics:
+            fn = DIAGNOSTICS.get(name)
+            if (getattr(fn, "at_init", False) and epoch != 0) or \
+                    (getattr(fn, "at_end", False) and (epoch != self.spec.epochs or not finite)):
+                continue
             t = time.perf_counter()
-            rows = DIAGNOSTICS.get(name)(self.probe.model, self.diagnostic_context)
+            rows = fn(self.probe.model, self.diagnostic_context)
+            if isinstance(rows, dict):
+                for section, table in rows.get("tables", {}).items():
+                    self.record[section] = {"columns": ["epoch", *table["columns"]],
+                                            "rows": [[epoch, *r] for r in table["rows"]]}
+                rows = rows["rows"]
             self.record["diagnostics"]["rows"] += [[epoch, layer, name, q, v] for layer, q, v in rows]
             cost = self.record["timings"].setdefault("diagnostics_s", {})
             cost[name] = cost.get(name, 0.0) + time.perf_counter() - t
@@ -283,7 +297,7 @@ class _EpochMeasure:
         t = time.perf_counter()
         self.record["stats"]["rows"] += self.probe.measure(epoch)
         row["probe_s"] = time.perf_counter() - t
-        self.diagnose(epoch)
+        self.diagnose(epoch, all(math.isfinite(v) for v in (row.get("fit_loss", 0.0), row["train_loss"], row["val_loss"])))
         self.record["history"].append(row)
         self.log(
             f"    epoch {epoch:>3}/{self.spec.epochs}  train loss {_fmt(row['train_loss'])} acc {_fmt(row['train_accuracy'], '.3f')}"

@@ -147,9 +147,32 @@ def gradients_check():
         losses.append(float(keras.ops.convert_to_numpy(loss_fn(y, model(x, training=False)))))
     kernel.assign(w.astype("float32"))
     fd = (losses[0] - losses[1]) / 2e-2
+    # the logits layer's input gradient in closed form: (softmax - onehot) W^T / n
+    from normbench.diagnostics import filter_normalized_direction, loss_gradients, loss_surface
+
+    logits = keras.ops.convert_to_numpy(model(x, training=False)).astype("float64")
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    expected = (probs - np.eye(3)[y]) @ keras.ops.convert_to_numpy(model.get_layer("logits").kernel).T / len(x)
+    got = loss_gradients(model, x, y)[1][-1]
+    # a loss slice of the model evaluated through predict_on_batch, against setting the weights by hand
+    weights = [np.array(v.numpy()) for v in model.trainable_variables]
+    d = filter_normalized_direction(weights, rng)
+    (sliced, _), = loss_surface(model, lambda t: np.asarray(model.predict_on_batch(t), dtype=np.float64), x, y, [d],
+                                [(0.4,)])
+    restored = all(np.array_equal(np.array(v.numpy()), w) for v, w in zip(model.trainable_variables, weights))
+    for v, w, dv in zip(model.trainable_variables, weights, d):
+        v.assign(w + 0.4 * dv)
+    by_hand = float(keras.ops.convert_to_numpy(loss_fn(y, model(x, training=False))))
+    for v, w in zip(model.trainable_variables, weights):
+        v.assign(w)
     return {"layers": [layer for layer, q, _ in rows if q == "grad_norm"],
             "grad_norms": [v for _, q, v in rows if q == "grad_norm"],
-            "max_rel_diff_to_finite_difference": float(abs(g - fd) / max(abs(fd), 1e-4))}
+            "max_rel_diff_to_finite_difference": float(abs(g - fd) / max(abs(fd), 1e-4)),
+            "input_grad_max_abs_err": float(np.abs(got - expected).max()),
+            "input_grad_max_abs": float(np.abs(expected).max()),
+            "input_grad_rms": [v for _, q, v in rows if q == "input_grad_rms"],
+            "slice_rel_err": float(abs(sliced - by_hand) / by_hand), "slice_restored": restored}
 
 
 def hessian_check():

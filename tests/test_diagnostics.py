@@ -3,9 +3,14 @@
 import numpy as np
 import pytest
 
+from normbench.builtins import load_builtins
 from normbench.diagnostics import powerlaw_fit, spectrum_summary
+from normbench.registry import DIAGNOSTICS
 from normbench.runner import run
 from normbench.spec import RunSpec
+
+
+load_builtins()
 
 
 def _pareto(alpha, n, rng, xmin=1.0):
@@ -51,17 +56,24 @@ def test_spectra_are_recorded_every_epoch_and_leave_training_unchanged(data_dir,
     base = dict(epochs=2, limit=300, eval_limit=100, val_size=100, probe_size=16, train_eval_size=100,
                 model_params={"depth": 2, "width": 32})
     plain = run(RunSpec("mlp", "batchnorm", "mnist", **base), data_dir=data_dir, log=lambda _m: None)
-    diag = run(RunSpec("mlp", "batchnorm", "mnist", diagnostics=["spectra"], **base), data_dir=data_dir,
+    every = DIAGNOSTICS.list()  # every registered diagnostic at once: none may change training
+    diag = run(RunSpec("mlp", "batchnorm", "mnist", diagnostics=every, **base), data_dir=data_dir,
                log=lambda _m: None)
     assert plain["status"] == diag["status"] == "ok", (plain["error"], diag["error"])
     assert diag["test"] == plain["test"]
     for a, b in zip(plain["history"], diag["history"]):
         assert (a["train_loss"], a["val_loss"]) == (b["train_loss"], b["val_loss"])
     rows = diag["diagnostics"]["rows"]
-    assert {(r[0], r[1]) for r in rows} == {(e, layer) for e in (0, 1, 2) for layer in (0, 1, -1)}
-    assert {r[3] for r in rows} >= {"alpha", "spectral_norm", "stable_rank", "mp_spikes"}
-    assert diag["timings"]["diagnostics_s"]["spectra"] > 0
-    assert "diagnostics" not in plain
+    epochs = {name: {r[0] for r in rows if r[2] == name} for name in every}
+    for name in every:
+        fn = DIAGNOSTICS.get(name)
+        expected = {0} if getattr(fn, "at_init", False) else {2} if getattr(fn, "at_end", False) else {0, 1, 2}
+        assert epochs[name] == expected, name
+        assert diag["timings"]["diagnostics_s"][name] > 0
+    spectra = [r for r in rows if r[2] == "spectra"]
+    assert {(r[0], r[1]) for r in spectra} == {(e, layer) for e in (0, 1, 2) for layer in (0, 1, -1)}
+    assert {r[3] for r in spectra} >= {"alpha", "spectral_norm", "stable_rank", "mp_spikes"}
+    assert "diagnostics" not in plain and "landscape" not in plain
     # a pack keeps them
     import json
 
@@ -73,6 +85,7 @@ def test_spectra_are_recorded_every_epoch_and_leave_training_unchanged(data_dir,
     pack.pack(tmp_path / "runs", tmp_path / "pack")
     back = {r["run_id"]: r for r in store.load_records(tmp_path / "pack")}
     assert back[diag["run_id"]]["diagnostics"]["rows"] == rows and "diagnostics" not in back[plain["run_id"]]
+    assert back[diag["run_id"]]["landscape"] == diag["landscape"]
 
 
 def test_unknown_diagnostics_are_refused_before_training(tmp_path):
@@ -137,7 +150,7 @@ def test_kernel_gradients_match_a_finite_difference(rng):
         kernel.assign(w.astype("float32"))
         assert g[i, j] == pytest.approx((up - down) / (2 * eps), rel=2e-2, abs=1e-4)
     rows = gradients(model, {"x": x, "y": y})
-    assert {(layer, q) for layer, q, _ in rows} == {(l, q) for l in (0, 1, -1) for q in ("grad_norm", "grad_ratio")}
+    assert {(layer, q) for layer, q, _ in rows} == {(l, q) for l in (0, 1, -1) for q in ("grad_norm", "grad_ratio", "input_grad_rms")}
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
@@ -146,6 +159,8 @@ def test_gradients_on_other_backends(backend, request):
     assert r, f"the {backend} side did not measure gradients"
     assert r["layers"] == [0, 1, -1] and all(v > 0 for v in r["grad_norms"])
     assert r["max_rel_diff_to_finite_difference"] < 2e-2
+    assert r["input_grad_max_abs_err"] < 1e-4 * r["input_grad_max_abs"] and all(v > 0 for v in r["input_grad_rms"])
+    assert r["slice_rel_err"] < 1e-5 and r["slice_restored"]
 
 
 def test_hessian_of_a_linear_model_with_squared_loss(rng):
@@ -184,3 +199,140 @@ def test_hessian_vector_products_on_other_backends(backend, request):
     r = request.getfixturevalue(f"{backend}_checks").get("hessian")
     assert r, f"the {backend} side did not measure the Hessian check"
     assert r["hvp_max_rel_err"] < 1e-4 and r["top_rel_err"] < 1e-3, r
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_input_gradients_match_closed_forms(rng):
+    """The logits layer's input gradient is (softmax - onehot) W^T / n; the first layer's is the gradient w.r.t.
+    the data, taken directly."""
+    import keras
+    import tensorflow as tf
+
+    from normbench.diagnostics import gradients, loss_gradients
+    from normbench.runner import build
+
+    model, _ = build(RunSpec("mlp", "batchnorm", "mnist", model_params={"depth": 3, "width": 16}), (6,), 4)
+    x = rng.normal(size=(20, 6)).astype("float32")
+    y = rng.integers(0, 4, size=20)
+    before = keras.ops.convert_to_numpy(model(x, training=False))
+    _, inputs = loss_gradients(model, x, y)
+    last_hidden = keras.Model(model.input, model.get_layer("logits").input)(x, training=False)
+    logits_kernel = keras.ops.convert_to_numpy(model.get_layer("logits").kernel)
+    probs = _softmax(keras.ops.convert_to_numpy(model(x, training=False)).astype("float64"))
+    expected = (probs - np.eye(4)[y]) @ logits_kernel.T / len(x)
+    assert keras.ops.convert_to_numpy(last_hidden).shape == inputs[-1].shape
+    np.testing.assert_allclose(inputs[-1], expected, rtol=1e-4, atol=1e-7)
+    tx = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(tx)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, model(tx, training=False))
+    np.testing.assert_allclose(inputs[0], tape.gradient(loss, tx).numpy(), rtol=1e-4, atol=1e-8)
+    rows = {(layer, q): v for layer, q, v in gradients(model, {"x": x, "y": y})}
+    per_example = np.linalg.norm(expected, axis=1) * len(x)
+    assert rows[(-1, "input_grad_rms")] == pytest.approx(np.sqrt(np.mean(per_example ** 2)), rel=1e-4)
+    # the layers compute as before once measured: no offset is left behind
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(x, training=False)), before)
+    assert all("call" not in vars(layer) for layer in model.layers)
+
+
+def test_filter_normalized_directions(rng):
+    from normbench.diagnostics import filter_normalized_direction
+
+    weights = [rng.normal(size=(5, 7)), rng.normal(size=7), rng.normal(size=(3, 3, 2, 4)) * 3]
+    d = filter_normalized_direction(weights, rng)
+    np.testing.assert_allclose(np.linalg.norm(d[0], axis=0), np.linalg.norm(weights[0], axis=0), rtol=1e-6)
+    np.testing.assert_allclose(np.sqrt((d[2] ** 2).sum(axis=(0, 1, 2))), np.sqrt((weights[2] ** 2).sum(axis=(0, 1, 2))), rtol=1e-6)
+    assert not d[1].any()  # biases and normalization parameters are not perturbed
+    assert abs(np.vdot(d[0], weights[0])) < np.linalg.norm(d[0]) * np.linalg.norm(weights[0])  # random, not w itself
+
+
+def test_loss_slices_of_a_softmax_regression_match_numpy(rng):
+    """Along d, a softmax regression's logits are x (W + a D) + b: the slice is that cross-entropy exactly,
+    and the weights are restored bit for bit afterwards."""
+    import keras
+
+    from normbench.diagnostics import filter_normalized_direction, loss_surface
+
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, name="logits")])
+    x = rng.normal(size=(40, 6)).astype("float32")
+    y = rng.integers(0, 3, size=40)
+    w, b = [np.array(v.numpy()) for v in model.trainable_variables]
+    before = [np.array(v.numpy()) for v in model.weights]
+    d1, d2 = (filter_normalized_direction([w, b], rng) for _ in range(2))
+    coords = [(-1.0, 0.5), (0.0, 0.0), (0.3, -0.7)]
+    got = loss_surface(model, lambda t: np.asarray(model.predict_on_batch(t), dtype=np.float64), x, y, [d1, d2], coords)
+    for (a, c), (loss, acc) in zip(coords, got):
+        z = x.astype("float64") @ (w + a * d1[0] + c * d2[0]) + b
+        p = _softmax(z)
+        assert loss == pytest.approx(-np.log(p[np.arange(40), y]).mean(), rel=1e-5)
+        assert acc == pytest.approx((z.argmax(axis=1) == y).mean())
+    for v, w0 in zip(model.weights, before):
+        np.testing.assert_array_equal(np.array(v.numpy()), w0)
+
+
+def test_the_landscape_is_measured_once_at_the_end(data_dir):
+    from normbench.diagnostics import LANDSCAPE_POINTS_1D, LANDSCAPE_POINTS_2D
+
+    spec = RunSpec("mlp", "none", "mnist", epochs=2, limit=300, eval_limit=100, val_size=100, probe_size=16,
+                   train_eval_size=100, model_params={"depth": 2, "width": 16}, diagnostics=["landscape"])
+    rec = run(spec, data_dir=data_dir, log=lambda _m: None)
+    assert rec["status"] == "ok", rec["error"]
+    table = rec["landscape"]
+    assert table["columns"] == ["epoch", "slice", "x", "y", "loss", "accuracy"]
+    assert len(table["rows"]) == LANDSCAPE_POINTS_1D + LANDSCAPE_POINTS_2D ** 2 and {r[0] for r in table["rows"]} == {2}
+    center = [r for r in table["rows"] if r[1] == "1d" and r[2] == 0.0]
+    summary = {r[3]: r[4] for r in rec["diagnostics"]["rows"]}
+    assert summary["loss_center"] == pytest.approx(center[0][4])
+    # the centre is the trained net's loss on the same (first, unaugmented) training samples
+    assert summary["loss_center"] == pytest.approx(rec["history"][-1]["train_loss"], rel=0.3)
+    assert summary["loss_1d_max"] > summary["loss_center"] and summary["forward_passes"] == len(table["rows"])
+
+
+@pytest.mark.parametrize("q", [0.05, 1.0, 7.0])
+def test_mean_field_moments_match_closed_forms(q):
+    from normbench.theory import gaussian_moments, propagate_chain
+
+    mean, second = gaussian_moments("relu", q)
+    assert mean == pytest.approx(np.sqrt(q / (2 * np.pi)), rel=1e-7) and second == pytest.approx(q / 2, rel=1e-7)
+    assert gaussian_moments("linear", q) == pytest.approx((0.0, q), abs=1e-9)
+    # He-initialized ReLU keeps q through depth; LeCun-initialized SELU is drawn to (0, 1)
+    relu = propagate_chain(q / 2, [s for i in range(20) for s in (("linear", 2.0, 0.0), ("act", "relu", i))])
+    assert [m["pre_m2"] for _, m in relu] == pytest.approx([q] * 20, rel=1e-6)
+    selu = propagate_chain(q, [s for i in range(60) for s in (("linear", 1.0, 0.0), ("act", "selu", i))])
+    assert selu[-1][1]["act_mean"] == pytest.approx(0.0, abs=1e-4) and selu[-1][1]["act_var"] == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("strategy", ["none", "batchnorm", "selu"])
+def test_mean_field_prediction_matches_a_wide_random_network(strategy, rng):
+    """At width 1024, the measured second moment of each layer's pre-activation is within 25% of the prediction
+    (finite width: log q of a ReLU net fluctuates with variance about 5 depth / width, Hanin 2018)."""
+    import keras
+
+    from normbench.diagnostics import meanfield
+    from normbench.probe import ActivationProbe
+    from normbench.runner import build
+
+    keras.utils.set_random_seed(1)
+    model, _ = build(RunSpec("mlp", strategy, "mnist", model_params={"depth": 6, "width": 1024}), (64,), 10)
+    x = rng.normal(size=(512, 64)).astype("float32")
+    predicted = {(layer, q): v for layer, q, v in meanfield(model, {"x": x})}
+    measured = {(r[1], r[2], r[3]): r[4] for r in ActivationProbe(model, x).measure(0)}
+    for layer in range(6):
+        m2 = measured[(layer, "pre", "std")] ** 2 + measured[(layer, "pre", "mean")] ** 2
+        assert m2 == pytest.approx(predicted[(layer, "pre_m2")], rel=0.25), layer
+        assert measured[(layer, "act", "mean")] == pytest.approx(predicted[(layer, "act_mean")], abs=0.05 + 0.1 * abs(predicted[(layer, "act_mean")]))
+
+
+def test_mean_field_makes_no_prediction_where_the_recursion_does_not_hold():
+    from normbench.diagnostics import meanfield
+    from normbench.runner import build
+
+    for name, params, shape in [("convnet", {"filters": [4], "dense": 8}, (8, 8, 3)), ("resmlp8", {}, (12,)),
+                                ("mlp", {"depth": 2, "width": 8}, (12,))]:
+        strategy = "layernorm" if name == "mlp" else "none"
+        model, _ = build(RunSpec(name, strategy, "mnist", model_params=params), shape, 3)
+        assert meanfield(model, {"x": np.ones((4, *shape), dtype="float32")}) == [], name
