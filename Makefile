@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RESULTS ?= runs
 EXTRAS ?= test
 
-.PHONY: install test bench report smoke check baseline papers perf perf-grid full-report norms norms-report cifar-resnet-cpu cifar-resnet-cpu-report overhead clean
+.PHONY: install test bench report smoke check baseline papers perf perf-grid full-report norms norms-report cifar-resnet-cpu cifar-resnet-cpu-report diagnostics diagnostics-report overhead diagnostics-overhead clean
 
 $(BIN)/normbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,20 @@ perf-grid: install
 # Cost of the activation statistics relative to an epoch (prints numbers).
 overhead: install
 	$(BIN)/python benchmarks/stats_overhead.py
+
+# What each diagnostic costs against training at the standard suite's sizes (prints numbers)
+diagnostics-overhead: install
+	$(BIN)/python benchmarks/diagnostics_overhead.py
+
+# Every diagnostic on the five original strategies (diagnostics suite, about an hour on 2 CPU cores):
+# train, pack into results/diagnostics/records, report into results/diagnostics
+diagnostics: install
+	$(BIN)/normbench run --suite diagnostics --results $(RESULTS)/diagnostics
+	$(BIN)/normbench pack --results $(RESULTS)/diagnostics --out results/diagnostics/records
+	$(BIN)/normbench report --results results/diagnostics/records --out results/diagnostics
+
+diagnostics-report: install
+	$(BIN)/normbench report --results results/diagnostics/records --out results/diagnostics
 
 # Paper replications (CPU-sized suites), then results/papers.md.
 papers: install

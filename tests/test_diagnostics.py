@@ -103,7 +103,7 @@ def test_the_report_tables_and_draws_the_spectra(tmp_path, data_dir):
     from normbench.report import make_report
 
     tiny = dict(epochs=1, limit=200, eval_limit=100, val_size=100, probe_size=16, train_eval_size=100,
-                model_params={"depth": 3, "width": 32}, diagnostics=["spectra", "gradients", "sharpness"])
+                model_params={"depth": 3, "width": 32}, diagnostics=DIAGNOSTICS.list())
     run_grid([RunSpec("mlp", s, "mnist", **tiny) for s in ("none", "batchnorm")], tmp_path / "runs", data_dir=data_dir,
              log=lambda _m: None)
     make_report(tmp_path / "runs", tmp_path / "report", log=lambda _m: None)
@@ -119,6 +119,20 @@ def test_the_report_tables_and_draws_the_spectra(tmp_path, data_dir):
     assert {"init grad/weight, first layer", "final hessian top", "final hessian trace"} <= set(flow.columns)
     assert (flow["init hessian top"] > 0).all()
     assert "## Gradient flow and sharpness" in (tmp_path / "report" / "README.md").read_text()
+    assert (flow["init input grad, first layer"] > 0).all()
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert "cannot be made" not in readme
+    land = pd.read_csv(tmp_path / "report" / "tables" / "landscape.csv", index_col=0)
+    assert list(land.index) == list(table.index) and (land["rise at |a| = 1"] > 0).all()
+    theory = pd.read_csv(tmp_path / "report" / "tables" / "meanfield.csv", index_col=0)
+    assert list(theory.index) == list(table.index) and (theory.layers == 3).all()
+    assert theory["pre m2 measured / predicted (median)"].between(0.5, 2.0).all()
+    cost = pd.read_csv(tmp_path / "report" / "tables" / "diagnostic_cost.csv")
+    assert set(cost.diagnostic) == set(DIAGNOSTICS.list()) and (cost.diagnostic_s > 0).all()
+    figures = {f.name.split("_")[0] for f in (tmp_path / "report" / "figures").glob("*.png")}
+    assert {"gradients", "sharpness", "landscape", "meanfield", "alpha"} <= figures
+    for heading in ("## Loss landscapes", "## Signal propagation against mean-field theory", "## What the diagnostics cost"):
+        assert heading in readme
 
 
 def test_kernel_gradients_match_a_finite_difference(rng):

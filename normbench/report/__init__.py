@@ -18,7 +18,7 @@ import pandas as pd
 
 from .. import store
 from ..errors import NormbenchError
-from . import plots, tables
+from . import diagnostics, plots, tables
 from .render import latex_table, markdown_table, slug
 
 
@@ -232,31 +232,7 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
                    + (", ".join(sorted(tables.batch_dependent(runs.strategy_name.unique()))) or "none") + ".", "",
                    markdown_table(table.round(2), corner="dataset / model / strategy"), ""]
 
-    spectra = tables.diagnostics_frame(records, runs, "spectra")
-    if len(spectra):
-        with section(md, "Weight spectra"):
-            summary = tables.spectra_summary(spectra)
-            summary.to_csv(out / "tables" / "spectra.csv")
-            md += ["## Weight spectra (the `spectra` diagnostic)", "",
-                   "Per run and layer, the eigenvalues of W^T W / N (conv kernels unfolded); alpha is the exponent of a "
-                   "power law fitted to the spectrum's tail (Clauset et al. 2009). Martin & Mahoney read alpha between "
-                   "about 2 and 6 as a well-trained layer and large alpha (a Marchenko-Pastur bulk, as at random "
-                   "initialization) as an untrained one. MP spikes: eigenvalues beyond the bulk edge of a random "
-                   "matrix of the layer's shape and variance. Hidden layers only.", "",
-                   markdown_table(summary.round(3), corner="dataset / model / strategy"), ""]
-
-    names = {row[2] for r in records for row in (r.get("diagnostics") or {}).get("rows", [])}
-    if names & {"gradients", "sharpness"}:
-        with section(md, "Gradient flow and sharpness"):
-            flow = tables.flow_summary(tables.diagnostics_frame(records, runs, "gradients"),
-                                       tables.diagnostics_frame(records, runs, "sharpness"))
-            flow.to_csv(out / "tables" / "gradient_flow.csv")
-            md += ["## Gradient flow and sharpness (the `gradients` and `sharpness` diagnostics)", "",
-                   "On the probe batch in inference mode: the norm of the loss gradient with respect to a layer's "
-                   "kernel over the kernel's norm, for the first and the last hidden layer (a first layer far below "
-                   "the last one is a vanishing gradient), and the loss Hessian's top eigenvalue (power iteration) "
-                   "and trace (Hutchinson). Medians over seeds; per-layer values are in the records.", "",
-                   markdown_table(flow.round(4), corner="dataset / model / strategy"), ""]
+    diagnostic_figures = diagnostics.sections(records, runs, out, md, section)
 
     md += ["## Figures", ""]
     figures = []
@@ -271,11 +247,7 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
                        lambda d=dataset, m=model, t=tag: plots.signal_propagation(layers, d, m, out / "figures" / f"signal_{t}.png")))
         makers.append((f"{dataset} / {model}: last hidden layer pre-activation percentiles",
                        lambda d=dataset, m=model, t=tag: plots.preactivation_bands(long, runs, d, m, out / "figures" / f"preact_{t}.png")))
-    if len(spectra):
-        for (dataset, model), _ in spectra.groupby(["dataset", "model"]):
-            makers.append((f"{dataset} / {model}: weight-spectrum alpha per layer",
-                           lambda d=dataset, m=model: plots.spectra_alpha(
-                               spectra, d, m, out / "figures" / f"spectra_{slug(d)}_{slug(m)}.png")))
+    makers += diagnostic_figures
     for title, make in makers:
         with section(md, f"Figure '{title}'"):
             path = make()

@@ -184,19 +184,139 @@ def error_vs_batch_size(runs: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-def spectra_alpha(spectra: pd.DataFrame, dataset: str, model: str, path: Path) -> Path:
-    """Power-law alpha per hidden layer at initialization and at the end, one line per strategy."""
+def layer_profile(frame: pd.DataFrame, dataset: str, model: str, quantity: str, ylabel: str, title: str, path: Path,
+                  logy: bool = False, band: tuple[float, float, str] | None = None) -> Path:
+    """A per-hidden-layer diagnostic at initialization and at the end, one line per strategy."""
     plt, sns = _mpl()
-    d = spectra[(spectra.dataset == dataset) & (spectra.model == model) & (spectra.quantity == "alpha") & (spectra.layer >= 0)]
+    d = frame[(frame.dataset == dataset) & (frame.model == model) & (frame.quantity == quantity) & (frame.layer >= 0)]
     palette = strategy_palette(d.strategy.unique())
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, (when, pick) in zip(axes, (("initialization", "min"), ("end of training", "max"))):
         last = d.groupby("run_id").epoch.transform(pick)
         sns.lineplot(data=d[d.epoch == last], x="layer", y="value", hue="strategy", palette=palette, marker="o", ax=ax,
                      hue_order=[s for s in palette if s in set(d.strategy)])
-        ax.axhspan(2, 6, color="grey", alpha=0.12, label="2-6: well-trained (Martin & Mahoney)")
-        ax.set_title(f"{when}")
-        ax.set_xlabel("hidden layer")
-        ax.set_ylabel("power-law alpha of the weight spectrum")
-    fig.suptitle(f"{dataset} / {model}: heavy-tailed self-regularization per layer")
+        if band:
+            ax.axhspan(band[0], band[1], color="grey", alpha=0.12, label=band[2])
+        ax.set_title(when)
+        ax.set_xlabel("hidden layer (0 = first)")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if logy:
+            ax.set_yscale("log")
+        if ax.get_legend() is not None:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{dataset} / {model}: {title}", y=1.02)
+    return _save(fig, path)
+
+
+def spectra_alpha(spectra: pd.DataFrame, dataset: str, model: str, path: Path) -> Path:
+    """Power-law alpha per hidden layer at initialization and at the end, one line per strategy."""
+    return layer_profile(spectra, dataset, model, "alpha", "power-law alpha of the weight spectrum",
+                         "heavy-tailed self-regularization per layer", path,
+                         band=(2, 6, "2-6: well-trained (Martin & Mahoney)"))
+
+
+def over_training(frame: pd.DataFrame, dataset: str, model: str, quantities: list[tuple[str, str]], title: str,
+                  path: Path) -> Path:
+    """Whole-model diagnostics against epoch, one panel per quantity, one line per strategy, log scale."""
+    plt, sns = _mpl()
+    d = frame[(frame.dataset == dataset) & (frame.model == model)]
+    palette = strategy_palette(d.strategy.unique())
+    fig, axes = plt.subplots(1, len(quantities), figsize=(5.5 * len(quantities), 4), squeeze=False)
+    for ax, (q, label) in zip(axes[0], quantities):
+        sub = d[d.quantity == q].copy()
+        sub["value"] = sub.value.abs()
+        sns.lineplot(data=sub, x="epoch", y="value", hue="strategy", palette=palette, marker="o", ax=ax,
+                     hue_order=[s for s in palette if s in set(sub.strategy)])
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch (0 = initialization)")
+        ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ax.get_legend() is not None:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{dataset} / {model}: {title}")
+    return _save(fig, path)
+
+
+def alpha_vs_accuracy(spectra: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path:
+    """Each run's median hidden-layer alpha at the end against its test accuracy; colour = strategy."""
+    plt, sns = _mpl()
+    d = spectra[(spectra.quantity == "alpha") & (spectra.layer >= 0)]
+    d = d[d.epoch == d.groupby("run_id").epoch.transform("max")].groupby("run_id").value.median().rename("alpha")
+    d = runs[runs.status == "ok"].merge(d.reset_index(), on="run_id")
+    palette = strategy_palette(d.strategy.unique())
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    sns.scatterplot(data=d, x="alpha", y="test_accuracy", hue="strategy", style="model", palette=palette, s=60, ax=ax)
+    ax.axvspan(2, 6, color="grey", alpha=0.12)
+    ax.set_xscale("log")
+    ax.set_xlabel("median power-law alpha of the hidden layers, end of training (log)")
+    ax.set_ylabel("test accuracy (fraction)")
+    ax.set_title("alpha against test accuracy (grey: 2-6)")
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7)
+    return _save(fig, path)
+
+
+def landscape_lines(landscape: pd.DataFrame, dataset: str, path: Path) -> Path:
+    """1-D loss slices around the trained weights, one panel per model (by depth), one line per strategy."""
+    plt, sns = _mpl()
+    d = landscape[(landscape.dataset == dataset) & (landscape.slice == "1d")]
+    models = list(d.sort_values("depth").model.unique())
+    palette = strategy_palette(d.strategy.unique())
+    fig, axes = plt.subplots(1, len(models), figsize=(4.8 * len(models), 4), squeeze=False, sharey=True)
+    for ax, model in zip(axes[0], models):
+        sns.lineplot(data=d[d.model == model], x="x", y="loss", hue="strategy", palette=palette, ax=ax,
+                     hue_order=[s for s in palette if s in set(d.strategy)])
+        ax.set_yscale("log")
+        ax.set_title(model)
+        ax.set_xlabel("step along a filter-normalized direction")
+        ax.set_ylabel("training loss (log)")
+        if ax.get_legend() is not None:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{dataset}: 1-D loss slices at the end of training (Li et al. 2018)")
+    return _save(fig, path)
+
+
+def landscape_contours(landscape: pd.DataFrame, dataset: str, model: str, path: Path) -> Path:
+    """2-D loss slices around the trained weights (log10 loss contours), one panel per strategy."""
+    plt, _ = _mpl()
+    d = landscape[(landscape.dataset == dataset) & (landscape.model == model) & (landscape.slice == "2d")]
+    strategies = [s for s in strategy_palette(d.strategy.unique()) if s in set(d.strategy)]
+    fig, axes = plt.subplots(1, len(strategies), figsize=(3.6 * len(strategies), 3.4), squeeze=False)
+    levels = np.linspace(np.log10(max(d.loss.min(), 1e-6)), np.log10(min(d.loss.max(), 1e6)), 25)
+    for ax, strategy in zip(axes[0], strategies):
+        g = d[d.strategy == strategy].pivot_table(index="y", columns="x", values="loss")
+        z = np.log10(np.clip(g.values, 1e-6, 1e6))
+        contour = ax.contour(g.columns.values, g.index.values, z, levels=levels, cmap="viridis", linewidths=0.8)
+        ax.plot([0], [0], marker="*", color="black")
+        ax.set_title(strategy, fontsize=9)
+        ax.set_aspect("equal")
+        ax.grid(False)
+    fig.colorbar(contour, ax=axes[0].tolist(), shrink=0.8, label="log10 training loss")
+    fig.suptitle(f"{dataset} / {model}: 2-D loss slices (filter-normalized directions; star: trained weights)", y=1.02)
+    return _save(fig, path)
+
+
+def meanfield_overlay(frame: pd.DataFrame, dataset: str, model: str, path: Path) -> Path:
+    """Measured (markers) and mean-field predicted (dashed) moments per layer at initialization."""
+    plt, _ = _mpl()
+    d = frame[(frame.dataset == dataset) & (frame.model == model)]
+    palette = strategy_palette(d.strategy.unique())
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    panels = (("pre_m2", "pre-activation second moment", True), ("act_mean", "activation mean", False),
+              ("act_var", "activation variance", True))
+    for ax, (q, label, logy) in zip(axes, panels):
+        for strategy in [s for s in palette if s in set(d.strategy)]:
+            g = d[d.strategy == strategy].groupby("layer")[[f"meas_{q}", f"pred_{q}"]].median()
+            ax.plot(g.index, g[f"meas_{q}"], marker="o", ls="-", lw=1, color=palette[strategy], label=f"{strategy} measured")
+            ax.plot(g.index, g[f"pred_{q}"], ls="--", lw=1.5, color=palette[strategy], label=f"{strategy} mean field")
+        values = d[[f"meas_{q}", f"pred_{q}"]].to_numpy().ravel()
+        if logy and values.min() > 0 and values.max() / values.min() > 10:  # log only where it spans decades
+            ax.set_yscale("log")
+        ax.set_xlabel("hidden layer (0 = first)")
+        ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(f"{dataset} / {model}: signal propagation at initialization against mean-field theory "
+                 "(markers: measured; dashed: predicted)", y=1.02)
+    fig.tight_layout()
     return _save(fig, path)

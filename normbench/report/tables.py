@@ -215,9 +215,10 @@ def diagnostics_frame(records: list[dict], runs: pd.DataFrame, name: str) -> pd.
 
 
 def flow_summary(gradients: pd.DataFrame, sharpness: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset / model / strategy), at initialization and at the last epoch: the gradient-to-weight ratio of
-    the first and the last hidden layer (their quotient shows vanishing or exploding gradients through depth)
-    and the loss-Hessian top eigenvalue and trace, medians over seeds."""
+    """Per (dataset / model / strategy), at initialization and at the last epoch: the gradient-to-weight ratio
+    and the input-gradient norm (the backpropagated signal) of the first and the last hidden layer (their
+    quotient shows vanishing or exploding gradients through depth) and the loss-Hessian top eigenvalue and
+    trace, medians over seeds."""
     keys = ["dataset", "model", "strategy"]
     groups = {}
     for frame in (gradients, sharpness):
@@ -229,14 +230,90 @@ def flow_summary(gradients: pd.DataFrame, sharpness: pd.DataFrame) -> pd.DataFra
         row = {"row": f"{dataset} / {model} / {strategy}"}
         for when, pick in (("init", "min"), ("final", "max")):
             e = g[g.epoch == g.groupby("run_id").epoch.transform(pick)]
-            ratio = e[(e.quantity == "grad_ratio") & (e.layer.notna()) & (e.layer >= 0)]
-            if len(ratio):
-                first, last = ratio.layer.min(), ratio.layer.max()
-                row[f"{when} grad/weight, first layer"] = ratio[ratio.layer == first].value.median()
-                row[f"{when} grad/weight, last layer"] = ratio[ratio.layer == last].value.median()
+            for q, label in (("grad_ratio", "grad/weight"), ("input_grad_rms", "input grad")):
+                per_layer = e[(e.quantity == q) & (e.layer.notna()) & (e.layer >= 0)]
+                if len(per_layer):
+                    first, last = per_layer.layer.min(), per_layer.layer.max()
+                    row[f"{when} {label}, first layer"] = per_layer[per_layer.layer == first].value.median()
+                    row[f"{when} {label}, last layer"] = per_layer[per_layer.layer == last].value.median()
             for q in ("hessian_top", "hessian_trace"):
                 v = e[e.quantity == q].value
                 if len(v):
                     row[f"{when} {q.replace('_', ' ')}"] = v.median()
         out.append(row)
     return pd.DataFrame(out).set_index("row")
+
+
+def landscape_frame(records: list[dict], runs: pd.DataFrame) -> pd.DataFrame:
+    """The loss slices of every record: run_id, epoch, slice ("1d"/"2d"), x, y, loss, accuracy, dataset, model, strategy."""
+    rows = [(r["run_id"], *row) for r in records for row in (r.get("landscape") or {}).get("rows", [])]
+    d = pd.DataFrame(rows, columns=["run_id", "epoch", "slice", "x", "y", "loss", "accuracy"])
+    return d.merge(runs[["run_id", "dataset", "model", "strategy", "depth"]], on="run_id")
+
+
+def landscape_summary(landscape: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset / model / strategy): the loss at the trained weights and its rise along the 1-D slice
+    (at a quarter of the span, mean of both sides; and at the span's ends), and the 2-D slice's range."""
+    out = []
+    for (dataset, model, strategy), g in landscape.groupby(["dataset", "model", "strategy"]):
+        one = g[g.slice == "1d"]
+        two = g[g.slice == "2d"]
+        centre = one.loc[one.x.abs().idxmin(), "loss"]
+        s = summary[summary.run_id.isin(g.run_id.unique())]
+        out.append({"row": f"{dataset} / {model} / {strategy}", "loss at the trained weights": centre,
+                    "rise at |a| = 0.25": s[s.quantity == "loss_rise_quarter"].value.median(),
+                    "rise at |a| = 1": one[one.x.abs() == one.x.abs().max()].loss.mean() - centre,
+                    "2-D slice max / centre": two.loss.max() / centre if centre > 0 else float("nan")})
+    return pd.DataFrame(out).set_index("row")
+
+
+def meanfield_frame(records: list[dict], runs: pd.DataFrame) -> pd.DataFrame:
+    """Per run and hidden layer at initialization: the mean-field prediction (``pred_*``) beside the probe's
+    measurement (``meas_*``): the pre-activation second moment, the activation mean and variance."""
+    pred = diagnostics_frame(records, runs, "meanfield")
+    if not len(pred):
+        return pd.DataFrame()
+    pred = pred[pred.epoch == 0].pivot_table(index=["run_id", "layer"], columns="quantity", values="value")
+    pred.columns = [f"pred_{c}" for c in pred.columns]
+    rows = [(r["run_id"], layer, tap, q, v) for r in records if r["run_id"] in set(pred.index.get_level_values(0))
+            for e, layer, tap, q, v in r["stats"]["rows"] if e == 0 and tap in ("pre", "act") and q in ("mean", "std")]
+    m = pd.DataFrame(rows, columns=["run_id", "layer", "tap", "quantity", "value"])
+    m = m.pivot_table(index=["run_id", "layer"], columns=["tap", "quantity"], values="value")
+    meas = pd.DataFrame({"meas_pre_m2": m[("pre", "std")] ** 2 + m[("pre", "mean")] ** 2,
+                         "meas_act_mean": m[("act", "mean")], "meas_act_var": m[("act", "std")] ** 2})
+    d = pred.join(meas, how="inner").reset_index()
+    return d.merge(runs[["run_id", "dataset", "model", "strategy"]], on="run_id")
+
+
+def meanfield_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset / model / strategy): how far the measured moments at initialization are from the
+    mean-field prediction, over the hidden layers."""
+    out = []
+    for (dataset, model, strategy), g in frame.groupby(["dataset", "model", "strategy"]):
+        ratio = g.meas_pre_m2 / g.pred_pre_m2
+        last = g[g.layer == g.layer.max()]
+        out.append({"row": f"{dataset} / {model} / {strategy}", "layers": int(g.layer.nunique()),
+                    "pre m2 measured / predicted (median)": ratio.median(),
+                    "pre m2 ratio range": f"{ratio.min():.2f}-{ratio.max():.2f}",
+                    "last layer pre m2 measured": last.meas_pre_m2.median(),
+                    "last layer pre m2 predicted": last.pred_pre_m2.median(),
+                    "act mean max abs error": (g.meas_act_mean - g.pred_act_mean).abs().max()})
+    return pd.DataFrame(out).set_index("row")
+
+
+def diagnostic_cost(records: list[dict], runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset / model) and diagnostic: its seconds per run against the run's training seconds (the sum
+    of its epochs' optimizer time), medians over the runs that measured it."""
+    rows = []
+    for r in records:
+        cost = (r.get("timings") or {}).get("diagnostics_s") or {}
+        train = sum((r.get("timings") or {}).get("epoch_s") or [])
+        for name, seconds in cost.items():
+            rows.append((r["run_id"], name, seconds, train))
+    d = pd.DataFrame(rows, columns=["run_id", "diagnostic", "seconds", "train_s"]).merge(
+        runs[["run_id", "dataset", "model"]], on="run_id")
+    d["share"] = d.seconds / d.train_s
+    table = d.groupby(["dataset", "model", "diagnostic"]).agg(runs=("run_id", "nunique"), training_s=("train_s", "median"),
+                                                             diagnostic_s=("seconds", "median"), share=("share", "median"))
+    table["% of training"] = 100.0 * table.pop("share")
+    return table.reset_index()
