@@ -7,13 +7,14 @@ as soon as it arrives, so an interrupted grid loses at most the runs in progress
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import store
 from .executors import GridContext, get_executor
-from .errors import say
+from .errors import OutputClosed, say
 from .spec import RunSpec
 
 Log = Callable[[str], None]
@@ -77,6 +78,16 @@ def _costs(todo: Sequence[RunSpec], log: Log) -> dict[str, float]:
         return {}
 
 
+def _bar(runs: int, total_cost: float | None, stream):
+    """A tqdm bar over the grid's work: percent of the estimated cost, or runs when there is no estimate."""
+    from tqdm import tqdm
+
+    if total_cost:
+        return tqdm(total=100.0, file=stream, unit="%", desc="grid", dynamic_ncols=True,
+                    bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed} elapsed, {remaining} left{postfix}")
+    return tqdm(total=runs, file=stream, unit="run", desc="grid", dynamic_ncols=True)
+
+
 def run_grid(
     specs: Sequence[RunSpec],
     results_dir: str | Path,
@@ -89,11 +100,15 @@ def run_grid(
     engine: str | None = None,
     executor_options: dict | None = None,
     log: Log = say,
+    bar_stream=None,
 ) -> dict[str, int]:
     """Run every spec not already complete in ``results_dir``; return counts by status.
 
     ``suite`` (name and definition hash) is stored in each record as provenance; it is not
     part of the run id. ``jobs`` runs train at once (``processes`` executor by default).
+    A progress bar (tqdm) weighted by each run's estimated cost is drawn on ``bar_stream``, by
+    default on the terminal when the output is one and the log is the default; the log's lines
+    are printed above it. Output that is not a terminal (CI logs, a file) gets plain lines only.
     """
     results_dir = Path(results_dir)
     validate_specs(specs)
@@ -125,17 +140,33 @@ def run_grid(
         share = f", {costs[spec.run_id] / total_cost:.0%} of the grid's work" if total_cost else ""
         return f"[{i + 1}/{len(todo)}] {spec.label} ({spec.epochs} epochs, run {spec.run_id}{share}; {progress()})"
 
+    if bar_stream is None and log is say and todo and sys.stdout.isatty():
+        bar_stream = sys.stdout
+    bar = _bar(len(todo), total_cost, bar_stream) if bar_stream is not None and todo else None
+    if bar is not None:
+        def log(msg: str, _stream=bar_stream) -> None:  # lines above the bar
+            try:
+                bar.write(msg, file=_stream)
+            except BrokenPipeError:  # as say(): a closed output stops the grid like Ctrl-C
+                raise OutputClosed() from None
     ctx = GridContext(data_dir=data_dir, log=log, header=header, jobs=jobs, engine=engine,
                       options=dict(executor_options or {}))
-    for spec, record in run_executor(todo, ctx):
-        record["suite"] = suite
-        store.save_record(results_dir, record)
-        counts[record["status"]] += 1
-        finished += 1
-        done_cost += costs.get(spec.run_id, 0.0)
-        if name != "local":
-            note = f": {record['error']}" if record.get("error") else ""
-            log(f"[{finished}/{len(todo)} done] {spec.label} {record['status']}{note} ({progress()})")
+    try:
+        for spec, record in run_executor(todo, ctx):
+            record["suite"] = suite
+            store.save_record(results_dir, record)
+            counts[record["status"]] += 1
+            finished += 1
+            done_cost += costs.get(spec.run_id, 0.0)
+            if bar is not None:
+                bar.set_postfix_str(f"{finished}/{len(todo)} runs", refresh=False)
+                bar.update(costs[spec.run_id] / total_cost * 100.0 if total_cost else 1)
+            if name != "local":
+                note = f": {record['error']}" if record.get("error") else ""
+                log(f"[{finished}/{len(todo)} done] {spec.label} {record['status']}{note} ({progress()})")
+    finally:
+        if bar is not None:
+            bar.close()
     log(
         f"done in {duration(time.perf_counter() - t_grid)}: {counts['ok']} ok, {counts['diverged']} diverged, "
         f"{counts['error']} error, {counts['skipped']} skipped; records in {results_dir}"

@@ -211,3 +211,22 @@ def test_progress_lines_show_each_runs_share_of_the_work_and_a_cost_weighted_eta
     headers = [line for line in lines if line.startswith("[")]
     assert len(headers) == 2 and all("of the grid's work" in h for h in headers)
     assert "ETA" in headers[1] and "ETA" not in headers[0]
+
+
+def test_a_terminal_gets_a_progress_bar_with_the_lines_above_it(tmp_path, data_dir):
+    import io
+
+    specs = [RunSpec("mlp", "none", "mnist", model_params={"depth": d, "width": 16}, **TINY) for d in (2, 6)]
+    screen = io.StringIO()
+    run_grid(specs, tmp_path, data_dir=data_dir, log=lambda _m: None, bar_stream=screen)
+    out = screen.getvalue()
+    assert "grid 100%|" in out and "2/2 runs" in out  # weighted by cost, it reaches 100% with the last run
+    assert "[1/2] mnist/mlp/none/seed0" in out and "done in" in out  # the lines, above the bar
+    assert out.index("[2/2]") < out.rindex("grid 100%")
+
+
+def test_output_that_is_not_a_terminal_gets_plain_lines(tmp_path, data_dir, capsys):
+    specs = [RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "width": 16}, **TINY)]
+    run_grid(specs, tmp_path, data_dir=data_dir)  # pytest's captured stdout is not a terminal
+    out = capsys.readouterr().out
+    assert "[1/1] mnist/mlp/none/seed0" in out and "|" not in out and "\r" not in out
