@@ -28,7 +28,7 @@ from .errors import NormbenchError
 
 RUNS, HISTORY, STATS = "runs.csv.gz", "history.csv.gz", "stats.csv.gz"
 JSON_SECTIONS = ("spec", "layers", "data", "test", "timings", "environment", "suite", "performance", "strategy_config")
-OPTIONAL_SECTIONS = ("diagnostics", "landscape")  # rows some records have; a pack made before they existed lacks the column
+OPTIONAL_SECTIONS = ("diagnostics", "landscape", "diagnostics_errors")  # rows some records have; a pack made before they existed lacks the column
 SCALARS = ("run_id", "schema_version", "status", "error", "diverged_epoch", "param_count", "finished_at")
 
 

@@ -254,17 +254,26 @@ class _EpochMeasure:
     def diagnose(self, epoch: int, finite: bool) -> None:
         """The spec's diagnostics on the probed (base) model: rows (epoch, layer, diagnostic, quantity, value)
         and each one's cost in seconds, summed over epochs. A diagnostic marked ``at_init`` runs at epoch 0
-        only, one marked ``at_end`` after the last epoch only (and not when the losses are not finite); one
-        that returns ``{"rows": ..., "tables": {section: table}}`` adds each table as a record section."""
+        only, one marked ``at_end`` after the last epoch only; one that returns ``{"rows": ..., "tables":
+        {section: table}}`` adds each table as a record section. None runs at an epoch whose losses are not
+        finite (the run is about to be marked diverged; its weights may be too). A diagnostic that fails is
+        recorded in ``diagnostics_errors`` (epoch and message) and the run goes on: a measurement never
+        ends a run."""
         from .registry import DIAGNOSTICS
 
+        if not finite:
+            return
         for name in self.spec.diagnostics:
             fn = DIAGNOSTICS.get(name)
-            if (getattr(fn, "at_init", False) and epoch != 0) or \
-                    (getattr(fn, "at_end", False) and (epoch != self.spec.epochs or not finite)):
+            if (getattr(fn, "at_init", False) and epoch != 0) or (getattr(fn, "at_end", False) and epoch != self.spec.epochs):
                 continue
             t = time.perf_counter()
-            rows = fn(self.probe.model, self.diagnostic_context)
+            try:
+                rows = fn(self.probe.model, self.diagnostic_context)
+            except Exception as e:  # noqa: BLE001  (recorded; training is not the diagnostic's to stop)
+                self.record.setdefault("diagnostics_errors", []).append([epoch, name, f"{type(e).__name__}: {e}"])
+                self.log(f"    diagnostic {name} failed at epoch {epoch}: {type(e).__name__}: {e}")
+                continue
             if isinstance(rows, dict):
                 for section, table in rows.get("tables", {}).items():
                     self.record[section] = {"columns": ["epoch", *table["columns"]],

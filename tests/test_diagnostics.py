@@ -350,3 +350,20 @@ def test_mean_field_makes_no_prediction_where_the_recursion_does_not_hold():
         strategy = "layernorm" if name == "mlp" else "none"
         model, _ = build(RunSpec(name, strategy, "mnist", model_params=params), shape, 3)
         assert meanfield(model, {"x": np.ones((4, *shape), dtype="float32")}) == [], name
+
+
+def test_a_failing_diagnostic_is_recorded_and_the_run_goes_on(data_dir, monkeypatch):
+    import normbench.diagnostics
+
+    def broken(kernel):
+        raise np.linalg.LinAlgError("SVD did not converge")
+
+    monkeypatch.setattr(normbench.diagnostics, "spectrum_summary", broken)
+    spec = RunSpec("mlp", "none", "mnist", epochs=2, limit=300, eval_limit=100, val_size=100, probe_size=16,
+                   train_eval_size=100, model_params={"depth": 2, "width": 16}, diagnostics=["spectra", "gradients"])
+    rec = run(spec, data_dir=data_dir, log=lambda _m: None)
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["diagnostics_errors"] == [[e, "spectra", "LinAlgError: SVD did not converge"] for e in (0, 1, 2)]
+    assert {r[2] for r in rec["diagnostics"]["rows"]} == {"gradients"}
+    plain = run(spec.with_(diagnostics=[]), data_dir=data_dir, log=lambda _m: None)
+    assert plain["test"] == rec["test"]

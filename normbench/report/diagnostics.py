@@ -111,6 +111,12 @@ def sections(records: list[dict], runs: pd.DataFrame, out: Path, md: list[str], 
                 makers.append((f"{d} / {m}: signal propagation against mean-field theory",
                                lambda d=d, m=m: plots.meanfield_overlay(frame, d, m, fig / f"meanfield_{slug(d)}_{slug(m)}.png")))
 
+    failed = [(r["run_id"], *row) for r in records for row in r.get("diagnostics_errors") or []]
+    if failed:
+        md += ["Diagnostics that failed (the runs went on without them at those epochs):", "",
+               markdown_table(pd.DataFrame(failed, columns=["run", "epoch", "diagnostic", "error"]).set_index("run"),
+                              corner="run"), ""]
+
     with section(md, "Diagnostics' cost"):
         cost = tables.diagnostic_cost(records, runs)
         cost.to_csv(out / "tables" / "diagnostic_cost.csv", index=False)
