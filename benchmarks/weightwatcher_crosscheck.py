@@ -229,9 +229,11 @@ def main() -> None:
                 results.append({"run": f"{model_name}/{strategy_name}", **row})
 
     print()
-    print("xmin on normbench's scale (eigenvalues of W^T W / N); WeightWatcher's own xmin is N times larger")
+    print("xmin on normbench's scale (eigenvalues of W^T W / N); WeightWatcher's own xmin is N times larger.")
+    print("tail: eigenvalues >= xmin; nb@wwxmin: normbench's powerlaw_fit at WeightWatcher's xmin, (-ww) its")
+    print("difference from WeightWatcher's alpha; scale/N: WeightWatcher's eigenvalue scale over normbench's, over N")
     head = (f"{'model/strategy':<18}{'layer':<11}{'shape':>9}{'nb alpha':>10}{'nb xmin':>10}{'tail':>6}"
-            f"{'ww alpha':>10}{'ww xmin':>10}{'tail':>6}{'nb-ww':>9}{'nb@ww xmin':>12}{'-ww':>10}{'scale/N':>9}")
+            f"{'ww alpha':>10}{'ww xmin':>10}{'tail':>6}{'nb-ww':>9}{'nb@wwxmin':>12}{'(-ww)':>10}{'scale/N':>9}")
     print(head)
     print("-" * len(head))
     for r in results:
