@@ -8,7 +8,7 @@ result that moves between the two variants moves between machines; ``normbench c
 tolerances and the README's verdicts must not rest on a difference smaller than that.
 
     python benchmarks/arithmetic_sensitivity.py [--suite standard] [--models vgg16] \
-        [--strategies batchnorm,none] [--data-dir DIR] [--out runs/arithmetic]
+        [--strategies batchnorm,none] [--data-dir DIR] [--out runs/arithmetic]   (names or glob patterns)
 
 Prints, per run and variant, the test accuracy, the validation accuracy per epoch, and the
 largest difference between the variants; the records are kept under ``--out``.
@@ -17,6 +17,7 @@ largest difference between the variants; the records are kept under ``--out``.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import subprocess
@@ -54,8 +55,11 @@ def main() -> None:
     load_builtins()
     pick = {k: set(v.split(",")) for k, v in (("model", args.models), ("strategy", args.strategies),
                                                ("dataset", args.datasets))}
-    specs = [s for s in get_suite(args.suite).specs
-             if s.model in pick["model"] and s.strategy in pick["strategy"] and s.dataset in pick["dataset"]]
+    def chosen(value, patterns):  # names or glob patterns
+        return any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+    specs = [s for s in get_suite(args.suite).specs if chosen(s.model, pick["model"])
+             and chosen(s.strategy, pick["strategy"]) and chosen(s.dataset, pick["dataset"])]
     if not specs:
         p.error(f"no run of suite {args.suite!r} matches models={args.models} strategies={args.strategies} "
                 f"datasets={args.datasets}")
@@ -78,9 +82,22 @@ def main() -> None:
             acc = (r.get("test") or {}).get("accuracy")
             accs.append(acc)
             curve = " ".join(f"{h['val_accuracy']:.3f}" for h in r["history"])
-            print(f"{spec.label:<36}{variant:<10}{r['status']:<9}{acc if acc is None else format(acc, '.4f'):>9}  {curve}")
+            print(f"{spec.label:<36}{variant:<10}{r['status']:<9}{'-' if acc is None else format(acc, '.4f'):>9}  {curve}")
         if None not in accs:
             print(f"{'':<36}difference in test accuracy between the kernels: {abs(accs[0] - accs[1]):.4f}")
+    diffs = {}
+    for spec in specs:
+        a, b = (results[(spec.label, v)] for v in VARIANTS)
+        if a["status"] != b["status"]:
+            print(f"{spec.label}: status differs between the kernels ({a['status']} / {b['status']})")
+        elif (a.get("test") or {}).get("accuracy") is not None and (b.get("test") or {}).get("accuracy") is not None:
+            diffs[spec.label] = abs(a["test"]["accuracy"] - b["test"]["accuracy"])
+    if diffs:
+        import statistics
+
+        worst = max(diffs, key=diffs.get)
+        print(f"\n|test accuracy difference| over {len(diffs)} runs: median {statistics.median(diffs.values()):.4f}, "
+              f"max {diffs[worst]:.4f} ({worst}); {sum(d > 0 for d in diffs.values())} of {len(diffs)} differ at all")
     env = next(iter(results.values()))["environment"]
     print(f"\n{env.get('device')}; {env.get('backend')} {env.get('backend_version')}, keras {env.get('keras')}; "
           f"records in {out}")
