@@ -367,3 +367,18 @@ def test_a_failing_diagnostic_is_recorded_and_the_run_goes_on(data_dir, monkeypa
     assert {r[2] for r in rec["diagnostics"]["rows"]} == {"gradients"}
     plain = run(spec.with_(diagnostics=[]), data_dir=data_dir, log=lambda _m: None)
     assert plain["test"] == rec["test"]
+
+
+def test_a_landscape_whose_loss_is_not_finite_is_drawn_as_such(tmp_path):
+    import pandas as pd
+
+    from normbench.report import plots
+
+    grid = [(a, b) for a in (-1.0, 0.0, 1.0) for b in (-1.0, 0.0, 1.0)]
+    rows = [("r1", 1, "2d", a, b, 1.0 + a * a + b * b, 0.5, "mnist", "mlp8", "none") for a, b in grid]
+    rows += [("r2", 1, "2d", a, b, float("nan") if (a, b) != (0.0, 0.0) else 2.3, 0.1, "mnist", "mlp8", "maxnorm")
+             for a, b in grid]
+    frame = pd.DataFrame(rows, columns=["run_id", "epoch", "slice", "x", "y", "loss", "accuracy", "dataset", "model",
+                                        "strategy"])
+    path = plots.landscape_contours(frame, "mnist", "mlp8", tmp_path / "l.png")
+    assert path.stat().st_size > 1000

@@ -56,8 +56,10 @@ def sections(records: list[dict], runs: pd.DataFrame, out: Path, md: list[str], 
                    "kernel over the kernel's norm (grad/weight), and the root-mean-square norm of each example's loss "
                    "gradient with respect to the layer's input (input grad: the backpropagated signal), for the first "
                    "and the last hidden layer (a first layer far below the last one is a vanishing gradient), and the "
-                   "loss Hessian's top eigenvalue (power iteration) and trace (Hutchinson). Medians over seeds; "
-                   "per-layer values are in the records and the figures.", "",
+                   "loss Hessian's eigenvalue of largest magnitude (power iteration; negative where the curvature "
+                   "is) and trace (Hutchinson). Medians over seeds; per-layer values are in the records and the "
+                   "figures. No diagnostic runs at an epoch whose loss is not finite, so a run that diverged "
+                   "shows its last finite epoch as 'final' (see 'Runs that did not finish').", "",
                    markdown_table(flow.round(4), corner="dataset / model / strategy"), ""]
         for d, m in models_of(gradients):
             makers.append((f"{d} / {m}: backpropagated gradient per layer",

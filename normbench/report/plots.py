@@ -282,16 +282,22 @@ def landscape_contours(landscape: pd.DataFrame, dataset: str, model: str, path: 
     d = landscape[(landscape.dataset == dataset) & (landscape.model == model) & (landscape.slice == "2d")]
     strategies = [s for s in strategy_palette(d.strategy.unique()) if s in set(d.strategy)]
     fig, axes = plt.subplots(1, len(strategies), figsize=(3.6 * len(strategies), 3.4), squeeze=False)
-    levels = np.linspace(np.log10(max(d.loss.min(), 1e-6)), np.log10(min(d.loss.max(), 1e6)), 25)
+    finite = d.loss[np.isfinite(d.loss)]
+    levels = np.linspace(np.log10(max(finite.min(), 1e-6)), np.log10(min(finite.max(), 1e6)), 25)
+    contour = None
     for ax, strategy in zip(axes[0], strategies):
-        g = d[d.strategy == strategy].pivot_table(index="y", columns="x", values="loss")
-        z = np.log10(np.clip(g.values, 1e-6, 1e6))
-        contour = ax.contour(g.columns.values, g.index.values, z, levels=levels, cmap="viridis", linewidths=0.8)
+        g = d[d.strategy == strategy].pivot(index="y", columns="x", values="loss")
+        z = np.ma.masked_invalid(np.log10(np.clip(g.values.astype(float), 1e-6, 1e6)))
+        if z.count() < 4:  # a net whose loss overflows around its weights: nothing to draw
+            ax.text(0.5, 0.5, "loss not finite\naround the weights", ha="center", va="center", transform=ax.transAxes)
+        else:
+            contour = ax.contour(g.columns.values, g.index.values, z, levels=levels, cmap="viridis", linewidths=0.8)
         ax.plot([0], [0], marker="*", color="black")
         ax.set_title(strategy, fontsize=9)
         ax.set_aspect("equal")
         ax.grid(False)
-    fig.colorbar(contour, ax=axes[0].tolist(), shrink=0.8, label="log10 training loss")
+    if contour is not None:
+        fig.colorbar(contour, ax=axes[0].tolist(), shrink=0.8, label="log10 training loss")
     fig.suptitle(f"{dataset} / {model}: 2-D loss slices (filter-normalized directions; star: trained weights)", y=1.02)
     return _save(fig, path)
 
