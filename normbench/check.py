@@ -14,6 +14,7 @@ tolerance relative to the baseline value.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import re
 import statistics
@@ -37,6 +38,8 @@ SCALARS = {
 }
 TAPS = {"activation": "act", "pre": "pre", "kernel": "kernel"}
 STAT_METRIC = re.compile(r"(init|final) (activation|pre|kernel) (\w+)")
+SCOPE = re.compile(r"^\[(?P<scope>[^\]]*)\]")
+SCOPE_FIELDS = ("dataset", "model", "strategy")
 RULE_LINE = re.compile(r"^(?P<metric>[A-Za-z_][\w ]*?)\s*:\s*(?P<sign>[+-]?)(?P<num>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)(?P<pct>%?)$")
 
 
@@ -54,6 +57,11 @@ class Rule:
     relative: bool
     direction: int  # +1: an increase is worse; -1: a decrease is worse; 0: any change beyond tolerance is worse
     text: str
+    scope: tuple = ()  # ((field, glob), ...): the rule is for runs whose dataset/model/strategy match
+
+    def applies(self, record: dict) -> bool:
+        spec = record.get("spec") or {}
+        return all(fnmatch.fnmatchcase(str(spec.get(k, "")), pattern) for k, pattern in self.scope)
 
     def judge(self, base: float | None, cur: float | None) -> str:
         if base is None or cur is None or not (math.isfinite(base) and math.isfinite(cur)):
@@ -90,6 +98,17 @@ def parse_rules(path: str | Path) -> list[Rule]:
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
+        scope = ()
+        sm = SCOPE.match(line)
+        if sm:
+            line = line[sm.end():].strip()
+            pairs = [part.strip().partition("=") for part in sm["scope"].split(",") if part.strip()]
+            bad = [f"{k}{eq}{v}" for k, eq, v in pairs if k.strip() not in SCOPE_FIELDS or not eq or not v.strip()]
+            if bad or not pairs:
+                raise ConfigError(f"rules file {path}, line {n}: bad scope {sm.group(0).strip()!r}; write "
+                                  f"'[model=mlp16] metric: tolerance' with fields out of {', '.join(SCOPE_FIELDS)} "
+                                  f"(glob patterns allowed, several separated by commas)")
+            scope = tuple((k.strip(), v.strip()) for k, _, v in pairs)
         m = RULE_LINE.match(line)
         if not m:
             raise ConfigError(
@@ -103,7 +122,8 @@ def parse_rules(path: str | Path) -> list[Rule]:
                 f"'init|final activation|pre|kernel QUANTITY' (e.g. 'init activation std')"
             )
         sign = {"+": 1, "-": -1, "": 0}[m["sign"]]
-        rules.append(Rule(metric, float(m["num"]) / (100 if m["pct"] else 1), bool(m["pct"]), sign, line))
+        rules.append(Rule(metric, float(m["num"]) / (100 if m["pct"] else 1), bool(m["pct"]), sign, raw.split("#", 1)[0].strip(),
+                          scope))
     if not rules:
         raise ConfigError(f"rules file {path} has no rules; add lines like 'test_accuracy: -0.02'")
     return rules
@@ -151,6 +171,13 @@ def refuse_incomparable(baseline: list[dict], current: list[dict]) -> None:
                              f"this normbench writes {SCHEMA_VERSION}: refresh the baseline with `make baseline`.")
 
 
+def rules_for(rules: list[Rule], record: dict) -> list[Rule]:
+    """The rules that judge one run: for each metric, the last scoped rule that matches the run replaces
+    the unscoped ones (e.g. a wider accuracy tolerance for a family known to be sensitive to round-off)."""
+    scoped = {r.metric: r for r in rules if r.scope and r.applies(record)}
+    return [r for r in rules if not r.scope and r.metric not in scoped] + list(scoped.values())
+
+
 def compare(baseline: list[dict], current: list[dict], rules: list[Rule]) -> list[dict]:
     """One row per (run, rule), plus rows for missing runs and status changes."""
     refuse_incomparable(baseline, current)
@@ -169,7 +196,7 @@ def compare(baseline: list[dict], current: list[dict], rules: list[Rule]) -> lis
             verdict = "worse" if b["status"] == "ok" else "improved" if c["status"] == "ok" else "worse"
             rows.append(dict(run=label, metric="status", baseline=b["status"], current=c["status"], change="", verdict=verdict,
                              rule="status changed" + (f": {c.get('error')}" if c.get("error") else "")))
-        for rule in rules:
+        for rule in rules_for(rules, c):
             bv, cv = rule.values(b), rule.values(c)
             keys = sorted(set(bv) | set(cv), key=lambda k: (len(k), k))
             if not keys:

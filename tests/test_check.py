@@ -137,3 +137,27 @@ def test_committed_baseline_rules_parse():
 
     rules = check.parse_rules(Path(__file__).resolve().parents[1] / "results" / "baseline" / "rules.txt")
     assert {r.metric for r in rules} >= {"test_accuracy", "init activation std"}
+
+
+def test_a_scoped_rule_replaces_the_general_one_for_the_runs_it_names(baseline, tmp_path):
+    current = _copy(baseline, tmp_path / "current")
+    for strategy in ("none", "selu"):
+        _edit(current, strategy, lambda r: r["test"].update(accuracy=r["test"]["accuracy"] - 0.1))
+    rules = tmp_path / "rules.txt"
+    rules.write_text(RULES + "[strategy=sel*] test_accuracy: -0.15   # measured: sensitive to round-off\n")
+    lines = []
+    assert check.run_check(baseline, current, rules, out=lines.append) == 1
+    table = lines[0].splitlines()
+    selu = next(line for line in table if "mlp/selu" in line and "test_accuracy" in line)
+    none = next(line for line in table if "mlp/none" in line and "test_accuracy" in line)
+    assert " same " in f" {selu} " and "worse" in none and "test_accuracy: -0.02" in none
+    assert sum("test_accuracy" in line for line in table) == 2  # one rule per run and metric, not both
+
+
+@pytest.mark.parametrize("text", ["[colour=red] test_accuracy: -0.1\n", "[model] test_accuracy: -0.1\n",
+                                  "[] test_accuracy: -0.1\n"])
+def test_a_bad_scope_names_the_line_and_the_fields(tmp_path, text):
+    path = tmp_path / "rules.txt"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="line 1: bad scope .*dataset, model, strategy"):
+        check.parse_rules(path)
