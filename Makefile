@@ -31,24 +31,30 @@ report: install
 full-report: install
 	$(BIN)/normbench report --results results/full/records --out results/full
 
-# Every strategy (norms suite, about an hour on 2 CPU cores): train, pack the records into
-# results/norms/records, report into results/norms. norms-report rebuilds the report from the pack.
+# A published CPU suite SUITE: train into $(RESULTS)/SUITE, pack the records into results/SUITE/records,
+# report into results/SUITE; SUITE-report rebuilds the report from the committed pack alone.
+define publish
+	$(BIN)/normbench run --suite $(1) --results $(RESULTS)/$(1)
+	$(BIN)/normbench pack --results $(RESULTS)/$(1) --out results/$(1)/records
+	$(call report_pack,$(1))
+endef
+define report_pack
+	$(BIN)/normbench report --results results/$(1)/records --out results/$(1)
+endef
+
+# Every strategy (norms suite, about an hour on 2 CPU cores).
 norms: install
-	$(BIN)/normbench run --suite norms --results $(RESULTS)/norms
-	$(BIN)/normbench pack --results $(RESULTS)/norms --out results/norms/records
-	$(BIN)/normbench report --results results/norms/records --out results/norms
+	$(call publish,norms)
 
 norms-report: install
-	$(BIN)/normbench report --results results/norms/records --out results/norms
+	$(call report_pack,norms)
 
 # He et al.'s CIFAR-10 recipe compressed to this CPU (cifar-resnet-cpu, about 50 minutes), the same way.
 cifar-resnet-cpu: install
-	$(BIN)/normbench run --suite cifar-resnet-cpu --results $(RESULTS)/cifar-resnet-cpu
-	$(BIN)/normbench pack --results $(RESULTS)/cifar-resnet-cpu --out results/cifar-resnet-cpu/records
-	$(BIN)/normbench report --results results/cifar-resnet-cpu/records --out results/cifar-resnet-cpu
+	$(call publish,cifar-resnet-cpu)
 
 cifar-resnet-cpu-report: install
-	$(BIN)/normbench report --results results/cifar-resnet-cpu/records --out results/cifar-resnet-cpu
+	$(call report_pack,cifar-resnet-cpu)
 
 smoke: install
 	$(BIN)/normbench run --suite smoke --results $(RESULTS)/smoke
@@ -69,15 +75,12 @@ overhead: install
 diagnostics-overhead: install
 	$(BIN)/python benchmarks/diagnostics_overhead.py
 
-# Every diagnostic on the five original strategies (diagnostics suite, about an hour on 2 CPU cores):
-# train, pack into results/diagnostics/records, report into results/diagnostics
+# Every diagnostic on the five original strategies (diagnostics suite, about 1.5 hours on 2 CPU cores).
 diagnostics: install
-	$(BIN)/normbench run --suite diagnostics --results $(RESULTS)/diagnostics
-	$(BIN)/normbench pack --results $(RESULTS)/diagnostics --out results/diagnostics/records
-	$(BIN)/normbench report --results results/diagnostics/records --out results/diagnostics
+	$(call publish,diagnostics)
 
 diagnostics-report: install
-	$(BIN)/normbench report --results results/diagnostics/records --out results/diagnostics
+	$(call report_pack,diagnostics)
 
 # Paper replications (CPU-sized suites), then results/papers.md.
 papers: install

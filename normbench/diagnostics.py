@@ -330,7 +330,7 @@ def hessian_top_and_trace(hvp, shapes, iterations: int = 20, probes: int = 10, s
 
 
 SHARPNESS_ITERATIONS, SHARPNESS_TOL, SHARPNESS_PROBES = 20, 1e-3, 10
-_HVP_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> (probe batch, its HVP function)
+_HVP_CACHE = weakref.WeakKeyDictionary()  # model -> (probe batch, its HVP function)
 
 
 @DIAGNOSTICS.register(name="sharpness")
@@ -411,10 +411,11 @@ def landscape(model, context) -> dict:
     x, y = context["x_train"][:LANDSCAPE_SAMPLES], np.asarray(context["y_train"][:LANDSCAPE_SAMPLES])
     line = np.linspace(-LANDSCAPE_SPAN, LANDSCAPE_SPAN, LANDSCAPE_POINTS_1D)
     grid = np.linspace(-LANDSCAPE_SPAN, LANDSCAPE_SPAN, LANDSCAPE_POINTS_2D)
+    points = [(a, b) for a in grid for b in grid]
     one = loss_surface(model, context["logits"], x, y, [d1], [(a,) for a in line])
-    two = loss_surface(model, context["logits"], x, y, [d1, d2], [(a, b) for a in grid for b in grid])
+    two = loss_surface(model, context["logits"], x, y, [d1, d2], points)
     table = [["1d", float(a), 0.0, loss, acc] for a, (loss, acc) in zip(line, one)]
-    table += [["2d", float(a), float(b), loss, acc] for (a, b), (loss, acc) in zip([(a, b) for a in grid for b in grid], two)]
+    table += [["2d", float(a), float(b), loss, acc] for (a, b), (loss, acc) in zip(points, two)]
     center = one[LANDSCAPE_POINTS_1D // 2][0]
     losses_1d = np.array([loss for loss, _ in one])
     finite = losses_1d[np.isfinite(losses_1d)]

@@ -175,20 +175,28 @@ def gradients_check():
             "slice_rel_err": float(abs(sliced - by_hand) / by_hand), "slice_restored": restored}
 
 
-def hessian_check():
-    """The sharpness diagnostic's Hessian-vector product on a linear model with squared loss (H = 2 X^T X / n)."""
+def linear_squared_loss(rng):
+    """A linear model with squared loss, whose Hessian is H = 2 X^T X / n exactly: (the sharpness diagnostic's
+    HVP function for it, H, a random vector v)."""
     import keras
 
-    from normbench.diagnostics import hessian_top_and_trace, hessian_vector_product
+    from normbench.diagnostics import hessian_vector_product
 
-    keras.backend.clear_session()
-    rng = np.random.default_rng(3)
     x = (rng.normal(size=(64, 5)) * np.array([3.0, 1.0, 1.0, 0.5, 0.2])).astype("float32")
     y = rng.normal(size=(64, 1)).astype("float32")
     model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(1, use_bias=False)])
     hvp = hessian_vector_product(model, x, y, lambda t, p: keras.ops.mean((t - p) ** 2))
-    h = 2.0 * x.T.astype("float64") @ x / len(x)
-    v = rng.normal(size=(5, 1)).astype("float32")
+    return hvp, 2.0 * x.T.astype("float64") @ x / len(x), rng.normal(size=(5, 1)).astype("float32")
+
+
+def hessian_check():
+    """The sharpness diagnostic's Hessian-vector product on a linear model with squared loss (H = 2 X^T X / n)."""
+    import keras
+
+    from normbench.diagnostics import hessian_top_and_trace
+
+    keras.backend.clear_session()
+    hvp, h, v = linear_squared_loss(np.random.default_rng(3))
     top, _ = hessian_top_and_trace(hvp, [(5, 1)], iterations=50, probes=2)
     return {"hvp_max_rel_err": float(np.abs(hvp([v])[0] - h @ v).max() / np.abs(h @ v).max()),
             "top_rel_err": float(abs(top - np.linalg.eigvalsh(h).max()) / np.linalg.eigvalsh(h).max())}

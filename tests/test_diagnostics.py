@@ -179,16 +179,11 @@ def test_gradients_on_other_backends(backend, request):
 
 def test_hessian_of_a_linear_model_with_squared_loss(rng):
     """H = 2 X^T X / n exactly: the power iteration finds its top eigenvalue, Hutchinson its trace."""
-    import keras
+    from _backend_checks import linear_squared_loss
 
-    from normbench.diagnostics import hessian_top_and_trace, hessian_vector_product
+    from normbench.diagnostics import hessian_top_and_trace
 
-    x = (rng.normal(size=(64, 5)) * np.array([3.0, 1.0, 1.0, 0.5, 0.2])).astype("float32")
-    y = rng.normal(size=(64, 1)).astype("float32")
-    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(1, use_bias=False)])
-    hvp = hessian_vector_product(model, x, y, lambda t, p: keras.ops.mean((t - p) ** 2))
-    h = 2.0 * x.T.astype("float64") @ x / len(x)
-    v = rng.normal(size=(5, 1)).astype("float32")
+    hvp, h, v = linear_squared_loss(rng)
     np.testing.assert_allclose(hvp([v])[0], h @ v, rtol=1e-4)
     top, trace = hessian_top_and_trace(hvp, [(5, 1)], iterations=50, probes=400)
     assert top == pytest.approx(np.linalg.eigvalsh(h).max(), rel=1e-3)

@@ -16,6 +16,12 @@ def _names(records) -> set[str]:
     return {row[2] for r in records for row in (r.get("diagnostics") or {}).get("rows", [])}
 
 
+def _table(md: list[str], out: Path, name: str, heading: str, text: str, table: pd.DataFrame, digits: int = 3) -> None:
+    """One per-(dataset / model / strategy) table: its CSV under tables/, and its heading, text and table in md."""
+    table.to_csv(out / "tables" / f"{name}.csv")
+    md += [heading, "", text, "", markdown_table(table.round(digits), corner="dataset / model / strategy"), ""]
+
+
 def sections(records: list[dict], runs: pd.DataFrame, out: Path, md: list[str], section) -> list[tuple[str, object]]:
     """Append the diagnostics' sections to ``md``; return (title, make) for their figures."""
     names = _names(records)
@@ -30,15 +36,12 @@ def sections(records: list[dict], runs: pd.DataFrame, out: Path, md: list[str], 
     spectra = tables.diagnostics_frame(records, runs, "spectra")
     if len(spectra):
         with section(md, "Weight spectra"):
-            summary = tables.spectra_summary(spectra)
-            summary.to_csv(out / "tables" / "spectra.csv")
-            md += ["## Weight spectra (the `spectra` diagnostic)", "",
+            _table(md, out, "spectra", "## Weight spectra (the `spectra` diagnostic)",
                    "Per run and layer, the eigenvalues of W^T W / N (conv kernels unfolded); alpha is the exponent of a "
                    "power law fitted to the spectrum's tail (Clauset et al. 2009). Martin & Mahoney read alpha between "
                    "about 2 and 6 as a well-trained layer and large alpha (a Marchenko-Pastur bulk, as at random "
                    "initialization) as an untrained one. MP spikes: eigenvalues beyond the bulk edge of a random "
-                   "matrix of the layer's shape and variance. Hidden layers only.", "",
-                   markdown_table(summary.round(3), corner="dataset / model / strategy"), ""]
+                   "matrix of the layer's shape and variance. Hidden layers only.", tables.spectra_summary(spectra))
         for d, m in models_of(spectra):
             makers.append((f"{d} / {m}: weight-spectrum alpha per layer",
                            lambda d=d, m=m: plots.spectra_alpha(spectra, d, m, fig / f"spectra_{slug(d)}_{slug(m)}.png")))
@@ -49,9 +52,7 @@ def sections(records: list[dict], runs: pd.DataFrame, out: Path, md: list[str], 
     sharpness = tables.diagnostics_frame(records, runs, "sharpness")
     if len(gradients) or len(sharpness):
         with section(md, "Gradient flow and sharpness"):
-            flow = tables.flow_summary(gradients, sharpness)
-            flow.to_csv(out / "tables" / "gradient_flow.csv")
-            md += ["## Gradient flow and sharpness (the `gradients` and `sharpness` diagnostics)", "",
+            _table(md, out, "gradient_flow", "## Gradient flow and sharpness (the `gradients` and `sharpness` diagnostics)",
                    "On the probe batch in inference mode: the norm of the loss gradient with respect to a layer's "
                    "kernel over the kernel's norm (grad/weight), and the root-mean-square norm of each example's loss "
                    "gradient with respect to the layer's input (input grad: the backpropagated signal), for the first "
@@ -59,8 +60,8 @@ def sections(records: list[dict], runs: pd.DataFrame, out: Path, md: list[str], 
                    "loss Hessian's eigenvalue of largest magnitude (power iteration; negative where the curvature "
                    "is) and trace (Hutchinson). Medians over seeds; per-layer values are in the records and the "
                    "figures. No diagnostic runs at an epoch whose loss is not finite, so a run that diverged "
-                   "shows its last finite epoch as 'final' (see 'Runs that did not finish').", "",
-                   markdown_table(flow.round(4), corner="dataset / model / strategy"), ""]
+                   "shows its last finite epoch as 'final' (see 'Runs that did not finish').",
+                   tables.flow_summary(gradients, sharpness), digits=4)
         for d, m in models_of(gradients):
             makers.append((f"{d} / {m}: backpropagated gradient per layer",
                            lambda d=d, m=m: plots.layer_profile(
@@ -76,16 +77,14 @@ def sections(records: list[dict], runs: pd.DataFrame, out: Path, md: list[str], 
     landscape = tables.landscape_frame(records, runs)
     if len(landscape):
         with section(md, "Loss landscapes"):
-            summary = tables.landscape_summary(landscape, tables.diagnostics_frame(records, runs, "landscape"))
-            summary.to_csv(out / "tables" / "landscape.csv")
-            md += ["## Loss landscapes (the `landscape` diagnostic)", "",
+            _table(md, out, "landscape", "## Loss landscapes (the `landscape` diagnostic)",
                    "At the end of training, the training loss (first 256 training samples, unaugmented, inference "
                    "mode) at w + a d1 + b d2, for random Gaussian directions d1, d2 scaled filter by filter to the "
                    "norms of the trained weights' filters (Li et al. 2018; biases and normalization parameters are "
                    "not perturbed), a and b in [-1, 1]. A small rise means a wide, flat minimum along random "
                    "directions; the 2-D figures show whether the basin is convex-like or chaotic. One pair of "
-                   "directions per run (seeded by the run's seed).", "",
-                   markdown_table(summary.round(3), corner="dataset / model / strategy"), ""]
+                   "directions per run (seeded by the run's seed).",
+                   tables.landscape_summary(landscape, tables.diagnostics_frame(records, runs, "landscape")))
         for d in sorted(landscape.dataset.unique()):
             makers.append((f"{d}: 1-D loss slices", lambda d=d: plots.landscape_lines(landscape, d, fig / f"landscape_1d_{slug(d)}.png")))
         for d, m in models_of(landscape):
@@ -97,9 +96,7 @@ def sections(records: list[dict], runs: pd.DataFrame, out: Path, md: list[str], 
             frame = tables.meanfield_frame(records, runs)
             if not len(frame):
                 raise ValueError("no run's model is a chain of Dense layers the recursion covers")
-            summary = tables.meanfield_summary(frame)
-            summary.to_csv(out / "tables" / "meanfield.csv")
-            md += ["## Signal propagation against mean-field theory (the `meanfield` diagnostic)", "",
+            _table(md, out, "meanfield", "## Signal propagation against mean-field theory (the `meanfield` diagnostic)",
                    "At initialization, on the probe batch: the measured second moment of each hidden layer's "
                    "pre-activation (variance + mean^2 over all units and samples) and the activation's mean, beside "
                    "the mean-field prediction from the input's second moment and each layer's actual weight variance "
@@ -107,8 +104,7 @@ def sections(records: list[dict], runs: pd.DataFrame, out: Path, md: list[str], 
                    "1; BN in inference mode at initialization is the identity up to 1/sqrt(1 + epsilon)). Only chains "
                    "of Dense layers are predicted (no residual, convolutional or pooled models). A ratio near 1 at "
                    "every depth means the network propagates the signal as the theory says; the spread is finite "
-                   "width (256 units).", "",
-                   markdown_table(summary.round(3), corner="dataset / model / strategy"), ""]
+                   "width (256 units).", tables.meanfield_summary(frame))
             for d, m in models_of(frame):
                 makers.append((f"{d} / {m}: signal propagation against mean-field theory",
                                lambda d=d, m=m: plots.meanfield_overlay(frame, d, m, fig / f"meanfield_{slug(d)}_{slug(m)}.png")))
