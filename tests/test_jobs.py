@@ -60,6 +60,9 @@ def _cmd(results, *extra):
             "--datasets", "mnist", "--epochs", "2", "--limit", "2000", "--results", str(results), "--jobs", "2", *extra]
 
 
+LONGER = ("--epochs", "6")  # the last --epochs wins
+
+
 def _cli(results, *extra, env=None):
     return subprocess.Popen(_cmd(results, *extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
@@ -84,7 +87,9 @@ def _workers_of(pgid):
 @pytest.mark.parametrize("how", ["kill -9", "ctrl-c", "sigterm"])
 def test_interrupting_the_parent_loses_no_record_and_resume_completes(tmp_path, data_dir, how):
     env = {**os.environ, **({"NORMBENCH_DATA_DIR": data_dir} if data_dir else {})}
-    proc = _cli(tmp_path, env=env)
+    # 6 epochs: the grid must still be training when the signal comes (at 2 epochs on a loaded 2-core CI
+    # machine the last runs finished before it, and the grid exited 0)
+    proc = _cli(tmp_path, *LONGER, env=env)
     _wait_for_records(tmp_path, 1, proc)
     proc.send_signal({"kill -9": signal.SIGKILL, "ctrl-c": signal.SIGINT, "sigterm": signal.SIGTERM}[how])
     output = proc.communicate(timeout=60)[0]
@@ -98,7 +103,7 @@ def test_interrupting_the_parent_loses_no_record_and_resume_completes(tmp_path, 
     for path in done:  # every file is a whole record
         assert json.loads(path.read_text())["status"] == "ok"
     assert not list(tmp_path.glob(".*.tmp"))
-    resumed = subprocess.run(_cmd(tmp_path), capture_output=True, text=True, env=env, timeout=600)
+    resumed = subprocess.run(_cmd(tmp_path, *LONGER), capture_output=True, text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert f"{len(done)} of 4 runs already complete" in resumed.stdout
     assert len(store.load_records(tmp_path)) == 4
