@@ -246,7 +246,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     for spec in specs:  # an engine the backend or a spec cannot use fails before anything trains
         resolve_engine(args.engine, backend, spec)
     if args.dry_run:
+        from .grid import validate_specs
         from .store import completed_ids
+
+        validate_specs(specs)  # a dry run lists only a grid that would run
 
         complete_ids = set() if args.force else completed_ids(args.results)  # read the folder once
         done = 0

@@ -349,8 +349,13 @@ def sharpness(model, context) -> list[tuple[int | None, str, float]]:
 
 def check_names(names) -> list[str]:
     """The diagnostics a spec names, each registered (an unknown name lists the valid ones)."""
+    from .errors import UnknownNameError
+
     for name in names:
-        DIAGNOSTICS.get(name)
+        try:
+            DIAGNOSTICS.get(name)
+        except UnknownNameError as e:
+            raise UnknownNameError(f"diagnostics = {list(names)!r}: {e}") from None
     return list(names)
 
 

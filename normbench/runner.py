@@ -29,16 +29,9 @@ Log = Callable[[str], None]
 
 
 def make_optimizer(spec: RunSpec, steps_per_epoch: int | None = None):
-    import keras
+    from .schedules import optimizer
 
-    from .schedules import learning_rate
-
-    lr = learning_rate(spec, steps_per_epoch)
-    if spec.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=lr, momentum=spec.momentum)
-    if spec.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=lr)
-    return keras.optimizers.RMSprop(learning_rate=lr)
+    return optimizer(spec, steps_per_epoch)
 
 
 def build(spec: RunSpec, input_shape, num_classes: int, x_train=None):

@@ -15,7 +15,7 @@ from .record import SCHEMA_VERSION  # noqa: F401  (re-exported: the record's lay
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 AUGMENTATIONS = (None, "crop_flip")
-LR_SCHEDULES = (None, "step", "cosine")
+LR_SCHEDULES = (None, "step", "cosine", "exponential")
 IDENTITY = ("model", "strategy", "dataset", "seed")
 
 
@@ -43,11 +43,13 @@ class RunSpec:
     probe_every_steps: int | None = None  # also probe stats, validation and test metrics every N optimizer steps
     augment: str | None = None  # None, or "crop_flip": 4-pixel zero padding, random crop, random horizontal flip
     weight_decay: float = 0.0  # L2 penalty (weight_decay / 2) * ||W||^2 on every kernel, in the loss
-    lr_schedule: str | None = None  # None (constant), "step" or "cosine", evaluated every optimizer step
+    lr_schedule: str | None = None  # None (constant), "step", "cosine" or "exponential", evaluated every step
     lr_milestones: list = field(default_factory=lambda: [0.5, 0.75])  # "step": fractions of training ...
-    lr_decay: float = 0.1  # ... at which the rate is multiplied by lr_decay
+    lr_decay: float = 0.1  # ... at which the rate is multiplied by lr_decay; "exponential": the factor per epoch
     warmup_epochs: float = 0.0  # linear warm-up of the rate from 0 over this many epochs
     diagnostics: list = field(default_factory=list)  # registered diagnostics measured at every probe epoch
+    momentum_start: float | None = None  # SGD only: momentum ramps linearly from this to `momentum` ...
+    momentum_ramp_epochs: float = 0.0  # ... over this many epochs, then stays (Srivastava et al. 2014)
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> ConfigError:
@@ -90,6 +92,18 @@ class RunSpec:
             raise bad("weight_decay", "a number >= 0")
         if not is_real(self.warmup_epochs) or self.warmup_epochs < 0:
             raise bad("warmup_epochs", "a number >= 0")
+        if self.momentum_start is not None and (not is_real(self.momentum_start)
+                                                or not 0 <= self.momentum_start < 1):
+            raise bad("momentum_start", "a number in [0, 1) or absent")
+        if not is_real(self.momentum_ramp_epochs) or self.momentum_ramp_epochs < 0:
+            raise bad("momentum_ramp_epochs", "a number >= 0")
+        if (self.momentum_start is None) != (self.momentum_ramp_epochs == 0):
+            raise ConfigError("run spec: momentum_start and momentum_ramp_epochs go together (a ramp from "
+                              f"momentum_start to momentum over momentum_ramp_epochs), got momentum_start="
+                              f"{self.momentum_start!r}, momentum_ramp_epochs={self.momentum_ramp_epochs!r}")
+        if self.momentum_start is not None and self.optimizer != "sgd":
+            raise ConfigError(f"run spec: a momentum ramp (momentum_start) needs optimizer \"sgd\", got "
+                              f"{self.optimizer!r}")
         if not is_real(self.lr_decay) or not 0 < self.lr_decay <= 1:
             raise bad("lr_decay", "a number in (0, 1]")
         if (not isinstance(self.lr_milestones, list) or not all(is_real(m) and 0 < m < 1 for m in self.lr_milestones)

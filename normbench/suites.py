@@ -67,6 +67,8 @@ def expand_grid(
 
 def load_suite(path: Path) -> Suite:
     """Parse one suite file; any problem names the file and the key."""
+    from .grid import validate_specs
+
     try:
         doc = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
@@ -102,7 +104,9 @@ def load_suite(path: Path) -> Suite:
         own = {k: v for k, v in grid.items() if k not in GRID_AXES}
         settings = {**defaults, **own}
         try:
-            specs += expand_grid(grid["datasets"], grid["models"], grid["strategies"], grid["seeds"], settings)
+            grid_specs = expand_grid(grid["datasets"], grid["models"], grid["strategies"], grid["seeds"], settings)
+            validate_specs(grid_specs)  # strategy and model parameters, diagnostics: named here, with the file
+            specs += grid_specs
         except (ConfigError, UnknownNameError) as e:
             where = f"[[grid]] {i + 1}" + (" (with [defaults])" if defaults else "")
             raise type(e)(f"suite file {path}, {where}: {e}") from None

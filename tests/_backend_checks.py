@@ -12,6 +12,8 @@ tests, which run on TensorFlow in their own process, to assert on.
    after training steps, the data-dependent init (first-batch pre-activations with mean 0 and
    variance 1 per unit) and sigma(w) = 1, on an MLP and a small convnet. tests/test_layers.py
    calls it directly on TensorFlow and reads its JSON from JAX.
+4. The diagnostics' gradients, loss slices and Hessian-vector products; SGD with a momentum ramp
+   and an exponential learning-rate decay against the same updates in NumPy (``momentum_ramp``).
 """
 
 import json
@@ -41,16 +43,20 @@ def engine_agreement():
     for model_name, (shape, params) in cases.items():
         x = rng.normal(size=(200, *shape)).astype("float32")  # 6 full batches of 32 and a partial one
         y = rng.integers(0, 3, size=200)
-        # every registered strategy, and the SELU bundle with AlphaDropout (its seed state must thread through)
-        for strategy, sparams in [(s, {}) for s in NORMS.list()] + [("selu", {"dropout_rate": 0.1})]:
+        # every registered strategy, the SELU bundle with AlphaDropout (its seed state must thread through), and
+        # max-norm under the dropout paper's schedule (momentum ramp, exponential decay: both read the step counter)
+        ramp = {"momentum_start": 0.5, "momentum_ramp_epochs": 1.5, "lr_schedule": "exponential", "lr_decay": 0.5}
+        for strategy, sparams, extra, tag in ([(s, {}, {}, "") for s in NORMS.list()]
+                                              + [("selu", {"dropout_rate": 0.1}, {}, "[dropout]"),
+                                                 ("maxnorm", {}, ramp, "[ramp]")]):
             spec = RunSpec(model_name, strategy, "mnist", batch_size=32, learning_rate=0.05, model_params=params,
-                           strategy_params=sparams)
+                           strategy_params=sparams, epochs=2, **extra)
             weights, losses = {}, {}
             for engine in ("fit", "scan"):
                 keras.backend.clear_session()
                 keras.utils.set_random_seed(0)
                 model, _ = build(spec, shape, 3)
-                compile_model(model, spec, choose_execution(model, "jax", True))
+                compile_model(model, spec, choose_execution(model, "jax", True), steps_per_epoch=7)
                 start = [np.array(v.numpy()) for v in model.weights]
                 trainer = make_engine(engine, model, x, y, 32)
                 for epoch in (1, 2):
@@ -58,7 +64,7 @@ def engine_agreement():
                 losses[engine] = logs["loss"]
                 weights[engine] = (start, [np.array(v.numpy()) for v in model.weights])
             (s_fit, w_fit), (s_scan, w_scan) = weights["fit"], weights["scan"]
-            out[f"{model_name}/{strategy}" + ("[dropout]" if sparams else "")] = {
+            out[f"{model_name}/{strategy}{tag}"] = {
                 "same_start": all(np.array_equal(a, b) for a, b in zip(s_fit, s_scan)),
                 "n_weights": len(w_fit),
                 "moved": float(max(np.max(np.abs(a - b)) for a, b in zip(w_fit, s_fit))),
@@ -202,6 +208,33 @@ def hessian_check():
             "top_rel_err": float(abs(top - np.linalg.eigvalsh(h).max()) / np.linalg.eigvalsh(h).max())}
 
 
+def momentum_ramp_check():
+    """SGD with a momentum ramp and an exponential learning-rate decay (the dropout paper's schedule), trained by
+    Keras' compiled ``train_on_batch`` on a linear model with squared loss, against the same updates in NumPy:
+    v = mu_t v - lr_t g, w = w + v, mu_t linear from 0.5 to 0.9 over 6 steps, lr_t = 0.05 * 0.5 ** (t / 4)."""
+    import keras
+
+    from normbench.schedules import RampedSGD, SpecSchedule
+
+    keras.backend.clear_session()
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = rng.normal(size=(32, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, use_bias=False)])
+    w = keras.ops.convert_to_numpy(model.layers[0].kernel).astype("float64")
+    model.compile(optimizer=RampedSGD(0.5, 6, 0.9, learning_rate=SpecSchedule(0.05, 40, "exponential", decay=0.5,
+                                                                              steps_per_epoch=4)), loss="mse")
+    v = np.zeros_like(w)
+    for t in range(10):
+        model.train_on_batch(x, y)
+        g = 2.0 * x.T.astype("float64") @ (x @ w - y) / len(x)
+        mu, lr = 0.5 + 0.4 * min(1.0, t / 6), 0.05 * 0.5 ** (t / 4)
+        v = mu * v - lr * g
+        w = w + v
+    got = keras.ops.convert_to_numpy(model.layers[0].kernel)
+    return {"max_rel_err": float(np.abs(got - w).max() / np.abs(w).max())}
+
+
 def epoch0(data_dir):
     from normbench.datasets import load_raw
     from normbench.errors import DataError
@@ -227,7 +260,7 @@ if __name__ == "__main__":
 
     result = {"backend": keras.backend.backend(), "epoch0": epoch0(os.environ.get("NORMBENCH_DATA_DIR") or None),
               "reparametrization": reparametrization(), "gradients": gradients_check(),
-              "hessian": hessian_check()}
+              "hessian": hessian_check(), "momentum_ramp": momentum_ramp_check()}
     if keras.backend.backend() == "jax":
         result["engines"] = engine_agreement()
     with open(sys.argv[1], "w") as f:

@@ -114,7 +114,21 @@ BAD_DEFAULTS = [
     ("momentum", "1.5"), ("momentum", '"0.9"'), ("limit", "5"), ("limit", '"100"'), ("eval_limit", "true"),
     ("optimizer", '"sgdd"'), ("precision", '"fp8"'), ("model_params", "3"), ("strategy_params", '"c=2"'),
     ("val_size", "0"), ("probe_size", "-3"), ("train_eval_size", "2.0"), ("probe_every_steps", "0"), ("foo", "1"),
+    ("augment", '"mixup"'), ("weight_decay", "-1e-4"), ("weight_decay", '"1e-4"'), ("lr_schedule", '"linear"'),
+    ("lr_milestones", "[0.75, 0.5]"), ("lr_milestones", "0.5"), ("lr_decay", "0"), ("warmup_epochs", '"1"'),
+    ("diagnostics", '"spectra"'), ("diagnostics", '["nope"]'), ("momentum_start", "1.0"),
+    ("momentum_start", "0.5"), ("momentum_ramp_epochs", "-2"), ("seed", "1"), ("model", '"mlp8"'),
 ]
+
+
+def test_the_suite_key_sweep_covers_every_run_spec_field():
+    import dataclasses
+
+    from normbench.spec import RunSpec
+
+    swept = {key for key, _ in BAD_DEFAULTS}
+    # model, strategy, dataset and seed are the grid's axes (swept by the next test) and not defaults
+    assert {f.name for f in dataclasses.fields(RunSpec)} - swept <= {"strategy", "dataset"}
 
 
 @pytest.mark.parametrize("key,value", BAD_DEFAULTS)
@@ -141,7 +155,7 @@ def test_every_grid_axis_with_a_wrong_value_is_refused(tmp_path, capsys, axis, v
 BAD_OPTIONS = [["--epochs", "0"], ["--epochs", "x"], ["--lr", "abc"], ["--lr", "-1"], ["--lr", "nan"], ["--seeds", "x"],
                ["--jobs", "0"], ["--jobs", "many"], ["--limit", "3"], ["--batch-size", "-1"], ["--gpus-per-run", "1.5"],
                ["--engine", "warp"], ["--optimizer", "lbfgs"], ["--precision", "fp8"], ["--executor", "slurm"],
-               ["--models", "mlp999"], ["--strategies", "nope*"], ["--datasets", "imagenet"]]
+               ["--models", "mlp999"], ["--strategies", "nope*"], ["--datasets", "imagenet"], ["--diagnostics", "nope"]]
 
 
 @pytest.mark.parametrize("option", BAD_OPTIONS, ids=lambda o: " ".join(o))

@@ -14,7 +14,7 @@ load_builtins()
 
 
 @pytest.mark.parametrize("model", ["mlp", "convnet"])
-@pytest.mark.parametrize("strategy", [*NORMS.list(), "selu[dropout]"])
+@pytest.mark.parametrize("strategy", [*NORMS.list(), "selu[dropout]", "maxnorm[ramp]"])
 def test_scan_engine_trains_the_same_weights_as_fit(jax_checks, model, strategy):
     r = jax_checks["engines"][f"{model}/{strategy}"]
     assert r["same_start"]

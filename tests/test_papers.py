@@ -50,6 +50,11 @@ def test_paper_suites_match_the_papers_settings():
     mx = get_suite("paper-maxnorm").specs
     assert {s.strategy_params.get("c") for s in mx if s.strategy == "maxnorm"} == {2.0, 3.0, 4.0}
     assert any(s.strategy_params.get("input_dropout_rate") == 0.2 and s.strategy_params.get("dropout_rate") == 0.5 for s in mx)
+    full = get_suite("paper-maxnorm-full").specs
+    assert {s.strategy_params.get("c") for s in full} == {s.strategy_params.get("c") for s in mx}
+    # the paper's schedule: momentum 0.5 -> 0.95 over 500 epochs, the rate x0.998 per epoch, ~a million updates
+    assert all((s.momentum_start, s.momentum, s.momentum_ramp_epochs, s.lr_schedule, s.lr_decay)
+               == (0.5, 0.95, 500, "exponential", 0.998) and s.epochs * 550 >= 990_000 for s in full)
 
 
 @pytest.mark.parametrize("every", [4, 3])

@@ -6,8 +6,9 @@ import pytest
 
 from normbench.errors import ConfigError
 from normbench.layers import CropFlip, apply_weight_decay, with_augmentation
-from normbench.runner import build, build_compiled, run
-from normbench.schedules import SpecSchedule, learning_rate
+from _backend_checks import momentum_ramp_check
+from normbench.runner import build, build_compiled, make_optimizer, run
+from normbench.schedules import RampedSGD, SpecSchedule, learning_rate, momentum_at
 from normbench.spec import RunSpec
 
 
@@ -39,6 +40,40 @@ def test_schedules(kind, expected):
     assert got[:3] == pytest.approx(expected[:3], rel=1e-5) and got[3] == pytest.approx(expected[3], abs=1e-7)
     warm = SpecSchedule(0.1, 100, None, warmup_steps=10)
     assert [float(keras.ops.convert_to_numpy(warm(s))) for s in (0, 4, 9, 50)] == pytest.approx([0.01, 0.05, 0.1, 0.1])
+
+
+def test_exponential_decay_is_per_epoch_and_continuous():
+    schedule = SpecSchedule(0.1, 100, "exponential", decay=0.5, steps_per_epoch=10)
+    got = [float(keras.ops.convert_to_numpy(schedule(s))) for s in (0, 10, 25, 100)]
+    assert got == pytest.approx([0.1, 0.05, 0.1 * 0.5 ** 2.5, 0.1 * 0.5 ** 10], rel=1e-5)
+    spec = RunSpec("mlp", "none", "mnist", epochs=3, lr_schedule="exponential", lr_decay=0.998, learning_rate=0.05)
+    sized = learning_rate(spec, steps_per_epoch=550)
+    assert (sized.steps_per_epoch, sized.total_steps, sized.decay) == (550, 1650, 0.998)
+
+
+def test_momentum_ramps_linearly_then_stays():
+    assert [float(keras.ops.convert_to_numpy(momentum_at(s, 0.5, 0.95, 100))) for s in (0, 50, 100, 10_000)] == \
+        pytest.approx([0.5, 0.725, 0.95, 0.95])
+
+
+def test_sgd_with_a_momentum_ramp_and_decay_makes_the_numpy_updates():
+    r = momentum_ramp_check()
+    assert r["max_rel_err"] < 1e-5, r
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_sgd_with_a_momentum_ramp_on_other_backends(backend, request):
+    r = request.getfixturevalue(f"{backend}_checks").get("momentum_ramp")
+    assert r and r["max_rel_err"] < 1e-5, r
+
+
+def test_a_spec_with_a_ramp_gets_the_ramped_optimizer_sized_in_steps():
+    spec = RunSpec("mlp", "none", "mnist", epochs=5, momentum=0.95, momentum_start=0.5, momentum_ramp_epochs=2.5)
+    opt = make_optimizer(spec, steps_per_epoch=40)
+    assert isinstance(opt, RampedSGD) and (opt.momentum_start, opt.final_momentum, opt.ramp_steps) == (0.5, 0.95, 100)
+    assert type(make_optimizer(RunSpec("mlp", "none", "mnist"), 40)) is keras.optimizers.SGD
+    with pytest.raises(ConfigError, match="steps per epoch"):
+        make_optimizer(spec, None)
 
 
 def test_a_schedule_is_sized_from_the_spec():
@@ -78,9 +113,18 @@ def test_recipe_fields_are_validated_before_anything_trains():
                                   ("lr_milestones", [0.75, 0.5], "lr_milestones must be an increasing list"),
                                   ("lr_milestones", [1.5], "lr_milestones must be an increasing list"),
                                   ("lr_decay", 0.0, "lr_decay must be a number in"),
-                                  ("warmup_epochs", "1", "warmup_epochs must be a number >= 0")]:
+                                  ("warmup_epochs", "1", "warmup_epochs must be a number >= 0"),
+                                  ("momentum_start", 1.0, "momentum_start must be a number in"),
+                                  ("momentum_start", 0.5, "momentum_start and momentum_ramp_epochs go together"),
+                                  ("momentum_ramp_epochs", 3, "momentum_start and momentum_ramp_epochs go together"),
+                                  ("momentum_ramp_epochs", -1, "momentum_ramp_epochs must be a number >= 0")]:
         with pytest.raises(ConfigError, match=message):
             RunSpec("mlp", "none", "mnist", **{field: value})
+
+
+def test_a_momentum_ramp_needs_sgd():
+    with pytest.raises(ConfigError, match='needs optimizer "sgd"'):
+        RunSpec("mlp", "none", "mnist", optimizer="adam", momentum_start=0.5, momentum_ramp_epochs=1)
 
 
 def test_recipe_fields_leave_old_run_ids_alone():

@@ -36,13 +36,17 @@ def check_consistent(runs: pd.DataFrame, results_dir) -> None:
 
 def recipe(spec: dict) -> str:
     """One line of a spec's training settings: optimizer, rate and schedule, batch, weight decay, augmentation."""
-    parts = [f"{spec.get('optimizer', 'sgd')} lr {spec.get('learning_rate')}"
-             + (f" momentum {spec.get('momentum')}" if spec.get("optimizer", "sgd") == "sgd" else ""),
+    sgd = spec.get("optimizer", "sgd") == "sgd"
+    momentum = (f" momentum {spec.get('momentum_start')} -> {spec.get('momentum')} over "
+                f"{spec.get('momentum_ramp_epochs')} epochs" if spec.get("momentum_start") is not None
+                else f" momentum {spec.get('momentum')}")
+    parts = [f"{spec.get('optimizer', 'sgd')} lr {spec.get('learning_rate')}" + (momentum if sgd else ""),
              f"batch {spec.get('batch_size')}"]
     if spec.get("lr_schedule"):
-        parts.append(f"{spec['lr_schedule']} schedule" + (f" (x{spec.get('lr_decay', 0.1)} at "
-                     f"{', '.join(f'{m:.0%}' for m in spec.get('lr_milestones', [0.5, 0.75]))} of training)"
-                     if spec["lr_schedule"] == "step" else ""))
+        detail = {"step": f" (x{spec.get('lr_decay', 0.1)} at "
+                          f"{', '.join(f'{m:.0%}' for m in spec.get('lr_milestones', [0.5, 0.75]))} of training)",
+                  "exponential": f" (x{spec.get('lr_decay', 0.1)} per epoch)"}
+        parts.append(f"{spec['lr_schedule']} schedule" + detail.get(spec["lr_schedule"], ""))
     if spec.get("warmup_epochs"):
         parts.append(f"{spec['warmup_epochs']} warm-up epochs")
     if spec.get("weight_decay"):
