@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -66,10 +67,19 @@ def test_check_without_a_baseline_says_what_to_do(tmp_path):
     _refused(cli("check", "--baseline", str(tmp_path / "empty"), "--current", str(tmp_path)), "holds no records", "make baseline")
 
 
-@pytest.mark.parametrize("make_bad", ["file", "under a file"])
+@pytest.mark.parametrize("make_bad", ["file", "under a file", "read-only"])
 def test_an_unwritable_results_path_fails_before_training(tmp_path, make_bad):
     (tmp_path / "f").write_text("x")
     results = tmp_path / "f" if make_bad == "file" else tmp_path / "f" / "sub"
+    if make_bad == "read-only":
+        if os.geteuid() != 0:  # a folder without write permission
+            results = tmp_path / "ro"
+            results.mkdir()
+            results.chmod(0o555)
+        elif Path("/sys").is_dir():  # root may write anywhere it has permission for: use a kernel file system
+            results = Path("/sys/normbench-results")
+        else:
+            pytest.skip("running as root on a system without /sys: no folder here is read-only to root")
     done = cli("run", "--models", "mlp8", "--strategies", "none", "--results", str(results), timeout=120)
     _refused(done, str(results))
     assert "epoch" not in done.stdout  # nothing trained
