@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import sys
 
@@ -34,6 +35,32 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _path(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty value (an unset shell variable?)")
+    return text
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _cpus(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of CPUs > 0, e.g. 1 or 0.5, got {text!r}")
     return value
 
 
@@ -89,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                     choices=["all", "models", "strategies", "datasets", "diagnostics", "suites"])
 
     r = sub.add_parser("run", help="train a grid and write one record per run")
-    r.add_argument("--suite", help="a suite name from benchmarks/suites (see `normbench list suites`) or the path of a suite .toml file")
+    r.add_argument("--suite", type=_path, help="a suite name from benchmarks/suites (see `normbench list suites`) or the path of a suite .toml file")
     r.add_argument("--models", help="comma list of model names or glob patterns, e.g. 'mlp8,vgg*'")
     r.add_argument("--strategies", help="comma list of strategy names or patterns (default with --models: all)")
     r.add_argument("--datasets", help="comma list of datasets (default with --models: mnist)")
@@ -104,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "spectra (weight spectra: power-law alpha, spectral norm, stable rank)")
     r.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"],
                    help="dtype policy (default float32); mixed precision changes results and is named in every table")
-    r.add_argument("--results", default="runs", help="folder for the records (default: runs)")
-    r.add_argument("--data-dir", help="folder with mnist.npz / CIFAR-10 files (default: $NORMBENCH_DATA_DIR)")
+    r.add_argument("--results", type=_path, default="runs", help="folder for the records (default: runs)")
+    r.add_argument("--data-dir", type=_path, help="folder with mnist.npz / CIFAR-10 files (default: $NORMBENCH_DATA_DIR)")
     r.add_argument("--force", action="store_true", help="rerun runs whose record exists")
     r.add_argument("--dry-run", action="store_true", help="print the grid and exit")
     r.add_argument("--jobs", type=_jobs, default=1,
@@ -118,29 +145,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local: in this process; processes: --jobs worker processes; ray: one Ray task per run "
                         "(pip install 'normbench[ray]'). Default: local, or processes with --jobs > 1")
     r.add_argument("--address", help="Ray cluster address, e.g. 10.0.0.1:6379 (default: start a local Ray instance)")
-    r.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray: CPUs each run asks for (default 1)")
+    r.add_argument("--cpus-per-run", type=_cpus, default=1.0, help="Ray: CPUs each run asks for (default 1)")
     r.add_argument("--gpus-per-run", type=_fraction,
                    help="Ray: GPUs each run asks for, e.g. 0.25 to put four runs on one GPU (default: 1 with --device gpu, else 0)")
-    r.add_argument("--max-retries", type=int, default=2, help="Ray: retries of a run whose worker died (default 2)")
+    r.add_argument("--max-retries", type=_count, default=2, help="Ray: retries of a run whose worker died (default 2)")
 
     rp = sub.add_parser("report", help="tables and figures from a folder of records")
-    rp.add_argument("--results", default="runs/standard", help="folder of records (default: runs/standard)")
-    rp.add_argument("--out", default="results", help="folder for README.md, tables/ and figures/ (default: results)")
-    rp.add_argument("--papers", metavar="RUNS_DIR",
+    rp.add_argument("--results", type=_path, default="runs/standard", help="folder of records (default: runs/standard)")
+    rp.add_argument("--out", type=_path, default="results", help="folder for README.md, tables/ and figures/ (default: results)")
+    rp.add_argument("--papers", type=_path, metavar="RUNS_DIR",
                     help="instead: the paper-replication report from RUNS_DIR/paper-snn, paper-bn, paper-maxnorm (writes OUT/papers.md)")
     rp.add_argument("--threshold", action="append", default=[], metavar="DATASET=ACC",
                     help="validation-accuracy threshold for the time-to-threshold table, e.g. mnist=0.98 (repeatable)")
 
     pk = sub.add_parser("pack", help="write the compact, committable form of a results folder (gzipped CSV rows)")
-    pk.add_argument("--results", required=True, help="folder of records")
-    pk.add_argument("--out", required=True, help="folder for runs.csv.gz, history.csv.gz, stats.csv.gz")
+    pk.add_argument("--results", type=_path, required=True, help="folder of records")
+    pk.add_argument("--out", type=_path, required=True, help="folder for runs.csv.gz, history.csv.gz, stats.csv.gz")
     pk.add_argument("--shared-device", type=_positive, metavar="N",
                     help="for records that do not say it (schema 1): how many runs shared the device when they were made")
 
     c = sub.add_parser("check", help="compare results against a baseline with tolerance rules; exit 1 on a regression")
-    c.add_argument("--baseline", default="results/baseline", help="baseline folder (default: results/baseline)")
-    c.add_argument("--current", required=True, help="folder of the records to check")
-    c.add_argument("--rules", help="rules file (default: BASELINE/rules.txt)")
+    c.add_argument("--baseline", type=_path, default="results/baseline", help="baseline folder (default: results/baseline)")
+    c.add_argument("--current", type=_path, required=True, help="folder of the records to check")
+    c.add_argument("--rules", type=_path, help="rules file (default: BASELINE/rules.txt)")
     return p
 
 
@@ -163,10 +190,23 @@ def _select_backend(args: argparse.Namespace) -> None:
         raise ConfigError(f"the {backend} backend is not installed in this environment; install it with {extra}, "
                           f"or choose another with --backend")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
-    if backend == "jax" and os.environ.get("NORMBENCH_DETERMINISTIC", "1") != "0":
+    from .env import check_environment, determinism_requested
+
+    check_environment()
+    if backend == "jax" and determinism_requested():
         flags = os.environ.get("XLA_FLAGS", "")
         if "xla_gpu_deterministic_ops" not in flags:
             os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
+
+
+def _describe_suite(name: str) -> str:
+    from .suites import get_suite
+
+    try:
+        suite = get_suite(name)
+    except NormbenchError as e:
+        return f"cannot be read: {e}"
+    return f"{len(suite.specs)} runs. {suite.description}"
 
 
 def cmd_list(what: str) -> None:
@@ -181,7 +221,7 @@ def cmd_list(what: str) -> None:
         "strategies": (NORMS, lambda n: (NORMS.get(n).__doc__ or "").strip().splitlines()[0]),
         "datasets": (DATASETS, lambda n: (DATASETS.get(n).__doc__ or "").strip().splitlines()[0]),
         "diagnostics": (DIAGNOSTICS, lambda n: (DIAGNOSTICS.get(n).__doc__ or "").strip().splitlines()[0]),
-        "suites": (SUITES, lambda n: f"{len(get_suite(n).specs)} runs. {get_suite(n).description}"),
+        "suites": (SUITES, _describe_suite),
     }
     for name, (registry, describe) in sections.items():
         if what not in ("all", name):
@@ -189,6 +229,13 @@ def cmd_list(what: str) -> None:
         print(f"{name}:")
         for item in registry.list():
             print(f"  {item:<18} {describe(item)}")
+
+
+def _names(option: str, text: str) -> list[str]:
+    names = [d.strip() for d in text.split(",") if d.strip()]
+    if not names:
+        raise ConfigError(f"{option} {text!r} names nothing; give a comma list of names (see `normbench list`)")
+    return names
 
 
 def grid_from_args(args: argparse.Namespace) -> tuple[list, dict | None]:
@@ -204,25 +251,31 @@ def grid_from_args(args: argparse.Namespace) -> tuple[list, dict | None]:
             "learning_rate": args.lr,
             "optimizer": args.optimizer,
             "precision": args.precision,
-            "diagnostics": [d.strip() for d in args.diagnostics.split(",") if d.strip()] if args.diagnostics else None,
+            "diagnostics": _names("--diagnostics", args.diagnostics) if args.diagnostics is not None else None,
         }.items()
         if v is not None
     }
-    if args.suite:
-        if args.models or args.strategies or args.datasets:
+    if args.suite is not None:
+        if args.models is not None or args.strategies is not None or args.datasets is not None:
             raise ConfigError("give either --suite or --models/--strategies/--datasets, not both")
         suite = get_suite(args.suite)
         specs = list(suite.specs)
-        if args.seeds:
-            specs = [s.with_(seed=seed) for s in specs if s.seed == specs[0].seed for seed in args.seeds]
+        if args.seeds:  # every distinct run of every grid, once, with each of the given seeds
+            bases = list({s.with_(seed=0).run_id: s.with_(seed=0) for s in specs}.values())
+            specs = [b.with_(seed=seed) for b in bases for seed in args.seeds]
         specs = [s.with_(**overrides) for s in specs]
         # a suite changed from the command line is a different benchmark definition
         modified = bool(overrides or args.seeds)
         name = f"{suite.name} (modified)" if modified else suite.name
         return specs, {"name": name, "definition_hash": definition_hash(specs)}
-    if not args.models:
+    if args.models is None:
         raise ConfigError("nothing to run: give --suite NAME or --models (see `normbench list`)")
-    specs = expand_grid(args.datasets or "mnist", args.models, args.strategies or "*", args.seeds or [0], overrides)
+    for option, value in (("--models", args.models), ("--strategies", args.strategies), ("--datasets", args.datasets)):
+        if value is not None and not [v for v in value.split(",") if v.strip()]:
+            raise ConfigError(f"{option} {value!r} names nothing; give a comma list of names or patterns "
+                              f"(see `normbench list`), or leave {option} out for its default")
+    specs = expand_grid(args.datasets if args.datasets is not None else "mnist", args.models,
+                        args.strategies if args.strategies is not None else "*", args.seeds or [0], overrides)
     return specs, {"name": None, "definition_hash": definition_hash(specs)}
 
 
@@ -245,11 +298,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     for spec in specs:  # an engine the backend or a spec cannot use fails before anything trains
         resolve_engine(args.engine, backend, spec)
-    if args.dry_run:
-        from .grid import validate_specs
-        from .store import completed_ids
+    from .datasets import check_available
+    from .grid import validate_specs
 
-        validate_specs(specs)  # a dry run lists only a grid that would run
+    validate_specs(specs)
+    if args.executor != "ray" and (args.address or args.gpus_per_run is not None):
+        raise ConfigError("--address and --gpus-per-run are for --executor ray")
+    check_available(sorted({s.dataset for s in specs}), args.data_dir)
+    check_output_folder("--results", args.results, create=not args.dry_run)
+    if args.dry_run:  # a dry run lists only a grid that would run: it passed the same checks, nothing was created
+        from .store import completed_ids
 
         complete_ids = set() if args.force else completed_ids(args.results)  # read the folder once
         done = 0
@@ -260,9 +318,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{s.run_id}  {s.label}  epochs={s.epochs} limit={s.limit}  [{state}]")
         print(f"{len(specs)} runs: {len(specs) - done} to run, {done} already complete in {args.results}")
         return 0
-    from .store import check_writable, hold_folder
+    from .store import hold_folder
 
-    check_writable(args.results)
     options = None
     jobs = args.jobs
     if jobs == "auto":
@@ -274,8 +331,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         gpus = args.gpus_per_run if args.gpus_per_run is not None else (1 if args.device == "gpu" else 0)
         options = {"address": args.address, "num_cpus": args.cpus_per_run, "max_retries": args.max_retries,
                    "num_gpus": gpus}
-    elif args.address or args.gpus_per_run is not None:
-        raise ConfigError("--address and --gpus-per-run are for --executor ray")
     if args.executor == "local" and jobs > 1:
         raise ConfigError(f"--executor local runs one run at a time; drop --executor (or use processes) for --jobs {jobs}")
     with hold_folder(args.results), native_log(args.results, args.verbose):
@@ -321,7 +376,43 @@ def native_log(results_dir, verbose: bool):
         log.close()
 
 
+def check_output_folder(option: str, folder: str, create: bool = True) -> None:
+    """``folder`` can hold what a command writes: not a file, and writable (created when ``create``; a dry
+    run only proves that its nearest existing parent takes a file). Checked before any work starts."""
+    import tempfile
+    from pathlib import Path
+
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path} is a file, not a folder; give a folder")
+    if create:
+        from .store import check_writable
+
+        try:
+            check_writable(path)
+        except ConfigError as e:
+            raise ConfigError(str(e).replace("--results folder", f"{option} folder")) from None
+        return
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    try:
+        if not parent.is_dir():
+            raise NotADirectoryError(f"{parent} is a file")
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"cannot write into {path} ({e.strerror or e}); choose a writable {option} folder") from None
+
+
 def _thresholds(items: list[str]) -> dict[str, float]:
+    import math
+
+    from .builtins import load_builtins
+    from .registry import DATASETS
+
+    load_builtins()
     out = {}
     for item in items:
         name, sep, value = item.partition("=")
@@ -331,23 +422,38 @@ def _thresholds(items: list[str]) -> dict[str, float]:
             sep = ""
         if not sep or not name.strip():
             raise ConfigError(f"--threshold takes DATASET=ACCURACY, e.g. mnist=0.98; got {item!r}")
+        DATASETS.get(name.strip())  # an unknown dataset names the registered ones
+        if not (math.isfinite(out[name.strip()]) and 0 < out[name.strip()] <= 1):
+            raise ConfigError(f"--threshold {item!r}: the accuracy must be in (0, 1], e.g. {name.strip()}=0.98")
     return out
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    check_output_folder("--out", args.out)
     if args.papers:
-        from .report.papers import make_papers_report
+        from pathlib import Path
 
+        from .report.papers import PAPER_SUITES, make_papers_report
+
+        folder = Path(args.papers)
+        if not any((folder / suite).is_dir() and any((folder / suite).glob("*.json")) for suite in PAPER_SUITES):
+            raise ConfigError(f"--papers {folder}: no records of any paper suite in it (expected {folder}/"
+                              f"{{{','.join(PAPER_SUITES)}}}/*.json). Run `make papers`, or "
+                              f"`normbench run --suite paper-bn --results {folder}/paper-bn` and the others")
         make_papers_report(args.papers, args.out)
         return 0
     from .report import make_report
 
-    make_report(args.results, args.out, thresholds=_thresholds(args.threshold))
+    thresholds = _thresholds(args.threshold)
+    make_report(args.results, args.out, thresholds=thresholds)
     return 0
 
 
 def _terminate(signum, frame):
     raise KeyboardInterrupt()
+
+
+RESUME = " Finished runs are saved; run the same command again to resume."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,36 +463,51 @@ def main(argv: list[str] | None = None) -> int:
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # SIGTERM (a scheduler, `kill`) stops like Ctrl-C
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        if getattr(args, "jobs", 1) != 1:  # the parent starts the backend too (cost estimates): never preallocate the GPU
-            os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-        _select_backend(args)
-        if args.command == "list":
-            cmd_list(args.what)
-            return 0
-        if args.command == "report":
-            return cmd_report(args)
-        if args.command == "pack":
-            from .pack import pack
-
-            sizes = pack(args.results, args.out, shared_device=args.shared_device)
-            print(f"packed {args.results} into {args.out}: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sizes.items()))
-            return 0
-        if args.command == "check":
-            from .check import run_check
-
-            return run_check(args.baseline, args.current, args.rules)
-        return cmd_run(args)
+        code = _dispatch(args)
+        sys.stdout.flush()  # a closed pipe or a full disk shows here, not after main returns
+        return code
     except NormbenchError as e:
         print(f"normbench: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if not isinstance(e, BrokenPipeError) and e.errno != errno.ENOSPC:
+            raise
+        sys.stdout = open(os.devnull, "w")  # nothing more can be shown; keep Python's exit from failing on it
+        why = ("output closed" if isinstance(e, BrokenPipeError)
+               else f"no space left on the device ({e.filename or 'standard output'})")
+        print(f"normbench: {why}; stopped.{RESUME if args.command == 'run' else ''}", file=sys.stderr)
+        return 141 if isinstance(e, BrokenPipeError) else 2
     except OutputClosed:
         sys.stdout = open(os.devnull, "w")  # nothing more can be shown; keep Python's exit from failing on it
-        print("normbench: output closed; stopped. Finished runs are saved; run the same command again to resume.",
-              file=sys.stderr)
+        print(f"normbench: output closed; stopped.{RESUME if args.command == 'run' else ''}", file=sys.stderr)
         return 141
     except KeyboardInterrupt:
         print("\nnormbench: interrupted. Finished runs are saved; run the same command again to resume.", file=sys.stderr)
         return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """One sub-command; errors are turned into messages and exit codes by :func:`main`."""
+    if getattr(args, "jobs", 1) != 1:  # the parent starts the backend too (cost estimates): never preallocate the GPU
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    _select_backend(args)
+    if args.command == "list":
+        cmd_list(args.what)
+        return 0
+    if args.command == "report":
+        return cmd_report(args)
+    if args.command == "pack":
+        from .pack import pack
+
+        check_output_folder("--out", args.out)
+        sizes = pack(args.results, args.out, shared_device=args.shared_device)
+        print(f"packed {args.results} into {args.out}: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sizes.items()))
+        return 0
+    if args.command == "check":
+        from .check import run_check
+
+        return run_check(args.baseline, args.current, args.rules)
+    return cmd_run(args)
 
 
 if __name__ == "__main__":

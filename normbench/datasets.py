@@ -300,6 +300,23 @@ def _download_error(name: str, files: str, e: Exception) -> DataError:
     )
 
 
+# The files each dataset is read from in a data directory (any one of them), for checks that do not read them.
+DATA_FILES = {"mnist": ("mnist.npz",), "mnist_binary": ("mnist.npz",),
+              "cifar10": ("cifar-10-batches-py", "cifar-10-python.tar.gz", "cifar10_jpeg.npz")}
+
+
+def check_available(names, data_dir: str | None = None) -> None:
+    """Without reading any data: the data directory (if one is set) exists and holds a file for each dataset."""
+    folder = resolve_data_dir(data_dir)
+    if folder is None:
+        return  # the Keras download is tried when the run starts
+    for name in names:
+        files = DATA_FILES.get(name)
+        if files and not any((folder / f).exists() for f in files):
+            raise DataError(f"{name}: {folder} holds none of {', '.join(files)}. Put one of them there, or point "
+                            f"{DATA_DIR_ENV}/--data-dir elsewhere (see the README's data set-up).")
+
+
 @lru_cache(maxsize=4)
 def load_raw(name: str, data_dir: str | None = None) -> RawData:
     """The stored dataset ``name``, memoized per process."""
@@ -344,6 +361,11 @@ def load_splits(
     is only for final metrics. Scaling statistics come from the training split only.
     """
     raw = load_raw(name, None if data_dir is None else str(data_dir))
+    classes = len(np.unique(raw.y_train))
+    if val_size > len(raw.y_train) - classes:
+        raise DataError(f"{name}: val_size = {val_size} leaves too few training images ({len(raw.y_train)} in all, "
+                        f"at least one per class must stay for training); choose val_size < "
+                        f"{len(raw.y_train) - classes}")
     rng = np.random.default_rng(split_seed)
     val_idx = balanced_indices(raw.y_train, val_size, rng)
     pool = np.setdiff1d(np.arange(len(raw.y_train)), val_idx)

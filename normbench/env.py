@@ -94,6 +94,30 @@ def environment() -> dict[str, object]:
 
 
 DETERMINISM_ENV = "NORMBENCH_DETERMINISTIC"
+_TRUE, _FALSE = ("1", "on", "true", "yes"), ("0", "off", "false", "no")
+
+
+def determinism_requested() -> bool:
+    """NORMBENCH_DETERMINISTIC: on unless 0/off/false/no (validated by :func:`check_environment`)."""
+    return os.environ.get(DETERMINISM_ENV, "1").strip().lower() not in _FALSE
+
+
+def check_environment() -> None:
+    """normbench's own environment variables, checked before anything starts; a bad value names the variable."""
+    from .errors import ConfigError
+    from .perf import JIT_ENV, SPE_ENV
+
+    def bad(name: str, expected: str) -> ConfigError:
+        return ConfigError(f"{name}={os.environ[name]!r} is not valid: expected {expected}; fix or unset it")
+
+    if DETERMINISM_ENV in os.environ and os.environ[DETERMINISM_ENV].strip().lower() not in _TRUE + _FALSE:
+        raise bad(DETERMINISM_ENV, "1/on/true/yes or 0/off/false/no")
+    if JIT_ENV in os.environ and os.environ[JIT_ENV].strip().lower() not in ("auto",) + _TRUE + _FALSE:
+        raise bad(JIT_ENV, "auto, on (1/true/yes) or off (0/false/no)")
+    if SPE_ENV in os.environ:
+        value = os.environ[SPE_ENV].strip()
+        if not value.isdigit() or int(value) < 1:
+            raise bad(SPE_ENV, "a positive integer (steps per compiled execution, default 16)")
 
 
 def enable_determinism() -> bool:
@@ -103,7 +127,7 @@ def enable_determinism() -> bool:
     JAX is deterministic on the CPU; on a GPU the CLI sets XLA's deterministic-ops flag
     before JAX starts. Returns whether determinism was requested.
     """
-    if os.environ.get(DETERMINISM_ENV, "1") == "0":
+    if not determinism_requested():
         return False
     import keras
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
-from .registry import NORMS
+from .registry import NORMS, check_arguments
 
 NORM_KINDS = (None, "batch", "mean_batch", "layer", "group", "rms")
 PLACEMENTS = ("pre", "post")
@@ -136,7 +136,11 @@ def get_strategy(identifier: "str | dict | NormStrategy", **params: Any) -> Norm
                 f"strategy {identifier!r} takes no parameter(s) {bad}; it takes: {sorted(accepted) or 'none'}, "
                 f"or any NormStrategy field to override: {sorted(fields)}"
             )
-        strategy = factory(**{k: v for k, v in params.items() if k in accepted})
+        check_arguments(f"strategy {identifier!r}", factory, params)
+        try:
+            strategy = factory(**{k: v for k, v in params.items() if k in accepted})
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"strategy {identifier!r} with parameters {params}: {e}") from None
         overrides = {k: v for k, v in params.items() if k not in accepted}
         return dataclasses.replace(strategy, **overrides) if overrides else strategy
     raise ConfigError(f"cannot interpret {identifier!r} as a normalization strategy (give a name, dict or NormStrategy)")

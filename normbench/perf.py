@@ -52,12 +52,12 @@ def choose_execution(model, backend: str, deterministic: bool) -> Execution:
         jit = not deterministic and not _has_bn(model) and not is_conv(model)
     else:
         jit = backend == "jax"
-    override = os.environ.get(JIT_ENV, "auto").lower()
-    if override in ("on", "1", "true"):
+    override = os.environ.get(JIT_ENV, "auto").strip().lower()  # validated by env.check_environment
+    if override in ("on", "1", "true", "yes"):
         jit = True
-    elif override in ("off", "0", "false"):
+    elif override in ("off", "0", "false", "no"):
         jit = False
-    spe = max(1, int(os.environ.get(SPE_ENV, "16")))
+    spe = int(os.environ.get(SPE_ENV, "16").strip() or 16)
     if backend == "torch":
         spe = 1  # Keras refuses steps_per_execution > 1 on torch ("must be 1 with the PyTorch backend")
     return Execution(jit_compile=jit, steps_per_execution=spe)

@@ -12,7 +12,36 @@ import fnmatch
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import UnknownNameError
+from .errors import ConfigError, UnknownNameError
+
+
+def check_arguments(what: str, func, params: dict, positive: bool = False) -> None:
+    """Each value in ``params`` has the type its parameter of ``func`` is annotated with (float: a finite
+    number; int: an integer; bool; str; tuple/list: a list of integers), and with ``positive`` each number (or list
+    item) is > 0. Checked before anything trains; a bad value names ``what``, the parameter and the type."""
+    import inspect
+    import math
+
+    signature = inspect.signature(func).parameters
+
+    def number(v, integer: bool) -> bool:
+        ok = isinstance(v, int) if integer else isinstance(v, (int, float)) and math.isfinite(v)
+        return ok and not isinstance(v, bool) and (not positive or v > 0)
+
+    for key, value in params.items():
+        if key not in signature:
+            continue
+        annotation = str(signature[key].annotation)
+        expected = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+                    "tuple": "a list", "list": "a list"}.get(annotation)
+        ok = {"int": lambda v: number(v, True), "float": lambda v: number(v, False),
+              "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str),
+              "tuple": lambda v: isinstance(v, (list, tuple)) and all(number(x, True) for x in v),
+              "list": lambda v: isinstance(v, (list, tuple)) and all(number(x, True) for x in v)}.get(annotation)
+        if ok is not None and not ok(value):
+            scope = " > 0" if positive and annotation in ("int", "float", "tuple", "list") else ""
+            items = " of integers" if annotation in ("tuple", "list") else ""
+            raise ConfigError(f"{what}: {key} must be {expected}{items}{scope}, got {value!r}")
 
 
 class Registry:
@@ -65,6 +94,9 @@ class Registry:
                 self.get(pattern)
                 matched = [pattern]
             names.extend(n for n in matched if n not in names)
+        if not names:
+            raise UnknownNameError(f"no {self.kind} given (an empty list); name at least one, e.g. "
+                                   f"{', '.join(self.list()[:3]) or 'a registered name'}")
         return names
 
     def _unknown_message(self, name: str) -> str:

@@ -17,6 +17,8 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 AUGMENTATIONS = (None, "crop_flip")
 LR_SCHEDULES = (None, "step", "cosine", "exponential")
 IDENTITY = ("model", "strategy", "dataset", "seed")
+FLOAT_FIELDS = ("learning_rate", "momentum", "weight_decay", "lr_decay", "warmup_epochs", "momentum_start",
+                "momentum_ramp_epochs")
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,12 @@ class RunSpec:
         for name in ("model", "strategy", "dataset"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise bad(name, "a registered name (a non-empty string)")
-        if not is_int(self.seed) or self.seed < 0:
-            raise bad("seed", "an integer >= 0")
+        if not is_int(self.seed) or not 0 <= self.seed < 2**32:
+            raise bad("seed", "an integer in [0, 2**32)")
+        for name in FLOAT_FIELDS:  # 1 and 1.0 are the same setting: one run id (a frozen dataclass: set it in place)
+            value = getattr(self, name)
+            if is_int(value):
+                object.__setattr__(self, name, float(value))
         for name in ("epochs", "batch_size", "val_size", "probe_size", "train_eval_size"):
             value = getattr(self, name)
             if not is_int(value) or value < (0 if name == "epochs" else 1):

@@ -70,7 +70,10 @@ def load_suite(path: Path) -> Suite:
     from .grid import validate_specs
 
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"suite file {path}: not UTF-8 text ({e.reason} at byte {e.start}); a suite file is TOML, "
+                          f"written as UTF-8") from None
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"suite file {path}: cannot parse it as TOML ({e})") from None
     unknown = sorted(set(doc) - {"description", "defaults", "grid"})
@@ -91,8 +94,9 @@ def load_suite(path: Path) -> Suite:
             raise ConfigError(f"suite file {path}: grid {i + 1} lacks {missing}")
         for axis in ("datasets", "models", "strategies"):
             value = grid[axis]
-            if not (isinstance(value, str) and value) and not (
-                    isinstance(value, list) and value and all(isinstance(v, str) and v for v in value)):
+            names = [v for v in (value.split(",") if isinstance(value, str) else value) if str(v).strip()] \
+                if isinstance(value, (str, list)) else []
+            if not names or not (isinstance(value, str) or all(isinstance(v, str) and v.strip() for v in value)):
                 raise ConfigError(f"suite file {path}, [[grid]] {i + 1}: {axis} = {value!r}; expected a list of names "
                                   f"or glob patterns, e.g. {axis} = [\"*\"]")
         seeds = grid["seeds"]
@@ -124,6 +128,9 @@ def suites_dir() -> Path:
 def register_suites(directory: Path | None = None) -> None:
     """Register every ``*.toml`` in the suites folder (lazily: a suite is parsed when used)."""
     directory = directory or suites_dir()
+    if os.environ.get(SUITES_DIR_ENV) and not directory.is_dir():
+        raise ConfigError(f"{SUITES_DIR_ENV}={os.environ[SUITES_DIR_ENV]!r} is not a folder; point it at a folder of "
+                          f"suite .toml files, or unset it to use benchmarks/suites")
     for path in sorted(directory.glob("*.toml")):
         if path.stem not in SUITES:
             SUITES.register(lambda p=path: load_suite(p), name=path.stem)
@@ -133,6 +140,9 @@ def get_suite(name: str) -> Suite:
     """A registered suite by name, or a suite file by path (anything ending in .toml or holding a path separator)."""
     if name.endswith(".toml") or os.sep in name or (os.altsep and os.altsep in name):
         path = Path(name)
+        if path.is_dir():
+            raise ConfigError(f"--suite {path} is a folder; give one suite .toml file in it (or set "
+                              f"{SUITES_DIR_ENV}={path} and give a suite name)")
         if not path.is_file():
             raise ConfigError(f"suite file {path} does not exist (give a suite name from `normbench list suites` "
                               f"or the path of a .toml file)")

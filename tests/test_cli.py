@@ -152,7 +152,7 @@ def test_every_suite_key_with_a_wrong_value_is_refused_naming_file_key_and_value
 
 @pytest.mark.parametrize("axis,value", [("seeds", "0"), ("seeds", "[]"), ("seeds", "[-1]"), ("seeds", "[0, 0]"),
                                         ("seeds", '["a"]'), ("datasets", "5"), ("datasets", "[]"), ("models", "[1]"),
-                                        ("strategies", '["nope"]')])
+                                        ("strategies", '["nope"]'), ("models", '","'), ("strategies", '" "')])
 def test_every_grid_axis_with_a_wrong_value_is_refused(tmp_path, capsys, axis, value):
     grid = GRID.replace(next(line for line in GRID.splitlines() if line.startswith(axis)), f"{axis} = {value}")
     suite = tmp_path / "bad.toml"
@@ -165,16 +165,150 @@ def test_every_grid_axis_with_a_wrong_value_is_refused(tmp_path, capsys, axis, v
 BAD_OPTIONS = [["--epochs", "0"], ["--epochs", "x"], ["--lr", "abc"], ["--lr", "-1"], ["--lr", "nan"], ["--seeds", "x"],
                ["--jobs", "0"], ["--jobs", "many"], ["--limit", "3"], ["--batch-size", "-1"], ["--gpus-per-run", "1.5"],
                ["--engine", "warp"], ["--optimizer", "lbfgs"], ["--precision", "fp8"], ["--executor", "slurm"],
-               ["--models", "mlp999"], ["--strategies", "nope*"], ["--datasets", "imagenet"], ["--diagnostics", "nope"]]
+               ["--models", "mlp999"], ["--strategies", "nope*"], ["--datasets", "imagenet"], ["--diagnostics", "nope"],
+               # an empty value (an unset shell variable) selects nothing: it is not the option's default
+               ["--models", ","], ["--models", " "], ["--strategies", ""], ["--strategies", ","], ["--datasets", ","],
+               ["--diagnostics", ","], ["--seeds", "4294967296"], ["--results", ""], ["--data-dir", ""],
+               ["--suite", ""], ["--cpus-per-run", "-3"], ["--max-retries", "-5"]]
 
 
 @pytest.mark.parametrize("option", BAD_OPTIONS, ids=lambda o: " ".join(o))
 def test_every_run_option_with_a_bad_value_exits_2_with_a_message(tmp_path, capsys, option):
-    argv = ["run", "--dry-run", "--results", str(tmp_path)]
-    if option[0] != "--models":
+    argv = ["run", "--dry-run"] + (["--results", str(tmp_path)] if option[0] != "--results" else [])
+    if option[0] not in ("--models", "--suite"):
         argv += ["--models", "mlp8"]
     with pytest.raises(SystemExit) as e:  # argparse errors exit by SystemExit(2); ours return 2
         raise SystemExit(main(argv + option))
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "error" in err and "Traceback" not in err and (option[1] in err or option[0].lstrip("-") in err), err
+
+
+@pytest.mark.parametrize("params,message", [('model_params = { width = "wide" }', "width must be an integer > 0"),
+                                            ("model_params = { width = 0 }", "width must be an integer > 0"),
+                                            ("model_params = { width = 2.5 }", "width must be an integer > 0"),
+                                            ('strategy_params = { c = "big" }', "c must be a number")])
+def test_parameter_values_are_checked_before_anything_trains(tmp_path, capsys, params, message):
+    suite = tmp_path / "bad.toml"
+    suite.write_text(f"{SUITE_HEAD}[defaults]\n{params}\n{GRID.replace('none', 'maxnorm')}")
+    assert main(["run", "--suite", str(suite), "--dry-run", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml" in err and message in err and "Traceback" not in err, err
+
+
+def test_seeds_given_to_a_suite_reseed_every_grid(tmp_path, capsys):
+    suite = tmp_path / "two.toml"
+    suite.write_text(SUITE_HEAD + GRID + GRID.replace("mlp8", "mlp16").replace("[0]", "[3]"))
+    assert main(["run", "--suite", str(suite), "--seeds", "5,6", "--dry-run", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert {line.split()[1] for line in out.splitlines() if "[to run]" in line} == {
+        f"mnist/{m}/none/seed{s}" for m in ("mlp8", "mlp16") for s in (5, 6)}, out
+
+
+def test_a_number_is_one_setting_however_it_is_written(tmp_path, capsys):
+    ids = []
+    for lr in ("1", "1.0"):
+        suite = tmp_path / f"lr{lr}.toml"
+        suite.write_text(f"{SUITE_HEAD}[defaults]\nlearning_rate = {lr}\n{GRID}")
+        assert main(["run", "--suite", str(suite), "--dry-run", "--results", str(tmp_path)]) == 0
+        ids.append(capsys.readouterr().out.split()[0])
+    assert main(["run", "--models", "mlp8", "--strategies", "none", "--lr", "1", "--dry-run",
+                 "--results", str(tmp_path)]) == 0
+    ids.append(capsys.readouterr().out.split()[0])
+    assert len(set(ids)) == 1, ids  # one run id: resume and check see one run
+    assert RunSpec("mlp8", "none", "mnist", learning_rate=1).learning_rate == 1.0
+
+
+def _dry_run_refusals(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "empty").mkdir()
+    base = ["run", "--models", "mlp8", "--strategies", "none", "--dry-run"]
+    return [
+        ({"NORMBENCH_DATA_DIR": str(tmp_path / "afile")}, base + ["--results", str(tmp_path / "r")], "not a folder"),
+        ({"NORMBENCH_DATA_DIR": str(tmp_path / "nope")}, base + ["--results", str(tmp_path / "r")], "does not exist"),
+        ({"NORMBENCH_DATA_DIR": str(tmp_path / "empty")}, base + ["--results", str(tmp_path / "r")], "mnist.npz"),
+        ({}, base + ["--results", str(tmp_path / "afile")], "is a file"),
+        ({}, base + ["--results", str(tmp_path / "r"), "--address", "10.0.0.1:6379"], "--executor ray"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_a_dry_run_refuses_what_the_run_would_refuse(tmp_path, capsys, monkeypatch, case):
+    env, argv, phrase = _dry_run_refusals(tmp_path)[case]
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert phrase in err and "Traceback" not in err, err
+    assert not (tmp_path / "r").exists()  # a dry run creates nothing
+
+
+@pytest.mark.parametrize("name,value", [("NORMBENCH_STEPS_PER_EXECUTION", "abc"), ("NORMBENCH_STEPS_PER_EXECUTION", "0"),
+                                        ("NORMBENCH_JIT_COMPILE", "bogus"), ("NORMBENCH_DETERMINISTIC", "maybe")])
+def test_a_bad_environment_variable_is_named_before_anything_starts(tmp_path, capsys, monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    assert main(["run", "--models", "mlp8", "--strategies", "none", "--dry-run", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{name}={value!r}" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("value,on", [("0", False), ("false", False), ("OFF", False), ("no", False), ("1", True),
+                                      ("yes", True)])
+def test_determinism_reads_the_usual_spellings(monkeypatch, value, on):
+    from normbench.env import determinism_requested
+
+    monkeypatch.setenv("NORMBENCH_DETERMINISTIC", value)
+    assert determinism_requested() is on
+
+
+def _report_refusals(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    rec = ["--results", str(tmp_path / "rec")]
+    return [
+        (["report", *rec, "--out", str(tmp_path / "afile")], "is a file"),
+        (["pack", *rec, "--out", str(tmp_path / "afile")], "is a file"),
+        (["report", *rec, "--out", str(tmp_path / "o"), "--threshold", "cifar=0.5"], "unknown dataset 'cifar'"),
+        (["report", *rec, "--out", str(tmp_path / "o"), "--threshold", "mnist=nan"], "must be in (0, 1]"),
+        (["report", *rec, "--out", str(tmp_path / "o"), "--threshold", "mnist=1.5"], "must be in (0, 1]"),
+        (["report", "--papers", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")], "no records of any paper"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_report_and_pack_refuse_bad_outputs_and_thresholds(tmp_path, capsys, case):
+    store.save_record(tmp_path / "rec", {**record.new(RunSpec("mlp8", "none", "mnist")), "status": "ok"})
+    argv, phrase = _report_refusals(tmp_path)[case]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert phrase in err and "Traceback" not in err, err
+
+
+def test_a_suite_file_that_is_not_text_is_refused_and_listed_as_unreadable(tmp_path, capsys, monkeypatch):
+    (tmp_path / "binary.toml").write_bytes(b"\xff\xfe\x00garbage\x80")
+    assert main(["run", "--suite", str(tmp_path / "binary.toml"), "--dry-run", "--results", str(tmp_path)]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+    from normbench.registry import SUITES
+
+    monkeypatch.setenv("NORMBENCH_SUITES_DIR", str(tmp_path))
+    monkeypatch.setattr(SUITES, "_items", {})  # the registry is read again from the folder
+    monkeypatch.setattr("normbench.builtins._loaded", False)
+    assert main(["list", "suites"]) == 0
+    assert "binary" in (out := capsys.readouterr().out) and "cannot be read" in out, out
+    monkeypatch.setenv("NORMBENCH_SUITES_DIR", str(tmp_path / "nope"))
+    monkeypatch.setattr("normbench.builtins._loaded", False)
+    assert main(["list", "suites"]) == 2 and "is not a folder" in capsys.readouterr().err
+    assert main(["run", "--suite", str(tmp_path), "--dry-run"]) == 2 and "is a folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("command", ["list", "run --models 'mlp*' --dry-run"])
+@pytest.mark.parametrize("sink", ["> /dev/full", "| true"])
+def test_a_closed_pipe_or_a_full_disk_ends_with_a_message(tmp_path, command, sink):
+    # `| true` closes the pipe at once (long before Python has started), so normbench's writes meet EPIPE
+    line = f"set -o pipefail; {sys.executable} -m normbench.cli {command} {sink}"
+    done = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    if sink == "> /dev/full":
+        assert done.returncode == 2 and "no space left" in done.stderr, done.stderr[-2000:]
+    else:
+        assert done.returncode in (0, 141) and (done.returncode == 0 or "output closed" in done.stderr), done.stderr

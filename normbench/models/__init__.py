@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..norms import NormStrategy
-from ..registry import MODELS
+from ..registry import MODELS, check_arguments
 from . import cnn, inception, mlp, residual  # noqa: F401  (registers the builders)
 
 
@@ -23,6 +23,7 @@ def check_model_params(name: str, params: dict) -> Any:
     bad = sorted(set(params) - set(accepted))
     if bad:
         raise ConfigError(f"model {name!r} takes no parameter(s) {bad}; it takes: {accepted or 'none'}")
+    check_arguments(f"model {name!r}", builder, params, positive=True)  # sizes: depth, width, filters, ...
     return builder
 
 

@@ -18,6 +18,7 @@ from . import plots
 from .render import markdown_table
 
 # Published: Srivastava et al. 2014, MNIST, 784-1024-1024-2048-10 ReLU net (test error, %).
+PAPER_SUITES = ("paper-snn", "paper-bn", "paper-maxnorm")  # the folders `report --papers DIR` reads
 DROPOUT_PAPER = {"max-norm alone": 1.35, "dropout + max-norm": 1.05}
 
 
