@@ -136,3 +136,10 @@ def test_binarized_mnist_and_per_feature_standardization(data_dir):
     np.testing.assert_allclose(s.x_train.mean(axis=0)[varying], 0.0, atol=1e-4)
     np.testing.assert_allclose(std[varying], 1.0, rtol=1e-3)
     assert s.preprocessing["per"] == "feature" and s.preprocessing["constant_features"] == int((~varying).sum()) > 0
+
+
+def test_a_validation_split_that_leaves_no_training_data_names_val_size(data_dir):
+    with pytest.raises(DataError, match=r"val_size = 60000 leaves too few training images \(60000 in all"):
+        load_splits("mnist", val_size=60000, data_dir=data_dir)
+    near = load_splits("mnist", val_size=59000, data_dir=data_dir)  # class-balanced: a little under 59000
+    assert len(near.y_train) + len(near.y_val) == 60000 and len(near.y_train) >= 1000
