@@ -1,29 +1,38 @@
 """Regression check of a results folder against a committed baseline.
 
-Runs are matched by (dataset, model, strategy, seed) — in practice by run id, since
-both sides must come from the same benchmark definition. Tolerance rules come from
-a small text file, one ``metric: tolerance`` per line:
+Runs are matched by run id (the hash of the whole spec), so runs that share a label
+(dataset/model/strategy/seed) but differ in, say, batch size are compared apart; their
+rows name the spec fields that tell them apart. Tolerance rules come from a small text
+file, one ``metric: tolerance`` per line:
 
     test_accuracy: -0.02          # absolute; a drop of more than 0.02 is worse, a rise of more is improved
     final_train_loss: +10%        # relative; a rise of more than 10% is worse
     init activation std: 1e-4     # no sign: any change beyond 1e-4 (per layer) is worse
 
 A leading ``-`` means lower is worse, ``+`` means higher is worse; ``%`` makes the
-tolerance relative to the baseline value.
+tolerance relative to the baseline value. ``[model=mlp16,mlp32] test_accuracy: -0.15`` scopes
+a rule to some runs: glob patterns, alternatives for one field separated by commas (a field
+may also be repeated: also OR), different fields all required (AND). A scope that matches
+no baseline run, an unknown statistic quantity, and a rule that finds its value in no run
+are errors: a check that compared nothing would pass on anything.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import math
 import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .errors import ConfigError, NormbenchError
 from . import record
 from .record import SCHEMA_VERSION
+from .stats import kernel_norms, summarize, unit_summary
 
 SCALARS = {
     "test_accuracy": lambda r: record.test_metrics(r).get("accuracy"),
@@ -37,9 +46,17 @@ SCALARS = {
     "s_per_epoch": lambda r: _median([h.get("epoch_s") for h in record.steady(r)]),
 }
 TAPS = {"activation": "act", "pre": "pre", "kernel": "kernel"}
+# The quantities the probe records per tap (normbench.probe): the same functions, so they cannot drift apart.
+_ONE = np.zeros((1, 1))
+QUANTITIES = {
+    "activation": tuple(summarize(_ONE, "relu")),  # sat_frac and dead_units only for activations that saturate
+    "pre": tuple(summarize(_ONE)) + tuple(unit_summary(_ONE)),
+    "kernel": tuple(kernel_norms(_ONE)),
+}
 STAT_METRIC = re.compile(r"(init|final) (activation|pre|kernel) (\w+)")
 SCOPE = re.compile(r"^\[(?P<scope>[^\]]*)\]")
 SCOPE_FIELDS = ("dataset", "model", "strategy")
+_PLURAL = {"dataset": "datasets", "model": "models", "strategy": "strategies"}
 RULE_LINE = re.compile(r"^(?P<metric>[A-Za-z_][\w ]*?)\s*:\s*(?P<sign>[+-]?)(?P<num>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)(?P<pct>%?)$")
 
 
@@ -57,16 +74,17 @@ class Rule:
     relative: bool
     direction: int  # +1: an increase is worse; -1: a decrease is worse; 0: any change beyond tolerance is worse
     text: str
-    scope: tuple = ()  # ((field, glob), ...): the rule is for runs whose dataset/model/strategy match
+    scope: tuple = ()  # ((field, (glob, ...)), ...): for runs whose every field matches one of its globs
+    line: int = 0  # in the rules file
 
     def applies(self, record: dict) -> bool:
         spec = record.get("spec") or {}
-        return all(fnmatch.fnmatchcase(str(spec.get(k, "")), pattern) for k, pattern in self.scope)
+        return all(any(fnmatch.fnmatchcase(str(spec.get(k, "")), p) for p in patterns) for k, patterns in self.scope)
 
     def judge(self, base: float | None, cur: float | None) -> str:
         if base is None or cur is None or not (math.isfinite(base) and math.isfinite(cur)):
             if base is None and cur is None:
-                return "same"
+                return NA  # nothing to compare: neither "same" nor a change
             return "worse" if cur is None or not math.isfinite(cur) else "improved"
         diff = cur - base
         tol = self.tolerance * abs(base) if self.relative else self.tolerance
@@ -87,10 +105,35 @@ class Rule:
         return {f"layer {r[1]}": r[4] for r in rows if r[0] == epoch and r[2] == TAPS[tap] and r[3] == quantity}
 
 
+NA = "n/a"
+
+
+def _parse_scope(text: str) -> tuple | None:
+    """``model=mlp8,mlp16,strategy=bn*`` -> (("model", ("mlp8", "mlp16")), ("strategy", ("bn*",))), or None if bad.
+    A part without ``=`` is one more alternative for the field before it; a repeated field adds alternatives."""
+    scope: dict[str, list[str]] = {}
+    field = None
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        key, eq, value = part.partition("=")
+        if eq:
+            field, value = key.strip(), value.strip()
+        elif field is None:
+            return None
+        else:
+            value = key.strip()
+        if field not in SCOPE_FIELDS or not value:
+            return None
+        scope.setdefault(field, []).append(value)
+    return tuple((k, tuple(v)) for k, v in scope.items()) or None
+
+
 def parse_rules(path: str | Path) -> list[Rule]:
     path = Path(path)
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"rules file {path}: not UTF-8 text ({e.reason} at byte {e.start}); write the rules as "
+                          f"plain text, one 'metric: tolerance' per line") from None
     except OSError as e:
         raise ConfigError(f"rules file {path}: cannot read it ({e})") from None
     rules = []
@@ -102,13 +145,12 @@ def parse_rules(path: str | Path) -> list[Rule]:
         sm = SCOPE.match(line)
         if sm:
             line = line[sm.end():].strip()
-            pairs = [part.strip().partition("=") for part in sm["scope"].split(",") if part.strip()]
-            bad = [f"{k}{eq}{v}" for k, eq, v in pairs if k.strip() not in SCOPE_FIELDS or not eq or not v.strip()]
-            if bad or not pairs:
+            scope = _parse_scope(sm["scope"])
+            if scope is None:
                 raise ConfigError(f"rules file {path}, line {n}: bad scope {sm.group(0).strip()!r}; write "
                                   f"'[model=mlp16] metric: tolerance' with fields out of {', '.join(SCOPE_FIELDS)} "
-                                  f"(glob patterns allowed, several separated by commas)")
-            scope = tuple((k.strip(), v.strip()) for k, _, v in pairs)
+                                  f"(glob patterns allowed; '[model=mlp8,mlp16]' for either model, "
+                                  f"'[model=mlp16,strategy=bn*]' for both conditions)")
         m = RULE_LINE.match(line)
         if not m:
             raise ConfigError(
@@ -121,26 +163,80 @@ def parse_rules(path: str | Path) -> list[Rule]:
                 f"rules file {path}, line {n}: unknown metric {metric!r}; use one of {sorted(SCALARS)} or "
                 f"'init|final activation|pre|kernel QUANTITY' (e.g. 'init activation std')"
             )
+        sm_stat = STAT_METRIC.fullmatch(metric)
+        if sm_stat and sm_stat[3] not in QUANTITIES[sm_stat[2]]:
+            raise ConfigError(
+                f"rules file {path}, line {n}: unknown quantity {sm_stat[3]!r} for the {sm_stat[2]} statistics; "
+                f"use one of {', '.join(QUANTITIES[sm_stat[2]])} (e.g. '{sm_stat[1]} {sm_stat[2]} "
+                f"{QUANTITIES[sm_stat[2]][0]}')"
+            )
         sign = {"+": 1, "-": -1, "": 0}[m["sign"]]
         rules.append(Rule(metric, float(m["num"]) / (100 if m["pct"] else 1), bool(m["pct"]), sign, raw.split("#", 1)[0].strip(),
-                          scope))
+                          scope, n))
     if not rules:
         raise ConfigError(f"rules file {path} has no rules; add lines like 'test_accuracy: -0.02'")
     return rules
 
 
-def _index(records: list[dict]) -> dict[tuple, dict]:
+def _run_id(r: dict) -> str:
+    return r.get("run_id") or json.dumps(r["spec"], sort_keys=True)
+
+
+def _label(spec: dict) -> str:
+    return f"{spec['dataset']}/{spec['model']}/{spec['strategy']}/seed{spec['seed']}"
+
+
+def _flat(spec: dict, prefix: str = "") -> dict[str, str]:
     out = {}
-    for r in records:
-        s = r["spec"]
-        out[(s["dataset"], s["model"], s["strategy"], s["seed"])] = r
+    for k, v in spec.items():
+        if isinstance(v, dict) and v:
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[prefix + k] = json.dumps(v, sort_keys=True)
     return out
+
+
+def _shown(j: str) -> str:
+    v = json.loads(j)
+    return v if isinstance(v, str) else j
+
+
+def _labels(records: list[dict]) -> dict[str, str]:
+    """run id -> label; runs that share a label (dataset/model/strategy/seed) get the spec fields that differ."""
+    specs = {_run_id(r): r["spec"] for r in records}
+    groups: dict[str, list[str]] = {}
+    for rid, spec in specs.items():
+        groups.setdefault(_label(spec), []).append(rid)
+    out = {}
+    for label, ids in groups.items():
+        if len(ids) == 1:
+            out[ids[0]] = label
+            continue
+        flat = {rid: _flat(specs[rid]) for rid in ids}
+        keys = sorted({k for f in flat.values() for k in f})
+        differ = [k for k in keys if len({f.get(k) for f in flat.values()}) > 1]
+        for rid in ids:
+            shown = [f"{k}={_shown(flat[rid][k]) if k in flat[rid] else '-'}" for k in differ]
+            out[rid] = f"{label} " + " ".join(shown or [f"id={rid}"])
+    return out
+
+
+MIXED_FIX = {
+    "schema version": "re-run those runs into a fresh folder with this normbench, so that all records are of one "
+                      "schema version (for the baseline: `make baseline`)",
+    "benchmark definition": "the records come from different suites, or from a suite edited between runs; keep each "
+                            "suite's records in its own folder (normbench run --suite NAME --results DIR) and check "
+                            "that folder (for the baseline: `make baseline`)",
+    "backend": "keep each backend's records in its own folder (normbench run --results DIR) and check one backend "
+               "against a baseline of the same backend",
+}
 
 
 def _one(records: list[dict], what: str, side: str) -> str | None:
     values = {what_fn(r) for r in records for what_fn in [WHAT[what]]}
     if len(values) > 1:
-        raise NormbenchError(f"the {side} folder mixes {what}s ({', '.join(map(str, sorted(values, key=str)))})")
+        raise NormbenchError(f"the {side} folder mixes {what}s ({', '.join(map(str, sorted(values, key=str)))}): "
+                             f"{MIXED_FIX[what]}.")
     return values.pop() if values else None
 
 
@@ -178,13 +274,39 @@ def rules_for(rules: list[Rule], record: dict) -> list[Rule]:
     return [r for r in rules if not r.scope and r.metric not in scoped] + list(scoped.values())
 
 
+def check_scopes(rules: list[Rule], baseline: list[dict], where: str = "rules file") -> None:
+    """Every scoped rule, and every pattern in its scope, must match some baseline run: else it is a typo (or a
+    rule for runs this baseline does not hold) that would silently judge nothing."""
+    problems = []
+    for rule in rules:
+        if not rule.scope:
+            continue
+        held = {k: sorted({str((r.get("spec") or {}).get(k, "")) for r in baseline}) for k, _ in rule.scope}
+        unmatched = [(k, p) for k, patterns in rule.scope for p in patterns
+                     if not any(fnmatch.fnmatchcase(v, p) for v in held[k])]
+        if unmatched:
+            why = "; ".join(f"no {k} matches {p!r} (the baseline's {_PLURAL[k]}: {', '.join(held[k])})"
+                            for k, p in unmatched)
+        elif not any(rule.applies(r) for r in baseline):
+            why = "no run has all of " + ", ".join(f"{k}={'|'.join(ps)}" for k, ps in rule.scope) + " (" + "; ".join(
+                f"the baseline's {_PLURAL[k]}: {', '.join(held[k])}" for k, _ in rule.scope) + ")"
+        else:
+            continue
+        problems.append(f"line {rule.line}: {rule.text!r} matches no run in the baseline: {why}")
+    if problems:
+        raise ConfigError(f"{where}: " + ". ".join(problems) + ". Patterns are case-sensitive globs; fix the scope, "
+                          f"or delete the rule if it is for runs this baseline does not hold.")
+
+
 def compare(baseline: list[dict], current: list[dict], rules: list[Rule]) -> list[dict]:
-    """One row per (run, rule), plus rows for missing runs and status changes."""
+    """One row per (run, rule), plus rows for missing runs and status changes. Each rule's rows carry it
+    (key ``_rule``); a rule whose value neither record holds gives a row with verdict 'n/a'."""
     refuse_incomparable(baseline, current)
-    b_idx, c_idx = _index(baseline), _index(current)
+    b_idx, c_idx = {_run_id(r): r for r in baseline}, {_run_id(r): r for r in current}
+    labels = _labels(baseline + current)
     rows = []
-    for key in sorted(set(b_idx) | set(c_idx), key=str):
-        label = "/".join(map(str, key[:3])) + f"/seed{key[3]}"
+    for key in sorted(set(b_idx) | set(c_idx), key=lambda k: (labels[k], k)):
+        label = labels[key]
         b, c = b_idx.get(key), c_idx.get(key)
         if c is None:
             rows.append(dict(run=label, metric="run", baseline="present", current="missing", change="", verdict="worse", rule="a baseline run is missing"))
@@ -200,9 +322,11 @@ def compare(baseline: list[dict], current: list[dict], rules: list[Rule]) -> lis
             bv, cv = rule.values(b), rule.values(c)
             keys = sorted(set(bv) | set(cv), key=lambda k: (len(k), k))
             if not keys:
+                rows.append(dict(run=label, metric=rule.metric, baseline=_num(None), current=_num(None), change="",
+                                 verdict=NA, rule=f"{rule.text}: neither record holds it", _rule=rule))
                 continue
             verdicts = {k: rule.judge(bv.get(k), cv.get(k)) for k in keys}
-            order = {"worse": 0, "improved": 1, "same": 2}
+            order = {"worse": 0, "improved": 1, "same": 2, NA: 3}
             worst = min(verdicts.values(), key=order.get)
 
             def gap(k):
@@ -213,8 +337,35 @@ def compare(baseline: list[dict], current: list[dict], rules: list[Rule]) -> lis
             x, y = bv.get(k), cv.get(k)
             change = "" if x is None or y is None else f"{y - x:+.4g}" + (f" ({(y - x) / abs(x):+.1%})" if x else "")
             rows.append(dict(run=label, metric=rule.metric + (f" [{k}]" if k else ""), baseline=_num(x), current=_num(y),
-                             change=change, verdict=worst, rule=rule.text if worst != "same" else ""))
+                             change=change, verdict=worst,
+                             rule=(f"{rule.text}: neither record holds it" if worst == NA else
+                                   rule.text if worst != "same" else ""), _rule=rule))
     return rows
+
+
+def _uncompared(rules: list[Rule], rows: list[dict], where: str) -> tuple[str | None, list[str]]:
+    """An error for the rules that judged runs but compared no value in any; notes for unscoped rules that
+    judged no run at all (scoped rules replace them everywhere)."""
+    judged = {}
+    for row in rows:
+        if "_rule" in row:
+            judged.setdefault(id(row["_rule"]), []).append(row)
+    problems, notes = [], []
+    for rule in rules:
+        mine = judged.get(id(rule), [])
+        if mine and all(r["verdict"] == NA for r in mine):
+            hint = {"s_per_epoch": f" (it needs runs of at least {record.WARMUP_EPOCHS} epochs: the time of "
+                                   f"epoch 1 includes tracing and is left out)"}.get(rule.metric, "")
+            problems.append(f"line {rule.line} {rule.text!r} compared no value: neither record holds it in any of "
+                            f"the {len(mine)} run(s) it judges{hint}")
+        elif not mine and not rule.scope and any("_rule" in r for r in rows):
+            notes.append(f"note: line {rule.line} {rule.text!r} judged no run: scoped rules for {rule.metric} "
+                         f"replace it in every run")
+    error = None
+    if problems:
+        error = (f"{where}: " + "; ".join(problems) + ". A rule that compares nothing would pass on anything: "
+                 "delete it, or change it to a metric these runs record.")
+    return error, notes
 
 
 def _num(v) -> str:
@@ -244,21 +395,30 @@ def run_check(baseline_dir, current_dir, rules_path=None, out=print) -> int:
     if rules_path is None and not (baseline_dir / "rules.txt").is_file():
         raise NormbenchError(f"the baseline folder {baseline_dir} has no rules.txt: copy results/baseline/rules.txt "
                              f"there, or give --rules FILE.")
-    rules = parse_rules(rules_path or baseline_dir / "rules.txt")
+    rules_path = Path(rules_path or baseline_dir / "rules.txt")
+    rules = parse_rules(rules_path)
     if not rules:
-        raise NormbenchError(f"the rules file {rules_path or baseline_dir / 'rules.txt'} holds no rules: a check "
+        raise NormbenchError(f"the rules file {rules_path} holds no rules: a check "
                              f"against nothing would pass on anything. Add at least one 'metric: tolerance' line.")
     baseline, current = load_records(baseline_dir), load_records(current_dir)
     for side, recs, d in (("baseline", baseline, baseline_dir), ("current", current, current_dir)):
         if not recs:
             raise NormbenchError(f"the {side} folder {d} holds no records: {fixes[side]}.")
+    refuse_incomparable(baseline, current)
+    check_scopes(rules, baseline, f"rules file {rules_path}")
     rows = compare(baseline, current, rules)
+    error, notes = _uncompared(rules, rows, f"rules file {rules_path}")
     out(format_table(rows))
-    counts = {v: sum(r["verdict"] == v for r in rows) for v in ("improved", "same", "worse", "new")}
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in ("improved", "same", "worse", "new", NA)}
     out(f"\n{counts['worse']} worse, {counts['improved']} improved, {counts['same']} same"
+        + (f", {counts[NA]} not comparable" if counts[NA] else "")
         + (f", {counts['new']} new runs" if counts["new"] else "")
         + f" ({len({r['run'] for r in rows})} runs, {len(rules)} rules)")
+    for note in notes:
+        out(note)
     if counts["worse"]:
         out("REGRESSION: see the rows marked 'worse'. If the change is intended, refresh the baseline with "
             "`make baseline` and say why in the commit message.")
+    if error:
+        raise ConfigError(error)
     return 1 if counts["worse"] else 0

@@ -161,3 +161,135 @@ def test_a_bad_scope_names_the_line_and_the_fields(tmp_path, text):
     path.write_text(text)
     with pytest.raises(ConfigError, match="line 1: bad scope .*dataset, model, strategy"):
         check.parse_rules(path)
+
+
+# --- through the command line, where a user meets them ---------------------------------------------------------
+
+def _cli(capsys, *args):
+    from normbench.cli import main
+
+    rc = main(["check", *map(str, args)])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return rc, out, err
+
+
+def _rules(tmp_path, text, name="rules.txt"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, line, held", [
+    ("[model=mlp16] test_accuracy: -0.15\n", 1, "models: mlp"),  # the runs are 'mlp'
+    ("test_accuracy: -0.02\n[model=MLP] test_accuracy: -0.15\n", 2, "models: mlp"),  # globs are case-sensitive
+    ("test_accuracy: -0.02\n# widen\n[strategy=nomatch*] test_accuracy: -0.15\n", 3, "strategies: none, selu"),
+    ("test_accuracy: -0.02\n[strategy=none,nomatch] test_accuracy: -0.15\n", 2, "'nomatch'"),  # a typo'd alternative
+    ("test_accuracy: -0.02\n[model=mlp,dataset=cifar10] test_accuracy: -0.15\n", 2, "datasets: mnist"),
+])
+def test_a_scope_that_matches_no_baseline_run_is_an_error_naming_the_line(baseline, tmp_path, capsys, text, line, held):
+    rc, out, err = _cli(capsys, "--baseline", baseline, "--current", baseline, "--rules", _rules(tmp_path, text))
+    assert rc == 2
+    assert f"line {line}: " in err and "matches no run in the baseline" in err
+    assert held in err  # what the baseline does hold, to fix the pattern with
+    assert "0 worse" not in out  # nothing was reported as checked
+
+
+@pytest.mark.parametrize("scope", ["[strategy=none,selu]", "[strategy=none,strategy=selu]", "[strategy=none,sel*]"])
+def test_alternatives_in_a_scope_mean_or(baseline, tmp_path, capsys, scope):
+    current = _copy(baseline, tmp_path / "current")
+    for strategy in ("none", "selu"):
+        _edit(current, strategy, lambda r: r["test"].update(accuracy=r["test"]["accuracy"] - 0.1))
+    rules = _rules(tmp_path, f"test_accuracy: -0.02\n{scope} test_accuracy: -0.15\n")
+    rc, out, err = _cli(capsys, "--baseline", baseline, "--current", current, "--rules", rules)
+    assert rc == 0, out + err
+    rows = [line for line in out.splitlines() if line.startswith("mnist/") and "test_accuracy" in line]
+    assert len(rows) == 2 and all(" same" in row for row in rows)
+
+
+@pytest.mark.parametrize("text, quantity, valid", [
+    ("init activation nosuchq: 1e-4\n", "nosuchq", "dead_units"),
+    ("test_accuracy: -0.02\nfinal kernel std: 1e-4\n", "std", "norm_max, norm_mean"),  # kernels have norms only
+])
+def test_an_unknown_statistic_quantity_is_refused_with_the_valid_ones(baseline, tmp_path, capsys, text, quantity, valid):
+    rc, out, err = _cli(capsys, "--baseline", baseline, "--current", baseline, "--rules", _rules(tmp_path, text))
+    assert rc == 2
+    assert f"line {text.count(chr(10))}: unknown quantity {quantity!r}" in err and valid in err
+    assert out == ""
+
+
+def test_a_rule_with_no_value_in_any_run_is_not_same_and_fails(baseline, tmp_path, capsys):
+    # one-epoch runs have no steady-state epoch, so no s_per_epoch
+    rules = _rules(tmp_path, "test_accuracy: -0.02\ns_per_epoch: +50%\n")
+    rc, out, err = _cli(capsys, "--baseline", baseline, "--current", baseline, "--rules", rules)
+    assert rc == 2
+    rows = [line for line in out.splitlines() if "s_per_epoch" in line]
+    assert len(rows) == 2 and not any(" same" in row for row in rows) and all("n/a" in row for row in rows)
+    assert "2 same, 2 not comparable" in out  # the two test_accuracy rows are the only ones counted as same
+    assert "line 2" in err and "s_per_epoch: +50%" in err and "compared no value" in err
+
+
+def test_only_rules_for_other_runs_fail_rather_than_pass_on_nothing(baseline, tmp_path, capsys):
+    rules = _rules(tmp_path, "[model=mlp16] test_accuracy: -0.15\n")
+    rc, out, err = _cli(capsys, "--baseline", baseline, "--current", baseline, "--rules", rules)
+    assert rc != 0 and "line 1" in err
+
+
+DUP_SPECS = [RunSpec("mlp", "none", "mnist", model_params={"depth": 3, "width": 32}, **(TINY | {"batch_size": b}))
+             for b in (32, 64)]
+
+
+@pytest.fixture(scope="module")
+def dup_baseline(tmp_path_factory, data_dir):
+    """Two runs with the same dataset/model/strategy/seed that differ in batch size (as in the batch-size suite)."""
+    out = tmp_path_factory.mktemp("dup_baseline")
+    run_grid(DUP_SPECS, out, data_dir=data_dir, suite={"name": "dup", "definition_hash": definition_hash(DUP_SPECS)},
+             log=_quiet)
+    (out / "rules.txt").write_text("test_accuracy: -0.02\n")
+    return out
+
+
+def _edit_id(folder, run_id, fn):
+    (path,) = folder.glob(f"*-{run_id}.json")
+    rec = json.loads(path.read_text())
+    fn(rec)
+    path.write_text(json.dumps(rec))
+
+
+def test_runs_that_differ_only_in_batch_size_are_compared_apart(dup_baseline, tmp_path, capsys):
+    current = _copy(dup_baseline, tmp_path / "current")
+    _edit_id(current, DUP_SPECS[1].run_id, lambda r: r["test"].update(accuracy=0.0))
+    rc, out, err = _cli(capsys, "--baseline", dup_baseline, "--current", current)
+    assert rc == 1
+    rows = [line for line in out.splitlines() if "test_accuracy" in line]
+    assert len(rows) == 2
+    (worse,) = [row for row in rows if " worse" in row]
+    assert "mnist/mlp/none/seed0" in worse and "batch_size=64" in worse
+    assert "batch_size=32" in next(row for row in rows if row is not worse)
+    assert "(2 runs, 1 rules)" in out
+
+
+def test_a_missing_run_among_runs_with_one_label_is_named_by_what_differs(dup_baseline, tmp_path, capsys):
+    current = _copy(dup_baseline, tmp_path / "current")
+    next(current.glob(f"*-{DUP_SPECS[0].run_id}.json")).unlink()
+    rc, out, err = _cli(capsys, "--baseline", dup_baseline, "--current", current)
+    assert rc == 1
+    (missing,) = [line for line in out.splitlines() if "missing" in line]
+    assert "batch_size=32" in missing and "worse" in missing
+    assert any("batch_size=64" in line and "test_accuracy" in line and " same" in line for line in out.splitlines())
+
+
+def test_a_folder_that_mixes_definitions_says_what_to_do(baseline, tmp_path, capsys):
+    current = _copy(baseline, tmp_path / "current")
+    _edit(current, "selu", lambda r: r.__setitem__("suite", {"name": "tiny", "definition_hash": "0123456789abcdef"}))
+    rc, out, err = _cli(capsys, "--baseline", baseline, "--current", current)
+    assert rc == 2
+    assert "the current folder mixes benchmark definitions" in err
+    assert "its own folder" in err and "--results" in err
+
+
+def test_a_rules_file_that_is_not_text_is_refused(tmp_path, capsys):
+    rules = tmp_path / "rules.txt"
+    rules.write_bytes(b"\xff\xfe\x00\x80 test_accuracy")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        check.parse_rules(rules)
