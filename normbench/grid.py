@@ -114,7 +114,7 @@ def run_grid(
     validate_specs(specs)
     name = choose_executor(executor, jobs)
     run_executor = get_executor(name)
-    done = set() if force else store.completed_ids(results_dir)  # known by content, not by file name
+    done = set() if force else store.completed_ids(results_dir, warn=log)  # known by content, not by file name
     todo = [s for s in specs if s.run_id not in done]
     counts = {"skipped": len(specs) - len(todo), "ok": 0, "diverged": 0, "error": 0}
     if counts["skipped"]:

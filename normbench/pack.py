@@ -12,7 +12,9 @@ floats to 9 significant digits (float32 precision, which is what the runs comput
 ``load(pack_dir)`` turns them back into records (plain dicts, read with the csv and json
 modules: nothing in a pack can run code), and :func:`normbench.store.load_records` reads a
 folder holding a pack as it reads a folder of JSON records, so ``normbench report`` rebuilds
-a published report from the pack alone.
+a published report from the pack alone. A folder may hold a pack and JSON records (a run
+resumed in a packed folder): readers and resume see both, one record per run id. A pack's
+rows get the checks a JSON record gets (:func:`read`): an edited row is refused, not read.
 """
 
 from __future__ import annotations
@@ -94,10 +96,18 @@ def _float(text: str):
     return float(text) if text != "" else None
 
 
-def load(pack_dir: str | Path) -> list[dict]:
-    """The records of a pack, in the current layout (:func:`normbench.record.normalized`)."""
+def read(pack_dir: str | Path) -> tuple[list[dict], list[tuple[str, str]]]:
+    """The usable records of a pack (:func:`normbench.record.normalized`) and (run id, why) for each run that is not.
+
+    A run is checked as a JSON record is (:func:`normbench.store.load_records`): its row must pass
+    :func:`normbench.record.check_layout` and its run id must be the hash of its spec (a row edited by
+    hand is not genuine); a run id listed twice in ``runs.csv.gz`` is refused too. A pack that cannot be
+    read as a whole (not gzip, a missing file, a cell that is not JSON, rows of unknown runs) raises
+    NormbenchError.
+    """
     root = Path(pack_dir)
     records: dict[str, dict] = {}
+    repeated: set[str] = set()
     try:
         for row in _rows(root / RUNS):
             rec = {k: json.loads(row[k]) for k in JSON_SECTIONS}
@@ -107,6 +117,9 @@ def load(pack_dir: str | Path) -> list[dict]:
                        diverged_epoch=int(row["diverged_epoch"]) if row["diverged_epoch"] else None,
                        param_count=int(row["param_count"]) if row["param_count"] else None,
                        history=[], stats={"columns": rec_mod.STATS_COLUMNS, "rows": []})
+            if rec["run_id"] in records:
+                repeated.add(rec["run_id"])
+                continue
             records[rec["run_id"]] = rec
         for row in _rows(root / HISTORY):
             h = {"epoch": int(row.pop("epoch"))}
@@ -116,13 +129,40 @@ def load(pack_dir: str | Path) -> list[dict]:
         for row in _rows(root / STATS):
             records[row["run_id"]]["stats"]["rows"].append(
                 [int(row["epoch"]), int(row["layer"]), row["tap"], row["quantity"], _float(row["value"])])
-    except (KeyError, ValueError, TypeError) as e:
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise NormbenchError(f"{root} is not a consistent normbench pack ({type(e).__name__}: {e}); "
                              f"re-create it with `normbench pack`") from None
-    out = []
-    for rec in records.values():
+    out, bad = [], []
+    for run_id, rec in records.items():
+        if run_id in repeated:
+            bad.append((run_id, f"listed more than once in {RUNS}"))
+            continue
         try:
-            out.append(rec_mod.normalized(rec))
+            rec = rec_mod.normalized(rec)
         except ValueError as e:
-            raise NormbenchError(f"{root}: run {rec['run_id']} is not a readable record ({e})") from None
-    return out
+            bad.append((run_id, str(e)))
+            continue
+        if not rec_mod.genuine(rec):
+            bad.append((run_id, rec_mod.NOT_GENUINE))
+            continue
+        out.append(rec)
+    return out, bad
+
+
+def refusal(pack_dir: str | Path, bad: list[tuple[str, str]]) -> str:
+    """The message that refuses a pack's unusable runs (from :func:`read`), with the fix."""
+    root = Path(pack_dir)
+    runs = "; ".join(f"run {run_id} ({why})" for run_id, why in bad)
+    return (f"unreadable run(s) in the pack {root / RUNS}: {runs}. "
+            f"A pack is written by `normbench pack`, never edited: re-create it from the original records "
+            f"(`normbench pack --results RECORDS --out {root}`), or delete its three .csv.gz files and re-run "
+            f"those runs.")
+
+
+def load(pack_dir: str | Path) -> list[dict]:
+    """The records of a pack, in the current layout (:func:`normbench.record.normalized`); NormbenchError
+    when a run in it is not usable (see :func:`read`)."""
+    records, bad = read(pack_dir)
+    if bad:
+        raise NormbenchError(refusal(pack_dir, bad))
+    return records

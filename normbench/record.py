@@ -57,14 +57,102 @@ def error_record(spec, message: str) -> dict:
     return rec
 
 
+# The type of each section a reader relies on. Every one may be missing or null (normalized() fills it in),
+# except run_id; a present section of another type makes the record unreadable (check_layout).
+SECTION_TYPES: dict[str, type] = {
+    "run_id": str, "error": str, "diverged_epoch": int, "param_count": int, "finished_at": str,
+    "layers": list, "data": dict, "history": list, "test": dict, "stats": dict, "timings": dict,
+    "environment": dict, "suite": dict, "performance": dict, "strategy_config": dict,
+    "diagnostics": dict, "landscape": dict, "diagnostics_errors": list, "steps": dict, "step_stats": dict,
+}
+# Inner values that readers sort, slice or compare: each a string (or null) when present.
+_TEXT_FIELDS = {"data": ("source",), "suite": ("name", "definition_hash"), "environment": ("git_commit",),
+                "performance": ("engine",)}
+_TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    """A metric value: a number (not a bool) or null (a non-finite value is stored as null)."""
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _what(v: Any) -> str:
+    return f"{type(v).__name__} {v!r}"[:80]
+
+
 def check_layout(rec: Any) -> None:
-    """Raise ValueError unless ``rec`` looks like a normbench record of a readable version."""
+    """Raise ValueError unless ``rec`` looks like a normbench record of a readable version.
+
+    Besides the identity (schema version, spec, run id, status) it checks what every reader relies
+    on: each section's type (:data:`SECTION_TYPES`), history rows that are objects with an integer
+    ``epoch`` and numeric (or null) metrics, stats rows with the schema's columns (:data:`STATS_COLUMNS`:
+    integer epoch and layer, text tap and quantity, a numeric or null value), numeric or null test
+    metrics, and a string ``finished_at``. A record that fails is refused by the readers and not
+    counted as complete by resume (see :mod:`normbench.store`).
+    """
     if not isinstance(rec, dict) or "schema_version" not in rec or not isinstance(rec.get("spec"), dict):
         raise ValueError("not a normbench record")
-    if rec["schema_version"] not in READABLE_VERSIONS:
-        raise ValueError(f"schema version {rec['schema_version']!r}; this normbench reads {READABLE_VERSIONS}")
+    version = rec["schema_version"]
+    if not _is_int(version) or version not in READABLE_VERSIONS:
+        raise ValueError(f"schema version {version!r}; this normbench reads {READABLE_VERSIONS}")
     if rec.get("status") not in STATUSES:
         raise ValueError(f"unknown status {rec.get('status')!r}")
+    if not isinstance(rec.get("run_id"), str):
+        raise ValueError(f"run_id is {_what(rec.get('run_id'))}, not a string")
+    for key, kind in SECTION_TYPES.items():
+        value = rec.get(key)
+        if value is not None and not (_is_int(value) if kind is int else isinstance(value, kind)):
+            raise ValueError(f"{key} is {_what(value)}, not {_TYPE_NAMES[kind]}")
+    for section, fields in _TEXT_FIELDS.items():
+        for name in fields:
+            value = (rec.get(section) or {}).get(name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{section}.{name} is {_what(value)}, not a string")
+    concurrent = (rec.get("performance") or {}).get("concurrent_runs")
+    if concurrent is not None and not _is_int(concurrent):
+        raise ValueError(f"performance.concurrent_runs is {_what(concurrent)}, not an integer")
+    for i, layer in enumerate(rec.get("layers") or []):
+        if not isinstance(layer, dict):
+            raise ValueError(f"layers[{i}] is {_what(layer)}, not an object")
+    for i, row in enumerate(rec.get("history") or []):
+        if not isinstance(row, dict) or not _is_int(row.get("epoch")):
+            raise ValueError(f"history[{i}] is {_what(row)}, not a row with an integer epoch")
+        for name, value in row.items():
+            if not _is_number(value):
+                raise ValueError(f"history[{i}].{name} is {_what(value)}, not a number")
+    for name, value in (rec.get("test") or {}).items():
+        if not _is_number(value):
+            raise ValueError(f"test.{name} is {_what(value)}, not a number")
+    stats = rec.get("stats") or {}
+    if stats.get("columns") is not None and stats["columns"] != STATS_COLUMNS:
+        raise ValueError(f"stats.columns are {stats['columns']!r}, not {STATS_COLUMNS}")
+    rows = stats.get("rows")
+    if rows is not None and not isinstance(rows, list):
+        raise ValueError(f"stats.rows is {_what(rows)}, not a list")
+    for i, row in enumerate(rows or []):
+        # (epoch, layer, tap, quantity, value); type() rather than isinstance: bools are no epochs or layers
+        if not (isinstance(row, (list, tuple)) and len(row) == 5 and type(row[0]) is int and type(row[1]) is int
+                and type(row[2]) is str and type(row[3]) is str and _is_number(row[4])):
+            raise ValueError(f"stats.rows[{i}] is {_what(row)}, not a row of {STATS_COLUMNS} "
+                             f"(integer epoch and layer, text tap and quantity, a number or null)")
+
+
+NOT_GENUINE = "its run_id is not the hash of its spec: edited or mislabelled"
+
+
+def genuine(rec: dict) -> bool:
+    """Whether the record's run id is the hash of its own spec (not a hand-edited or mislabelled record)."""
+    from .errors import NormbenchError
+    from .spec import RunSpec
+
+    try:
+        return RunSpec.from_dict(rec["spec"]).run_id == rec["run_id"]
+    except (NormbenchError, TypeError, KeyError, ValueError, AttributeError):
+        return False
 
 
 def normalized(rec: dict) -> dict:
@@ -76,9 +164,10 @@ def normalized(rec: dict) -> dict:
     out = {**copy.deepcopy(_DEFAULTS), **{k: v for k, v in rec.items() if v is not None or k not in _DEFAULTS}}
     for key in ("layers", "history"):
         out[key] = out[key] or []
-    for key in ("data", "timings", "environment", "performance"):
+    for key in ("data", "timings", "environment"):
         out[key] = out[key] or {}
-    out["stats"] = out["stats"] or {"columns": STATS_COLUMNS, "rows": []}
+    out["performance"] = dict(out["performance"] or {})  # a copy: the defaults below never change ``rec``
+    out["stats"] = {**(out["stats"] or {}), "columns": STATS_COLUMNS, "rows": (out["stats"] or {}).get("rows") or []}
     out["performance"].setdefault("engine", "fit")
     out["performance"].setdefault("concurrent_runs", 1 if rec["schema_version"] >= 2 else None)
     if out["performance"]["concurrent_runs"] is None:  # readers then ask concurrent_runs(), which says "unknown"

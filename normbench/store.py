@@ -1,4 +1,10 @@
-"""Records on disk: one JSON file per run, written atomically; loading into pandas."""
+"""Records on disk: one JSON file per run, written atomically; loading into pandas.
+
+Every reader (:func:`load_records`, used by report, check and pack) and resume (:func:`completed_ids`)
+see a folder the same way: its ``*.json`` records plus the runs of a pack in it, one per run id, and
+the same records refused (unreadable, malformed or not genuine): the readers stop with a message
+naming them, resume trains their runs again and warns.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,9 @@ import contextlib
 import json
 import math
 import os
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,65 +147,112 @@ def is_complete(results_dir: str | os.PathLike, spec: RunSpec) -> bool:
 
 def _genuine(rec: dict) -> bool:
     """A record whose run id is the hash of its own spec (not a hand-edited or mislabelled file)."""
-    try:
-        return RunSpec.from_dict(rec["spec"]).run_id == rec["run_id"]
-    except (NormbenchError, TypeError, KeyError):
-        return False
+    return rec_mod.genuine(rec)
 
 
-def completed_ids(results_dir: str | os.PathLike) -> set[str]:
-    """Run ids of the complete records in a folder, known by their content, whatever their file names."""
-    root = Path(results_dir)
-    done: set[str] = set()
-    for path in root.glob("*.json") if root.is_dir() else []:
-        try:
-            rec = json.loads(path.read_text())
-            rec_mod.check_layout(rec)
-        except (OSError, ValueError):
-            continue
-        if rec.get("status") in COMPLETE and _genuine(rec):
-            done.add(rec["run_id"])
-    return done
+FORGED = rec_mod.NOT_GENUINE
 
 
-def load_records(results_dir: str | os.PathLike) -> list[dict]:
-    """All records of a results folder (not recursive), sorted by file name, each :func:`record.normalized`."""
-    root = Path(results_dir)
-    if not root.is_dir():
-        raise NormbenchError(f"results folder {str(root)!r} does not exist; run `normbench run --results {root}` first.")
-    from . import pack
-
-    if pack.is_pack(root):  # a committed compact form (normbench pack) reads as its records
-        return pack.load(root)
-    records, bad = [], []
+def _json_records(root: Path) -> tuple[list[dict], list[tuple[str, str]]]:
+    """The usable JSON records of a folder (as read, not normalized), sorted by file name, and (file name, why)
+    for each ``*.json`` file that is not one: unreadable, not a record, a layout that fails
+    :func:`record.check_layout`, or a run id that is not the hash of its spec."""
+    good, bad = [], []
     for path in sorted(root.glob("*.json")):
         try:
             rec = json.loads(path.read_text())
             rec_mod.check_layout(rec)
         except (OSError, ValueError) as e:
-            bad.append(f"{path.name} ({e})")
+            bad.append((path.name, str(e)))
             continue
         if not _genuine(rec):
-            bad.append(f"{path.name} (its run_id is not the hash of its spec: edited or mislabelled)")
+            bad.append((path.name, FORGED))
             continue
-        records.append(rec_mod.normalized(rec))
+        good.append(rec)
+    return good, bad
+
+
+def _pack_records(root: Path) -> tuple[list[dict], list[tuple[str, str]]]:
+    """The usable runs of the pack in ``root`` (none when it holds no pack) and (run id, why) for each that is not."""
+    from . import pack
+
+    return pack.read(root) if pack.is_pack(root) else ([], [])
+
+
+def _warn(message: str) -> None:
+    print(f"normbench: warning: {message}", file=sys.stderr, flush=True)
+
+
+def completed_ids(results_dir: str | os.PathLike, warn: Callable[[str], None] | None = None) -> set[str]:
+    """Run ids of the complete records in a folder, known by their content, whatever their file names.
+
+    It reads the folder as :func:`load_records` does: its JSON records and the runs of a pack in it
+    (``normbench pack``). A file or pack run that the readers refuse (unreadable, a malformed layout, a
+    run id that is not the hash of its spec) is not complete: its run is trained again, and ``warn``
+    (default: a warning on stderr) says so, naming it. A pack that cannot be read at all raises
+    NormbenchError, as it does for the readers, rather than retraining every run it holds.
+    """
+    root = Path(results_dir)
+    if not root.is_dir():
+        return set()
+    warn = warn or _warn
+    from .pack import RUNS
+
+    packed, bad_pack = _pack_records(root)
+    records, bad = _json_records(root)
+    for name, why in bad:
+        warn(f"{root / name} is not a usable record ({why}): not counted as complete, so a run it holds is "
+             f"trained again")
+    for run_id, why in bad_pack:
+        warn(f"run {run_id} in the pack {root / RUNS} is not a usable record ({why}): not counted as complete, so "
+             f"it is trained again; the readers refuse the pack until it is re-created from the original records with "
+             f"`normbench pack`")
+    return {r["run_id"] for r in (*packed, *records) if r["status"] in COMPLETE}
+
+
+def load_records(results_dir: str | os.PathLike) -> list[dict]:
+    """All records of a results folder (not recursive), each :func:`record.normalized`.
+
+    A folder may hold a pack (``normbench pack``'s gzipped CSVs) and JSON records, e.g. after a run
+    resumed in a packed folder: both are read, the pack's runs first, then the JSON records sorted by
+    file name, one record per run id (see :func:`_one_per_run` for which copy wins). A record that is
+    unreadable, malformed (:func:`record.check_layout`) or not genuine (its run id is not the hash of
+    its spec), in a JSON file or a pack row, makes this raise NormbenchError naming each one and the fix.
+    """
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise NormbenchError(f"results folder {str(root)!r} does not exist; run `normbench run --results {root}` first.")
+    from . import pack
+
+    packed, bad_pack = _pack_records(root)
+    raw, bad = _json_records(root)
+    problems = []
     if bad:
-        raise NormbenchError(
-            f"unreadable record(s) in {root}: {'; '.join(bad)}. This normbench reads schema versions "
-            f"{rec_mod.READABLE_VERSIONS}; delete or re-run them (a fresh folder, or --force).")
-    return _one_per_run(records)
+        problems.append(
+            f"unreadable record(s) in {root}: {'; '.join(f'{name} ({why})' for name, why in bad)}. This normbench "
+            f"reads schema versions {rec_mod.READABLE_VERSIONS}; delete or re-run them (a fresh folder, or --force).")
+    if bad_pack:
+        problems.append(pack.refusal(root, bad_pack))
+    if problems:
+        raise NormbenchError(" ".join(problems))
+    return _one_per_run([*packed, *(rec_mod.normalized(r) for r in raw)], packed=len(packed))
 
 
-def _one_per_run(records: list[dict]) -> list[dict]:
-    """Copies of one run under several file names count once: the complete one, else the latest."""
-    best: dict[str, dict] = {}
-    for rec in records:
-        key = rec["run_id"]
-        old = best.get(key)
-        rank = lambda r: (r["status"] in COMPLETE, r.get("finished_at") or "")  # noqa: E731
-        if old is None or rank(rec) > rank(old):
-            best[key] = rec
-    return [best[k] for k in dict.fromkeys(r["run_id"] for r in records)]
+def _one_per_run(records: list[dict], packed: int = 0) -> list[dict]:
+    """Copies of one run (under several file names, or in a pack and a JSON file) count once.
+
+    The copy that wins: a complete one over an incomplete one; then the latest ``finished_at`` (a
+    rerun with --force); then, on a tie, a JSON record over the pack's copy (the first ``packed``
+    records come from a pack, which keeps 9 significant digits of history and stats values), then
+    the first in the list. Runs keep the order of their first copy.
+    """
+    best: dict[str, tuple[tuple, dict]] = {}
+    for i, rec in enumerate(records):
+        rank = (rec["status"] in COMPLETE, rec.get("finished_at") or "", i >= packed)
+        old = best.get(rec["run_id"])
+        if old is None or rank > old[0]:
+            best[rec["run_id"]] = (rank, rec)
+    return [best[k][1] for k in dict.fromkeys(r["run_id"] for r in records)]
 
 
 def load_dataframe(results_dir: str | os.PathLike, records: list[dict] | None = None):

@@ -99,12 +99,13 @@ def test_a_grid_with_unbuildable_specs_fails_before_training_listing_each_once(t
 
 
 def test_an_error_is_recorded_and_the_grid_goes_on(tmp_path, data_dir):
-    bad = RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "width": -4}, **TINY)  # fails when Keras builds it
+    # passes the pre-flight (a string), fails when Keras builds the layer
+    bad = RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "width": 8, "activation": "nope4"}, **TINY)
     good = RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "width": 8}, **TINY)
     counts = run_grid([bad, good], tmp_path, data_dir=data_dir, log=_quiet)
     assert counts["error"] == 1 and counts["ok"] == 1
     rec = store.find_record(tmp_path, bad)
-    assert rec["status"] == "error" and "-4" in rec["error"]
+    assert rec["status"] == "error" and "nope4" in rec["error"]
     # an error is not a result: resume retries it, but not the finished run
     assert run_grid([bad, good], tmp_path, data_dir=data_dir, log=_quiet)["skipped"] == 1
 

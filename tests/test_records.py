@@ -1,0 +1,261 @@
+"""Reading a results folder: every reader (report, check, pack) and resume see the same records.
+
+- A record whose run id is the hash of its spec but whose body has the wrong layout (a section of the
+  wrong type, a history row without an epoch, a stats row without the schema's columns) is refused by
+  the readers with a message naming the file, and resume does not count it as complete (it is trained
+  again, and the warning says so).
+- A folder holding a pack and JSON records reads as both, de-duplicated by run id; resume counts the
+  pack's complete runs too.
+- A pack's rows get the genuineness check JSON records get (run id == the hash of the spec).
+"""
+
+import csv
+import gzip
+import json
+
+import pytest
+
+from normbench import pack, record, store
+from normbench.cli import main
+from normbench.errors import NormbenchError
+from normbench.spec import RunSpec
+
+NONE = RunSpec("mlp8", "none", "mnist", epochs=1, limit=200)
+SELU = RunSpec("mlp8", "selu", "mnist", epochs=1, limit=200)
+BN = RunSpec("mlp8", "batchnorm", "mnist", epochs=1, limit=200)
+
+
+def complete(spec: RunSpec, accuracy: float = 0.5, finished_at: str = "2026-01-01T00:00:00+00:00") -> dict:
+    """A finished record of ``spec``, made the way the runner makes one (record.new, then its sections filled)."""
+    rec = record.new(spec)
+    rec.update(status="ok", param_count=100, layers=[{"index": 0, "kind": "Dense", "units": 8, "activation": "relu"}],
+               data={"source": "test data"},
+               history=[{"epoch": 0, "train_loss": 2.3, "val_loss": 2.3, "val_accuracy": 0.1},
+                        {"epoch": 1, "train_loss": 1.0, "val_loss": 1.1, "val_accuracy": accuracy, "epoch_s": 1.0,
+                         "samples_per_s": 100.0}],
+               test={"loss": 1.0, "accuracy": accuracy},
+               stats={"columns": record.STATS_COLUMNS,
+                      "rows": [[0, 0, "act", "mean", 0.1], [1, 0, "act", "mean", 0.2]]},
+               environment={"backend": "tensorflow", "device": "cpu", "git_commit": "abc"},
+               suite={"name": "t", "definition_hash": "h"}, performance={"engine": "fit"}, finished_at=finished_at)
+    return rec
+
+
+def dry_run(folder, capsys, strategies="none,batchnorm"):
+    rc = main(["run", "--models", "mlp8", "--strategies", strategies, "--epochs", "1", "--limit", "200", "--dry-run",
+               "--results", str(folder)])
+    assert rc == 0
+    return capsys.readouterr()
+
+
+# --- D9: a genuine run id over a malformed body ---------------------------------------------------------------
+
+MALFORMED = {
+    "history is a string": dict(history="garbage"),
+    "history rows are numbers": dict(history=[1, 2]),
+    "a history row without an epoch": dict(history=[{"train_loss": 1.0}]),
+    "a history metric is text": dict(history=[{"epoch": 0, "train_loss": "low"}]),
+    "stats is a string": dict(stats="x"),
+    "stats rows lack columns": dict(stats={"columns": record.STATS_COLUMNS, "rows": [[1, 2]]}),
+    "stats rows without the schema's columns": dict(stats={"rows": [[1, 2]]}),
+    "a stats value is text": dict(stats={"columns": record.STATS_COLUMNS, "rows": [[0, 0, "act", "mean", "big"]]}),
+    "test is a string": dict(test="x"),
+    "a test metric is text": dict(test={"accuracy": "high", "loss": 1.0}),
+    "environment is a string": dict(environment="x"),
+    "data is a list": dict(data=[1]),
+    "performance is a string": dict(performance="x"),
+    "suite is a string": dict(suite="abc"),
+    "layers is a string": dict(layers="abc"),
+    "finished_at is a number": dict(finished_at=5),
+    "schema_version is a bool": dict(schema_version=True),
+}
+
+
+@pytest.fixture
+def malformed_folder(tmp_path, request):
+    """A folder with a good batchnorm record and a none record whose body is edited (its run id still genuine)."""
+    folder = tmp_path / "rec"
+    store.save_record(folder, complete(BN))
+    bad = complete(NONE)
+    bad.update(MALFORMED[request.param])
+    path = store.save_record(folder, bad)
+    assert store._genuine(json.loads(path.read_text()))  # the edit leaves the run id the hash of the spec
+    return folder, path
+
+
+@pytest.mark.parametrize("malformed_folder", list(MALFORMED), indirect=True)
+def test_a_malformed_record_is_refused_by_every_reader_and_not_complete_for_resume(malformed_folder, tmp_path, capsys):
+    folder, path = malformed_folder
+    # resume: not complete (it is trained again), and the warning names the file
+    assert store.completed_ids(folder) == {BN.run_id}
+    assert path.name in capsys.readouterr().err
+    out = dry_run(folder, capsys)
+    assert f"{NONE.run_id}  mnist/mlp8/none/seed0  epochs=1 limit=200  [to run]" in out.out
+    assert "1 to run, 1 already complete" in out.out
+    assert path.name in out.err and "trained again" in out.err
+    # readers: a clear refusal naming the file (exit 2), never a traceback
+    with pytest.raises(NormbenchError, match=path.name):
+        store.load_records(folder)
+    assert main(["report", "--results", str(folder), "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert "unreadable record" in err and path.name in err and "delete or re-run" in err
+    assert main(["pack", "--results", str(folder), "--out", str(tmp_path / "pack")]) == 2
+    assert path.name in capsys.readouterr().err
+    base = tmp_path / "base"
+    store.save_record(base, complete(BN))
+    store.save_record(base, complete(NONE))
+    (base / "rules.txt").write_text("test_accuracy: -0.05\n")
+    assert main(["check", "--baseline", str(base), "--current", str(folder)]) == 2
+    assert path.name in capsys.readouterr().err
+
+
+def test_the_layout_check_names_what_is_wrong():
+    for case, why in [(dict(history="garbage"), "history"), (dict(schema_version=True), "schema version"),
+                      (dict(stats={"rows": [[1, 2]]}), "stats"), (dict(test={"accuracy": "high"}), "test"),
+                      (dict(finished_at=5), "finished_at")]:
+        rec = {**complete(NONE), **case}
+        with pytest.raises(ValueError, match=why):
+            record.check_layout(rec)
+    record.check_layout(complete(NONE))  # a good record passes
+    record.check_layout(record.error_record(NONE, "boom"))  # and so does a failure record, with its empty sections
+    diverged = {**complete(NONE), "status": "diverged", "test": None, "diverged_epoch": 1,
+                "stats": {"columns": record.STATS_COLUMNS, "rows": [[1, 0, "act", "mean", None]]}}
+    record.check_layout(diverged)
+
+
+def test_resume_retrains_a_malformed_record_and_the_readers_then_work(tmp_path, data_dir, capsys):
+    from normbench.grid import run_grid
+
+    spec = RunSpec("mlp8", "none", "mnist", epochs=1, limit=200, eval_limit=100, val_size=100, probe_size=16,
+                   train_eval_size=100)
+    bad = complete(spec)
+    bad["history"] = "garbage"
+    path = store.save_record(tmp_path, bad)
+    lines = []
+    counts = run_grid([spec], tmp_path, data_dir=data_dir, log=lines.append)
+    assert counts["ok"] == 1 and counts["skipped"] == 0
+    assert any(path.name in line and "trained again" in line for line in lines), lines  # the log says why
+    [rec] = store.load_records(tmp_path)  # the retrained record replaced the malformed one
+    assert rec["run_id"] == spec.run_id and isinstance(rec["history"], list)
+
+
+# --- D8: a pack and JSON records in one folder ----------------------------------------------------------------
+
+def test_a_json_record_beside_a_pack_is_read_with_it(tmp_path, capsys):
+    folder = tmp_path / "rec"
+    store.save_record(folder, complete(NONE))
+    store.save_record(folder, complete(BN))
+    assert main(["pack", "--results", str(folder), "--out", str(folder)]) == 0  # the pack written into the folder
+    store.save_record(folder, complete(SELU, 0.7))  # a run added later (e.g. resuming in that folder)
+    assert sorted(r["run_id"] for r in store.load_records(folder)) == sorted(s.run_id for s in (NONE, BN, SELU))
+    assert store.completed_ids(folder) == {NONE.run_id, BN.run_id, SELU.run_id}
+    capsys.readouterr()
+    assert main(["report", "--results", str(folder), "--out", str(tmp_path / "report")]) == 0
+    assert "(3 runs" in capsys.readouterr().out
+    assert main(["pack", "--results", str(folder), "--out", str(tmp_path / "pack")]) == 0
+    assert sorted(r["run_id"] for r in pack.load(tmp_path / "pack")) == sorted(s.run_id for s in (NONE, BN, SELU))
+
+
+def test_resume_counts_the_runs_of_a_pack_only_folder(tmp_path, capsys):
+    store.save_record(tmp_path / "rec", complete(NONE))
+    error = record.error_record(BN, "boom")  # a failed run in the pack: resume retries it
+    store.save_record(tmp_path / "rec", error)
+    assert main(["pack", "--results", str(tmp_path / "rec"), "--out", str(tmp_path / "pack")]) == 0
+    assert store.completed_ids(tmp_path / "pack") == {NONE.run_id}
+    out = dry_run(tmp_path / "pack", capsys)
+    assert "2 runs: 1 to run, 1 already complete" in out.out
+    assert f"{NONE.run_id}  mnist/mlp8/none/seed0  epochs=1 limit=200  [complete, skipped on resume]" in out.out
+
+
+def test_on_a_duplicate_run_id_a_complete_record_then_the_newest_then_the_json_wins(tmp_path):
+    folder = tmp_path / "rec"
+    store.save_record(folder, complete(NONE, accuracy=0.123456789012))  # more digits than a pack keeps
+    store.save_record(folder, complete(BN, accuracy=0.5))
+    pack.pack(folder, folder)
+    by_id = {r["run_id"]: r for r in store.load_records(folder)}
+    assert len(by_id) == 2
+    # a tie (the pack's copy of the same record): the JSON record wins, with its full precision (a pack keeps
+    # 9 significant digits of history and stats values)
+    assert by_id[NONE.run_id]["history"][-1]["val_accuracy"] == 0.123456789012
+    store.save_record(folder, complete(BN, accuracy=0.6, finished_at="2027-01-01T00:00:00+00:00"))
+    assert {r["run_id"]: r for r in store.load_records(folder)}[BN.run_id]["test"]["accuracy"] == 0.6  # the newest
+    failed = record.error_record(NONE, "boom")
+    failed["finished_at"] = "2099-01-01T00:00:00+00:00"
+    pack.pack(folder, folder)  # the pack now holds both runs as they are
+    for p in folder.glob("*.json"):
+        p.unlink()
+    store.save_record(folder, failed)  # a newer failed copy beside the pack's complete one
+    by_id = {r["run_id"]: r for r in store.load_records(folder)}
+    assert by_id[NONE.run_id]["status"] == "ok" and by_id[BN.run_id]["test"]["accuracy"] == 0.6
+    assert store.completed_ids(folder) == {NONE.run_id, BN.run_id}
+
+
+# --- D10: a pack's rows get the genuineness check -------------------------------------------------------------
+
+def _edit_pack_runs(folder, edit):
+    path = folder / pack.RUNS
+    with gzip.open(path, "rt", newline="") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    body = edit(header, body)
+    pack._write(path, header, body)
+
+
+def _packed(tmp_path):
+    store.save_record(tmp_path / "rec", complete(NONE))
+    store.save_record(tmp_path / "rec", complete(BN))
+    pack.pack(tmp_path / "rec", tmp_path / "pack")
+    return tmp_path / "pack"
+
+
+def _set_cell(run_id, column, change):
+    def edit(header, body):
+        for row in body:
+            if row[header.index("run_id")] == run_id:
+                row[header.index(column)] = change(row[header.index(column)])
+        return body
+    return edit
+
+
+def _forge_epochs(text):
+    spec = json.loads(text)
+    spec["epochs"] = 99
+    return json.dumps(spec)
+
+
+PACK_EDITS = {
+    "a spec edited (epochs = 99)": lambda: _set_cell(NONE.run_id, "spec", _forge_epochs),
+    "a test cell of the wrong type": lambda: _set_cell(NONE.run_id, "test", lambda _: '"x"'),
+    "the row listed twice": lambda: (lambda header, body: body + [r for r in body if r[0] == NONE.run_id]),
+}
+
+
+@pytest.mark.parametrize("edit", list(PACK_EDITS))
+def test_an_edited_pack_row_is_refused_like_an_edited_json_record(tmp_path, edit, capsys):
+    folder = _packed(tmp_path)
+    _edit_pack_runs(folder, PACK_EDITS[edit]())
+    with pytest.raises(NormbenchError, match=NONE.run_id):
+        store.load_records(folder)
+    assert main(["report", "--results", str(folder), "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert pack.RUNS in err and NONE.run_id in err and "normbench pack" in err
+    assert main(["pack", "--results", str(folder), "--out", str(tmp_path / "again")]) == 2
+    capsys.readouterr()
+    assert store.completed_ids(folder) == {BN.run_id}  # resume trains it again, and says so
+    assert NONE.run_id in capsys.readouterr().err
+
+
+def test_a_forged_pack_row_says_what_it_is(tmp_path):
+    folder = _packed(tmp_path)
+    _edit_pack_runs(folder, _set_cell(NONE.run_id, "spec", _forge_epochs))
+    with pytest.raises(NormbenchError, match="not the hash of its spec"):
+        store.load_records(folder)
+
+
+def test_a_corrupt_pack_stops_resume_instead_of_retraining_everything(tmp_path, capsys):
+    (tmp_path / pack.RUNS).write_bytes(b"not gzip")
+    with pytest.raises(NormbenchError, match="normbench pack"):
+        store.completed_ids(tmp_path)
+    assert main(["run", "--models", "mlp8", "--strategies", "none", "--epochs", "1", "--dry-run",
+                 "--results", str(tmp_path)]) == 2
+    assert "normbench pack" in capsys.readouterr().err
