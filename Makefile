@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RESULTS ?= runs
 EXTRAS ?= test
 
-.PHONY: install test bench report smoke check baseline papers perf perf-grid full-report norms norms-report cifar-resnet-cpu cifar-resnet-cpu-report diagnostics diagnostics-report overhead diagnostics-overhead clean
+.PHONY: install test bench report smoke check baseline papers papers-report perf perf-grid full-report norms norms-report cifar-resnet-cpu cifar-resnet-cpu-report diagnostics diagnostics-report overhead diagnostics-overhead clean
 
 $(BIN)/normbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -82,12 +82,16 @@ diagnostics: install
 diagnostics-report: install
 	$(call report_pack,diagnostics)
 
-# Paper replications (CPU-sized suites), then results/papers.md.
+# Paper replications (CPU-sized suites, about 1.5 hours on 2 CPU cores): run, pack each suite's records into
+# results/papers/SUITE, then results/papers.md; papers-report rebuilds papers.md from the committed packs alone.
+PAPER_SUITES := paper-bn paper-maxnorm paper-snn
 papers: install
-	$(BIN)/normbench run --suite paper-bn --results $(RESULTS)/paper-bn
-	$(BIN)/normbench run --suite paper-maxnorm --results $(RESULTS)/paper-maxnorm
-	$(BIN)/normbench run --suite paper-snn --results $(RESULTS)/paper-snn
-	$(BIN)/normbench report --papers $(RESULTS) --out results
+	$(foreach s,$(PAPER_SUITES),$(BIN)/normbench run --suite $(s) --results $(RESULTS)/$(s) && \
+	  $(BIN)/normbench pack --results $(RESULTS)/$(s) --out results/papers/$(s) &&) true
+	$(BIN)/normbench report --papers results/papers --out results
+
+papers-report: install
+	$(BIN)/normbench report --papers results/papers --out results
 
 # CI's regression guard: the smoke suite against the committed baseline.
 check: smoke

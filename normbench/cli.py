@@ -433,12 +433,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.papers:
         from pathlib import Path
 
-        from .report.papers import PAPER_SUITES, make_papers_report
+        from .report.papers import PAPER_SUITES, has_records, make_papers_report
 
         folder = Path(args.papers)
-        if not any((folder / suite).is_dir() and any((folder / suite).glob("*.json")) for suite in PAPER_SUITES):
-            raise ConfigError(f"--papers {folder}: no records of any paper suite in it (expected {folder}/"
-                              f"{{{','.join(PAPER_SUITES)}}}/*.json). Run `make papers`, or "
+        if not any(has_records(folder / suite) for suite in PAPER_SUITES):
+            raise ConfigError(f"--papers {folder}: no records of any paper suite in it (expected records or a pack "
+                              f"in {folder}/{{{','.join(PAPER_SUITES)}}}). Run `make papers`, or "
                               f"`normbench run --suite paper-bn --results {folder}/paper-bn` and the others")
         make_papers_report(args.papers, args.out)
         return 0

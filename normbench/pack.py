@@ -30,7 +30,8 @@ from .errors import NormbenchError
 
 RUNS, HISTORY, STATS = "runs.csv.gz", "history.csv.gz", "stats.csv.gz"
 JSON_SECTIONS = ("spec", "layers", "data", "test", "timings", "environment", "suite", "performance", "strategy_config")
-OPTIONAL_SECTIONS = ("diagnostics", "landscape", "diagnostics_errors")  # rows some records have; a pack made before they existed lacks the column
+OPTIONAL_SECTIONS = ("diagnostics", "landscape", "diagnostics_errors", "steps", "step_stats")  # rows some records have;
+# a pack made before they existed lacks the column
 SCALARS = ("run_id", "schema_version", "status", "error", "diverged_epoch", "param_count", "finished_at")
 
 
@@ -84,7 +85,11 @@ def pack(results_dir: str | Path, out_dir: str | Path, records: list[dict] | Non
     return {name: (out / name).stat().st_size for name in (RUNS, HISTORY, STATS)}
 
 
+FIELD_LIMIT = 1 << 28  # a JSON cell (a paper run's step probes) may exceed csv's default of 128 KiB
+
+
 def _rows(path: Path):
+    csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
     try:
         with gzip.open(path, "rt", newline="") as f:
             yield from csv.DictReader(f)

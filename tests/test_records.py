@@ -259,3 +259,18 @@ def test_a_corrupt_pack_stops_resume_instead_of_retraining_everything(tmp_path, 
     assert main(["run", "--models", "mlp8", "--strategies", "none", "--epochs", "1", "--dry-run",
                  "--results", str(tmp_path)]) == 2
     assert "normbench pack" in capsys.readouterr().err
+
+
+def test_a_pack_keeps_the_step_probes_of_a_paper_run(tmp_path):
+    """paper-bn probes every 500 steps into the ``steps`` and ``step_stats`` sections; a pack must keep them (its
+    report reads them), also when one run's cell outgrows csv's default field limit (128 KiB)."""
+    rec = complete(NONE)
+    rec["steps"] = {"columns": ["step", "val_loss", "val_accuracy", "test_loss", "test_accuracy"],
+                    "rows": [[s, 1.0 / (s + 1), 0.5, 1.1, 0.49] for s in range(0, 50_000, 10)]}
+    rec["step_stats"] = {"columns": ["step", "layer", "tap", "quantity", "value"],
+                         "rows": [[s, 2, "pre", "u0_p50", 0.001 * s] for s in range(0, 50_000, 500)]}
+    store.save_record(tmp_path / "rec", rec)
+    pack.pack(tmp_path / "rec", tmp_path / "packed")
+    [back] = store.load_records(tmp_path / "packed")
+    assert len(json.dumps(rec["steps"])) > 131072  # the case csv refuses by default
+    assert back["steps"] == rec["steps"] and back["step_stats"] == rec["step_stats"]

@@ -58,8 +58,15 @@ def _differences(paper: str) -> list[str]:
             markdown_table(table, corner="aspect"), ""]
 
 
+def has_records(folder: Path) -> bool:
+    """``folder`` holds records: JSON files or a pack (``normbench pack``)."""
+    from ..pack import is_pack
+
+    return folder.is_dir() and (any(folder.glob("*.json")) or is_pack(folder))
+
+
 def _records(folder: Path) -> list[dict]:
-    return store.load_records(folder) if folder.is_dir() and any(folder.glob("*.json")) else []
+    return store.load_records(folder) if has_records(folder) else []
 
 
 def _provenance(records: list[dict]) -> str:
