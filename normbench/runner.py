@@ -144,6 +144,11 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: s
         )
         record["data"] = {"source": splits.source, "sizes": splits.sizes(), "preprocessing": splits.preprocessing}
         record["timings"]["data_s"] = time.perf_counter() - t
+        capped = [f"{name} = {asked} (used {used})" for name, asked, used in (
+            ("limit", spec.limit, len(splits.y_train)), ("eval_limit", spec.eval_limit, len(splits.y_test)),
+            ("probe_size", spec.probe_size, len(splits.y_val))) if asked is not None and asked > used]
+        if capped:  # the record's data.sizes says what was used; the spec keeps what was asked (its run id)
+            log(f"    note: {', '.join(capped)}: the dataset has no more; the record's data sizes say what was used")
 
         t = time.perf_counter()
         keras.mixed_precision.set_global_policy(spec.precision)

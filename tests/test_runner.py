@@ -231,3 +231,14 @@ def test_output_that_is_not_a_terminal_gets_plain_lines(tmp_path, data_dir, caps
     run_grid(specs, tmp_path, data_dir=data_dir)  # pytest's captured stdout is not a terminal
     out = capsys.readouterr().out
     assert "[1/1] mnist/mlp/none/seed0" in out and "|" not in out and "\r" not in out
+
+
+def test_a_size_larger_than_the_data_is_said_and_the_record_says_what_was_used(data_dir):
+    spec = RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "width": 8},
+                   **{**TINY, "epochs": 1, "eval_limit": 20_000, "probe_size": 500})
+    lines = []
+    rec = run(spec, data_dir=data_dir, log=lines.append)
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["data"]["sizes"]["test"] == 10_000 and rec["spec"]["eval_limit"] == 20_000
+    [note] = [line for line in lines if "note:" in line]
+    assert "eval_limit = 20000 (used 10000)" in note and "probe_size = 500 (used 200)" in note, note
