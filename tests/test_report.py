@@ -212,3 +212,24 @@ def test_a_batch_size_sweep_is_tabled_by_batch_size_and_never_pooled(tmp_path, d
     assert "need batch statistics: batchnorm." in text and "error_vs_batch_size.png" in text
     assert "| training | sgd lr 0.0025 momentum 0.9, batch 8, sgd lr 0.01 momentum 0.9, batch 32 |" in text
     assert (tmp_path / "report" / "figures" / "error_vs_batch_size.png").stat().st_size > 0
+
+
+def test_the_gap_to_batch_norm_is_in_points_and_names_failed_runs():
+    from normbench.report import tables
+
+    summary = pd.DataFrame([
+        {"dataset": "cifar10", "model": "resnet20", "depth": 19, "strategy": "batchnorm", "n": 1, "runs": 1,
+         "mean": 0.5959, "std": np.nan, "failed": ""},
+        {"dataset": "cifar10", "model": "resnet20", "depth": 19, "strategy": "groupnorm", "n": 1, "runs": 1,
+         "mean": 0.4328, "std": np.nan, "failed": ""},
+        {"dataset": "cifar10", "model": "resnet20", "depth": 19, "strategy": "none", "n": 0, "runs": 1,
+         "mean": np.nan, "std": np.nan, "failed": "1 diverged"},
+        {"dataset": "mnist", "model": "mlp8", "depth": 8, "strategy": "none", "n": 1, "runs": 1,  # no BN beside it
+         "mean": 0.9, "std": np.nan, "failed": ""},
+    ])
+    gaps = tables.gap_to_reference(summary)
+    assert set(gaps.dataset) == {"cifar10"}
+    assert gaps.set_index("strategy").gap_points["groupnorm"] == pytest.approx(-16.31)
+    cells = tables.gap_cells(gaps, "cifar10")
+    assert cells.loc["resnet20 (19 layers)"].to_dict() == {"batchnorm": "reference", "groupnorm": "-16.31",
+                                                           "none": "1 diverged"}

@@ -162,6 +162,9 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
 
     summary = tables.accuracy_summary(runs)
     summary.to_csv(out / "tables" / "accuracy.csv", index=False)
+    gaps = tables.gap_to_reference(summary)
+    if not gaps.empty:
+        gaps.to_csv(out / "tables" / "gap_to_bn.csv", index=False)
     md += ["## Test accuracy", "",
            "Final test accuracy, mean ± std over seeds (n = runs that finished); best per row in bold. "
            "Diverged or failed runs are counted in the cell, never dropped.", ""]
@@ -171,6 +174,10 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
         md += [f"### {dataset}", "", f"Data: {source}.", "", markdown_table(text, best, corner="model"), ""]
         (out / "tables" / f"accuracy_{slug(dataset)}.tex").write_text(
             latex_table(text, best, caption=f"Test accuracy on {source}.{caption_suffix}", label=f"tab:acc-{slug(dataset)}"))
+        if not gaps.empty and (gaps.dataset == dataset).any():
+            md += ["Gap to batch norm: each strategy's mean test accuracy minus batch norm's on the same model, in "
+                   "percentage points (negative: below BN).", "",
+                   markdown_table(tables.gap_cells(gaps, dataset), corner="model"), ""]
 
     md += ["## Time to a validation-accuracy threshold", "",
            "Epochs (and training seconds) until the validation accuracy first reaches the threshold, mean over "

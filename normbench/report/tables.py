@@ -64,6 +64,35 @@ def accuracy_cells(summary: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, p
     return text, best
 
 
+REFERENCE = "batchnorm"
+
+
+def gap_to_reference(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, model, strategy) with a finished batch-norm run beside it: its mean test accuracy minus
+    batch norm's, in percentage points (negative = below BN); NaN when the strategy has no finished run."""
+    out = []
+    for (dataset, model), g in summary.groupby(["dataset", "model"], sort=True):
+        ref = g[g.strategy == REFERENCE]
+        if ref.empty or ref.n.iloc[0] == 0 or len(g) < 2:
+            continue
+        for r in g.itertuples():
+            out.append({"dataset": dataset, "model": model, "depth": r.depth, "strategy": r.strategy, "n": r.n,
+                        "gap_points": 100 * (r.mean - ref["mean"].iloc[0]) if r.n else np.nan, "failed": r.failed})
+    return pd.DataFrame(out, columns=["dataset", "model", "depth", "strategy", "n", "gap_points", "failed"])
+
+
+def gap_cells(gaps: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Wide table (rows model, columns strategy) of the gap to batch norm, e.g. '-16.31' or '1 diverged'."""
+    d = gaps[gaps.dataset == dataset].copy()
+    d["row"] = [model_label(m, dep) for m, dep in zip(d.model, d.depth)]
+    d = d.sort_values(["depth", "model"])
+    text = pd.DataFrame("", index=list(dict.fromkeys(d.row)), columns=sorted(d.strategy.unique()))
+    for r in d.itertuples():
+        text.loc[r.row, r.strategy] = ("reference" if r.strategy == REFERENCE else
+                                       f"{r.gap_points:+.2f}" if r.n else (r.failed or "no run"))
+    return text
+
+
 def time_to_threshold(runs: pd.DataFrame, history: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
     """Per run: the first epoch whose validation accuracy reaches the dataset's threshold, and training seconds until then."""
     out = []
