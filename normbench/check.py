@@ -130,7 +130,7 @@ def _parse_scope(text: str) -> tuple | None:
 def parse_rules(path: str | Path) -> list[Rule]:
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is not part of the first rule
     except UnicodeDecodeError as e:
         raise ConfigError(f"rules file {path}: not UTF-8 text ({e.reason} at byte {e.start}); write the rules as "
                           f"plain text, one 'metric: tolerance' per line") from None
@@ -153,9 +153,11 @@ def parse_rules(path: str | Path) -> list[Rule]:
                                   f"'[model=mlp16,strategy=bn*]' for both conditions)")
         m = RULE_LINE.match(line)
         if not m:
+            alone = " (a scope goes on the same line as its rule: '[model=mlp16] test_accuracy: -0.15')" \
+                if sm and not line else ""
             raise ConfigError(
                 f"rules file {path}, line {n}: cannot parse {raw.strip()!r}; write 'metric: tolerance', e.g. "
-                f"'test_accuracy: -0.02', 'final_train_loss: +10%' or 'init activation std: 1e-4'"
+                f"'test_accuracy: -0.02', 'final_train_loss: +10%' or 'init activation std: 1e-4'{alone}"
             )
         metric = " ".join(m["metric"].split())
         if metric not in SCALARS and not STAT_METRIC.fullmatch(metric):
@@ -171,6 +173,10 @@ def parse_rules(path: str | Path) -> list[Rule]:
                 f"{QUANTITIES[sm_stat[2]][0]}')"
             )
         sign = {"+": 1, "-": -1, "": 0}[m["sign"]]
+        twin = next((r for r in rules if r.metric == metric and r.scope == scope), None)
+        if twin is not None:  # two rules for one metric and scope: one of them would silently not count
+            raise ConfigError(f"rules file {path}, line {n}: {metric!r} already has a rule for these runs on line "
+                              f"{twin.line} ({twin.text!r}); keep one of the two")
         rules.append(Rule(metric, float(m["num"]) / (100 if m["pct"] else 1), bool(m["pct"]), sign, raw.split("#", 1)[0].strip(),
                           scope, n))
     if not rules:
@@ -201,7 +207,7 @@ def _shown(j: str) -> str:
     return v if isinstance(v, str) else j
 
 
-def _labels(records: list[dict]) -> dict[str, str]:
+def distinct_labels(records: list[dict]) -> dict[str, str]:
     """run id -> label; runs that share a label (dataset/model/strategy/seed) get the spec fields that differ."""
     specs = {_run_id(r): r["spec"] for r in records}
     groups: dict[str, list[str]] = {}
@@ -303,7 +309,7 @@ def compare(baseline: list[dict], current: list[dict], rules: list[Rule]) -> lis
     (key ``_rule``); a rule whose value neither record holds gives a row with verdict 'n/a'."""
     refuse_incomparable(baseline, current)
     b_idx, c_idx = {_run_id(r): r for r in baseline}, {_run_id(r): r for r in current}
-    labels = _labels(baseline + current)
+    labels = distinct_labels(baseline + current)
     rows = []
     for key in sorted(set(b_idx) | set(c_idx), key=lambda k: (labels[k], k)):
         label = labels[key]

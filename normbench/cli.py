@@ -145,10 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local: in this process; processes: --jobs worker processes; ray: one Ray task per run "
                         "(pip install 'normbench[ray]'). Default: local, or processes with --jobs > 1")
     r.add_argument("--address", help="Ray cluster address, e.g. 10.0.0.1:6379 (default: start a local Ray instance)")
-    r.add_argument("--cpus-per-run", type=_cpus, default=1.0, help="Ray: CPUs each run asks for (default 1)")
+    r.add_argument("--cpus-per-run", type=_cpus, help="Ray: CPUs each run asks for (default 1)")
     r.add_argument("--gpus-per-run", type=_fraction,
                    help="Ray: GPUs each run asks for, e.g. 0.25 to put four runs on one GPU (default: 1 with --device gpu, else 0)")
-    r.add_argument("--max-retries", type=_count, default=2, help="Ray: retries of a run whose worker died (default 2)")
+    r.add_argument("--max-retries", type=_count, help="Ray: retries of a run whose worker died (default 2)")
 
     rp = sub.add_parser("report", help="tables and figures from a folder of records")
     rp.add_argument("--results", type=_path, default="runs/standard", help="folder of records (default: runs/standard)")
@@ -302,20 +302,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .grid import validate_specs
 
     validate_specs(specs)
-    if args.executor != "ray" and (args.address or args.gpus_per_run is not None):
-        raise ConfigError("--address and --gpus-per-run are for --executor ray")
+    ray_only = [o for o, v in (("--address", args.address), ("--gpus-per-run", args.gpus_per_run),
+                               ("--cpus-per-run", args.cpus_per_run), ("--max-retries", args.max_retries)) if v is not None]
+    if args.executor != "ray" and ray_only:
+        raise ConfigError(f"{', '.join(ray_only)}: for --executor ray only; add --executor ray or drop them")
+    if args.executor == "local" and args.jobs != 1:
+        raise ConfigError(f"--executor local runs one run at a time; drop --executor (or use processes) for "
+                          f"--jobs {args.jobs}")
+    check_backend(args.results, os.environ.get("KERAS_BACKEND", "tensorflow"), force=args.force)
     check_available(sorted({s.dataset for s in specs}), args.data_dir)
     check_output_folder("--results", args.results, create=not args.dry_run)
     if args.dry_run:  # a dry run lists only a grid that would run: it passed the same checks, nothing was created
         from .store import completed_ids
 
+        from .check import distinct_labels
+
         complete_ids = set() if args.force else completed_ids(args.results)  # read the folder once
+        labels = distinct_labels([{"run_id": s.run_id, "spec": s.to_dict()} for s in specs])
         done = 0
         for s in specs:
             complete = s.run_id in complete_ids
             done += complete
             state = "complete, skipped on resume" if complete else "to run"
-            print(f"{s.run_id}  {s.label}  epochs={s.epochs} limit={s.limit}  [{state}]")
+            print(f"{s.run_id}  {labels[s.run_id]}  epochs={s.epochs} limit={s.limit}  [{state}]")
         print(f"{len(specs)} runs: {len(specs) - done} to run, {done} already complete in {args.results}")
         return 0
     from .store import hold_folder
@@ -329,10 +338,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"--jobs auto: {jobs} ({why})", flush=True)
     if args.executor == "ray":
         gpus = args.gpus_per_run if args.gpus_per_run is not None else (1 if args.device == "gpu" else 0)
-        options = {"address": args.address, "num_cpus": args.cpus_per_run, "max_retries": args.max_retries,
-                   "num_gpus": gpus}
-    if args.executor == "local" and jobs > 1:
-        raise ConfigError(f"--executor local runs one run at a time; drop --executor (or use processes) for --jobs {jobs}")
+        options = {"address": args.address, "num_cpus": 1.0 if args.cpus_per_run is None else args.cpus_per_run,
+                   "max_retries": 2 if args.max_retries is None else args.max_retries, "num_gpus": gpus}
     with hold_folder(args.results), native_log(args.results, args.verbose):
         for name in sorted({s.dataset for s in specs}):  # fail fast on missing data, before any training
             load_raw(name, args.data_dir)
@@ -376,6 +383,18 @@ def native_log(results_dir, verbose: bool):
         log.close()
 
 
+def check_backend(results_dir: str, backend: str, force: bool = False) -> None:
+    """A folder of records made with another Keras backend is not resumed on this one: its records would be
+    skipped as complete, and its report refuses to mix backends. Checked before anything trains."""
+    from .store import record_backends
+
+    others = record_backends(results_dir) - {backend}
+    if others and not force:
+        raise ConfigError(f"{results_dir} holds records made with the {', '.join(sorted(others))} backend; this run "
+                          f"uses {backend}, and a report never mixes backends. Give this run another --results folder "
+                          f"(or run with --backend {sorted(others)[0]} to resume it)")
+
+
 def check_output_folder(option: str, folder: str, create: bool = True) -> None:
     """``folder`` can hold what a command writes: not a file, and writable (created when ``create``; a dry
     run only proves that its nearest existing parent takes a file). Checked before any work starts."""
@@ -416,6 +435,8 @@ def _thresholds(items: list[str]) -> dict[str, float]:
     out = {}
     for item in items:
         name, sep, value = item.partition("=")
+        if name.strip() in out:
+            raise ConfigError(f"--threshold for {name.strip()} is given twice ({item!r}); give each dataset once")
         try:
             out[name.strip()] = float(value)
         except ValueError:
@@ -482,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"normbench: output closed; stopped.{RESUME if args.command == 'run' else ''}", file=sys.stderr)
         return 141
     except KeyboardInterrupt:
-        print("\nnormbench: interrupted. Finished runs are saved; run the same command again to resume.", file=sys.stderr)
+        what = RESUME if args.command == "run" else " Nothing was half-written; run the same command again."
+        print(f"\nnormbench: interrupted.{what}", file=sys.stderr)
         return 130
 
 

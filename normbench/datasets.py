@@ -300,6 +300,9 @@ def _download_error(name: str, files: str, e: Exception) -> DataError:
     )
 
 
+# Training images (before the validation split) and classes of the built-in datasets, for checks that read no data.
+TRAIN_SIZES = {"mnist": (60000, 10), "mnist_binary": (60000, 10), "cifar10": (50000, 10)}
+
 # The files each dataset is read from in a data directory (any one of them), for checks that do not read them.
 DATA_FILES = {"mnist": ("mnist.npz",), "mnist_binary": ("mnist.npz",),
               "cifar10": ("cifar-10-batches-py", "cifar-10-python.tar.gz", "cifar10_jpeg.npz")}

@@ -34,6 +34,7 @@ def validate_specs(specs: Sequence[RunSpec]) -> None:
     a grid with bad specs fails listing each problem once, instead of failing run by run.
     """
     from .builtins import load_builtins
+    from .datasets import TRAIN_SIZES
     from .diagnostics import check_names
     from .errors import ConfigError, NormbenchError
     from .models import check_model_params
@@ -51,6 +52,11 @@ def validate_specs(specs: Sequence[RunSpec]) -> None:
             DATASETS.get(spec.dataset)
             check_model_params(spec.model, spec.model_params)
             check_names(spec.diagnostics)
+            size, classes = TRAIN_SIZES.get(spec.dataset, (None, 0))
+            if size is not None and spec.val_size > size - classes:
+                raise ConfigError(f"val_size = {spec.val_size} leaves too few {spec.dataset} training images ({size} "
+                                  f"in all, at least one per class must stay for training); choose val_size < "
+                                  f"{size - classes}")
         except NormbenchError as e:
             problems.setdefault(str(e), []).append(spec.label)
     if problems:

@@ -23,6 +23,7 @@ import csv
 import gzip
 import json
 import math
+import os
 from pathlib import Path
 
 from . import record as rec_mod
@@ -74,14 +75,23 @@ def pack(results_dir: str | Path, out_dir: str | Path, records: list[dict] | Non
                                     "concurrent_runs_source": "stated when packed"}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / RUNS, [*SCALARS, *JSON_SECTIONS, *OPTIONAL_SECTIONS],
-           ([_num(r.get(k)) for k in SCALARS] + [json.dumps(clean(r.get(k)), sort_keys=True, separators=(",", ":"))
-                                                 for k in (*JSON_SECTIONS, *OPTIONAL_SECTIONS)] for r in records))
-    metrics = sorted({k for r in records for h in r["history"] for k in h if k != "epoch"})
-    _write(out / HISTORY, ["run_id", "epoch", *metrics],
-           ([r["run_id"], h["epoch"], *(_num(h.get(m)) for m in metrics)] for r in records for h in r["history"]))
-    _write(out / STATS, ["run_id", *rec_mod.STATS_COLUMNS],
-           ([r["run_id"], e, layer, tap, q, _num(v)] for r in records for e, layer, tap, q, v in r["stats"]["rows"]))
+    # Written beside the old pack under temporary names, then moved into place only when all three are whole: an
+    # interrupted pack leaves the previous pack (and the temporary files are removed), never a truncated file.
+    staged = {name: out / f".{name}.partial" for name in (RUNS, HISTORY, STATS)}
+    try:
+        _write(staged[RUNS], [*SCALARS, *JSON_SECTIONS, *OPTIONAL_SECTIONS],
+               ([_num(r.get(k)) for k in SCALARS] + [json.dumps(clean(r.get(k)), sort_keys=True, separators=(",", ":"))
+                                                     for k in (*JSON_SECTIONS, *OPTIONAL_SECTIONS)] for r in records))
+        metrics = sorted({k for r in records for h in r["history"] for k in h if k != "epoch"})
+        _write(staged[HISTORY], ["run_id", "epoch", *metrics],
+               ([r["run_id"], h["epoch"], *(_num(h.get(m)) for m in metrics)] for r in records for h in r["history"]))
+        _write(staged[STATS], ["run_id", *rec_mod.STATS_COLUMNS],
+               ([r["run_id"], e, layer, tap, q, _num(v)] for r in records for e, layer, tap, q, v in r["stats"]["rows"]))
+        for name in (HISTORY, STATS, RUNS):  # runs.csv.gz last: it is what marks a folder as a pack
+            os.replace(staged[name], out / name)
+    finally:
+        for path in staged.values():
+            path.unlink(missing_ok=True)
     return {name: (out / name).stat().st_size for name in (RUNS, HISTORY, STATS)}
 
 

@@ -118,6 +118,8 @@ def check_layout(rec: Any) -> None:
     for i, layer in enumerate(rec.get("layers") or []):
         if not isinstance(layer, dict):
             raise ValueError(f"layers[{i}] is {_what(layer)}, not an object")
+    if rec.get("status") == "ok" and not rec.get("history"):
+        raise ValueError("status ok without a history (a finished run has at least its initialization row)")
     for i, row in enumerate(rec.get("history") or []):
         if not isinstance(row, dict) or not _is_int(row.get("epoch")):
             raise ValueError(f"history[{i}] is {_what(row)}, not a row with an integer epoch")

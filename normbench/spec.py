@@ -74,14 +74,15 @@ class RunSpec:
                 object.__setattr__(self, name, float(value))
         for name in ("epochs", "batch_size", "val_size", "probe_size", "train_eval_size"):
             value = getattr(self, name)
-            if not is_int(value) or value < (0 if name == "epochs" else 1):
-                raise bad(name, "an integer >= 0" if name == "epochs" else "a positive integer")
-        if self.probe_every_steps is not None and (not is_int(self.probe_every_steps) or self.probe_every_steps < 1):
+            if not is_int(value) or not (0 if name == "epochs" else 1) <= value < 2**31:
+                raise bad(name, "an integer in [0, 2**31)" if name == "epochs" else "a positive integer < 2**31")
+        if self.probe_every_steps is not None and (not is_int(self.probe_every_steps)
+                                                   or not 1 <= self.probe_every_steps < 2**31):
             raise bad("probe_every_steps", "a positive integer or absent")
         for name in ("limit", "eval_limit"):
             value = getattr(self, name)
-            if value is not None and (not is_int(value) or value < 10):
-                raise bad(name, "an integer >= 10 (one per class) or absent")
+            if value is not None and (not is_int(value) or not 10 <= value < 2**31):
+                raise bad(name, "an integer in [10, 2**31) (at least one per class) or absent")
         if self.optimizer not in OPTIMIZERS:
             raise bad("optimizer", f"one of {OPTIMIZERS}")
         if self.precision not in PRECISIONS:

@@ -179,6 +179,17 @@ def _pack_records(root: Path) -> tuple[list[dict], list[tuple[str, str]]]:
     return pack.read(root) if pack.is_pack(root) else ([], [])
 
 
+def record_backends(results_dir: str | os.PathLike) -> set[str]:
+    """The Keras backends the usable records (JSON and pack) of a folder were made with."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        return set()
+    packed, _ = _pack_records(root)
+    records, _ = _json_records(root)
+    return {str((r.get("environment") or {}).get("backend")) for r in (*packed, *records)
+            if (r.get("environment") or {}).get("backend")}
+
+
 def _warn(message: str) -> None:
     print(f"normbench: warning: {message}", file=sys.stderr, flush=True)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, UnknownNameError
-from .registry import DATASETS, MODELS, NORMS, SUITES
+from .registry import DATASETS, MODELS, NORMS, SUITES, as_floats
 from .spec import RunSpec
 
 SUITES_DIR_ENV = "NORMBENCH_SUITES_DIR"
@@ -60,8 +60,11 @@ def expand_grid(
     for d in DATASETS.expand(datasets):
         for m in MODELS.expand(models):
             for s in NORMS.expand(strategies):
+                params = {k: as_floats(f, overrides[k]) for k, f in
+                          (("model_params", MODELS.get(m)), ("strategy_params", NORMS.get(s)))
+                          if isinstance(overrides.get(k), dict)}
                 for seed in seeds:
-                    specs.append(RunSpec(model=m, strategy=s, dataset=d, seed=int(seed), **overrides))
+                    specs.append(RunSpec(model=m, strategy=s, dataset=d, seed=int(seed), **{**overrides, **params}))
     return specs
 
 
@@ -70,7 +73,7 @@ def load_suite(path: Path) -> Suite:
     from .grid import validate_specs
 
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        doc = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # an editor's byte-order mark is not TOML
     except UnicodeDecodeError as e:
         raise ConfigError(f"suite file {path}: not UTF-8 text ({e.reason} at byte {e.start}); a suite file is TOML, "
                           f"written as UTF-8") from None

@@ -293,3 +293,21 @@ def test_a_rules_file_that_is_not_text_is_refused(tmp_path, capsys):
     rules.write_bytes(b"\xff\xfe\x00\x80 test_accuracy")
     with pytest.raises(ConfigError, match="not UTF-8 text"):
         check.parse_rules(rules)
+
+
+@pytest.mark.parametrize("text", ["test_accuracy: -0.05\ntest_accuracy: -0.5\n",
+                                  "[model=mlp8] test_accuracy: -0.05\n[model=mlp8] test_accuracy: -0.5\n"])
+def test_two_rules_for_one_metric_and_scope_are_refused(tmp_path, text):
+    rules = tmp_path / "rules.txt"
+    rules.write_text(text)
+    with pytest.raises(ConfigError, match="line 2: 'test_accuracy' already has a rule for these runs on line 1"):
+        check.parse_rules(rules)
+
+
+def test_a_byte_order_mark_and_a_scope_alone_on_its_line(tmp_path):
+    rules = tmp_path / "rules.txt"
+    rules.write_bytes("\ufefftest_accuracy: -0.05\n".encode("utf-8"))
+    assert [r.metric for r in check.parse_rules(rules)] == ["test_accuracy"]
+    rules.write_text("[model=mlp8]\ntest_accuracy: -0.05\n")
+    with pytest.raises(ConfigError, match="a scope goes on the same line as its rule"):
+        check.parse_rules(rules)

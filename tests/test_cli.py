@@ -52,7 +52,7 @@ def test_a_suite_can_be_given_as_a_path(tmp_path):
 def test_dry_run_shows_which_runs_resume_would_skip(tmp_path):
     spec = RunSpec("mlp8", "none", "mnist", epochs=1)
     rec = record.new(spec)
-    rec["status"] = "ok"
+    rec.update(status="ok", history=[{"epoch": 0, "train_loss": 2.3}])
     store.save_record(tmp_path, rec)
     done = cli("run", "--models", "mlp8", "--strategies", "none,selu", "--epochs", "1", "--dry-run", "--results", str(tmp_path))
     assert done.returncode == 0, done.stderr
@@ -128,6 +128,7 @@ BAD_DEFAULTS = [
     ("lr_milestones", "[0.75, 0.5]"), ("lr_milestones", "0.5"), ("lr_decay", "0"), ("warmup_epochs", '"1"'),
     ("diagnostics", '"spectra"'), ("diagnostics", '["nope"]'), ("momentum_start", "1.0"),
     ("momentum_start", "0.5"), ("momentum_ramp_epochs", "-2"), ("seed", "1"), ("model", '"mlp8"'),
+    ("val_size", "60000"), ("epochs", "99999999999"),
 ]
 
 
@@ -169,7 +170,10 @@ BAD_OPTIONS = [["--epochs", "0"], ["--epochs", "x"], ["--lr", "abc"], ["--lr", "
                # an empty value (an unset shell variable) selects nothing: it is not the option's default
                ["--models", ","], ["--models", " "], ["--strategies", ""], ["--strategies", ","], ["--datasets", ","],
                ["--diagnostics", ","], ["--seeds", "4294967296"], ["--results", ""], ["--data-dir", ""],
-               ["--suite", ""], ["--cpus-per-run", "-3"], ["--max-retries", "-5"]]
+               ["--suite", ""], ["--cpus-per-run", "-3"], ["--max-retries", "-5"],
+               # what the run refuses, the dry run refuses too
+               ["--max-retries", "3"], ["--cpus-per-run", "2"], ["--jobs", "3", "--executor", "local"],
+               ["--batch-size", "99999999999999999999999"]]
 
 
 @pytest.mark.parametrize("option", BAD_OPTIONS, ids=lambda o: " ".join(o))
@@ -271,12 +275,16 @@ def _report_refusals(tmp_path):
         (["report", *rec, "--out", str(tmp_path / "o"), "--threshold", "mnist=nan"], "must be in (0, 1]"),
         (["report", *rec, "--out", str(tmp_path / "o"), "--threshold", "mnist=1.5"], "must be in (0, 1]"),
         (["report", "--papers", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")], "no records of any paper"),
+        (["report", *rec, "--out", str(tmp_path / "o"), "--threshold", "cifar10=0.5"], "no run in"),
+        (["report", *rec, "--out", str(tmp_path / "o"), "--threshold", "mnist=0.5", "--threshold", "mnist=0.6"],
+         "given twice"),
     ]
 
 
-@pytest.mark.parametrize("case", range(6))
+@pytest.mark.parametrize("case", range(8))
 def test_report_and_pack_refuse_bad_outputs_and_thresholds(tmp_path, capsys, case):
-    store.save_record(tmp_path / "rec", {**record.new(RunSpec("mlp8", "none", "mnist")), "status": "ok"})
+    store.save_record(tmp_path / "rec", {**record.new(RunSpec("mlp8", "none", "mnist")), "status": "ok",
+                                         "history": [{"epoch": 0, "train_loss": 2.3}]})
     argv, phrase = _report_refusals(tmp_path)[case]
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -312,3 +320,29 @@ def test_a_closed_pipe_or_a_full_disk_ends_with_a_message(tmp_path, command, sin
         assert done.returncode == 2 and "no space left" in done.stderr, done.stderr[-2000:]
     else:
         assert done.returncode in (0, 141) and (done.returncode == 0 or "output closed" in done.stderr), done.stderr
+
+
+def test_a_folder_made_with_another_backend_is_not_resumed_on_this_one(tmp_path, capsys):
+    rec = {**record.new(RunSpec("mlp8", "none", "mnist")), "status": "ok", "environment": {"backend": "jax"},
+           "history": [{"epoch": 0, "train_loss": 2.3}]}
+    store.save_record(tmp_path, rec)
+    argv = ["run", "--models", "mlp8", "--strategies", "none,selu", "--dry-run", "--results", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "made with the jax backend" in err and "tensorflow" in err, err
+    assert main(argv + ["--force"]) == 0  # retraining everything on this backend is allowed
+
+
+def test_a_dry_run_names_what_tells_runs_with_one_label_apart(tmp_path, capsys):
+    suite = tmp_path / "bs.toml"
+    suite.write_text(SUITE_HEAD + GRID + "batch_size = 32\n" + GRID + "batch_size = 64\n")
+    assert main(["run", "--suite", str(suite), "--dry-run", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "mnist/mlp8/none/seed0 batch_size=32" in out and "mnist/mlp8/none/seed0 batch_size=64" in out, out
+
+
+def test_a_suite_file_with_a_byte_order_mark_reads(tmp_path, capsys):
+    suite = tmp_path / "bom.toml"
+    suite.write_bytes(("\ufeff" + SUITE_HEAD + GRID).encode("utf-8"))
+    assert main(["run", "--suite", str(suite), "--dry-run", "--results", str(tmp_path)]) == 0
+    assert "1 runs: 1 to run" in capsys.readouterr().out

@@ -274,3 +274,34 @@ def test_a_pack_keeps_the_step_probes_of_a_paper_run(tmp_path):
     [back] = store.load_records(tmp_path / "packed")
     assert len(json.dumps(rec["steps"])) > 131072  # the case csv refuses by default
     assert back["steps"] == rec["steps"] and back["step_stats"] == rec["step_stats"]
+
+
+def test_an_interrupted_pack_leaves_the_previous_pack_whole(tmp_path, monkeypatch):
+    store.save_record(tmp_path / "rec", complete(NONE))
+    pack.pack(tmp_path / "rec", tmp_path / "packed")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "packed").iterdir()}
+    store.save_record(tmp_path / "rec", complete(SELU))
+    real_write, calls = pack._write, []
+
+    def interrupted(path, *a, **k):
+        calls.append(path.name)
+        if len(calls) == 3:  # the third file: the first two are written, nothing is in place yet
+            raise KeyboardInterrupt
+        return real_write(path, *a, **k)
+
+    monkeypatch.setattr(pack, "_write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pack.pack(tmp_path / "rec", tmp_path / "packed")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "packed").iterdir()} == before  # no partial file left
+    monkeypatch.setattr(pack, "_write", real_write)
+    pack.pack(tmp_path / "rec", tmp_path / "packed")
+    assert len(store.load_records(tmp_path / "packed")) == 2
+
+
+def test_an_ok_record_without_a_history_is_not_a_finished_run(tmp_path):
+    rec = complete(NONE)
+    rec["history"] = []
+    store.save_record(tmp_path, rec)
+    warnings = []
+    assert store.completed_ids(tmp_path, warn=warnings.append) == set()
+    assert "status ok without a history" in warnings[0]

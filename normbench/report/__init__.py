@@ -146,8 +146,12 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
     records = store.load_records(results_dir)
     if not records:
         raise NormbenchError(f"{results_dir} holds no records; run `normbench run --results {results_dir}` first.")
-    thresholds = {**tables.DEFAULT_THRESHOLDS, **(thresholds or {})}
     runs = store.runs_frame(records)
+    unmatched = sorted(set(thresholds or {}) - set(runs.dataset))
+    if unmatched:
+        raise NormbenchError(f"--threshold for {', '.join(unmatched)}: no run in {results_dir} used that dataset "
+                             f"(they used {', '.join(sorted(runs.dataset.unique()))}); drop it or report another folder")
+    thresholds = {**tables.DEFAULT_THRESHOLDS, **(thresholds or {})}
     check_consistent(runs, results_dir)
     long = store.load_dataframe(results_dir, records=records)
     history = tables.history_frame(long)
