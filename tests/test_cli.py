@@ -346,3 +346,13 @@ def test_a_suite_file_with_a_byte_order_mark_reads(tmp_path, capsys):
     suite.write_bytes(("\ufeff" + SUITE_HEAD + GRID).encode("utf-8"))
     assert main(["run", "--suite", str(suite), "--dry-run", "--results", str(tmp_path)]) == 0
     assert "1 runs: 1 to run" in capsys.readouterr().out
+
+
+def test_an_integer_for_a_float_strategy_parameter_is_the_same_run(tmp_path, capsys):
+    ids = []
+    for c in ("2", "2.0"):
+        suite = tmp_path / f"c{c}.toml"
+        suite.write_text(f"{SUITE_HEAD}[defaults]\nstrategy_params = {{ c = {c} }}\n{GRID.replace('none', 'maxnorm')}")
+        assert main(["run", "--suite", str(suite), "--dry-run", "--results", str(tmp_path)]) == 0
+        ids.append(capsys.readouterr().out.split()[0])
+    assert ids[0] == ids[1], ids
