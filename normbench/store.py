@@ -240,8 +240,10 @@ def load_records(results_dir: str | os.PathLike) -> list[dict]:
     problems = []
     if bad:
         problems.append(
-            f"unreadable record(s) in {root}: {'; '.join(f'{name} ({why})' for name, why in bad)}. This normbench "
-            f"reads schema versions {rec_mod.READABLE_VERSIONS}; delete or re-run them (a fresh folder, or --force).")
+            f"unreadable record(s) in {root}: {'; '.join(f'{name} ({why})' for name, why in bad)}"
+            + ("" if any("schema version" in why for _, why in bad)
+               else f". This normbench reads schema versions {rec_mod.READABLE_VERSIONS}")
+            + "; delete or re-run them (a fresh folder, or --force).")
     if bad_pack:
         problems.append(pack.refusal(root, bad_pack))
     if problems:

@@ -117,9 +117,12 @@ def load_suite(path: Path) -> Suite:
         except (ConfigError, UnknownNameError) as e:
             where = f"[[grid]] {i + 1}" + (" (with [defaults])" if defaults else "")
             raise type(e)(f"suite file {path}, {where}: {e}") from None
-    ids = [s.run_id for s in specs]
-    if len(set(ids)) != len(ids):
-        raise ConfigError(f"suite file {path}: the grids repeat a run; each run must appear once")
+    seen: dict[str, RunSpec] = {}
+    for s in specs:
+        if s.run_id in seen:
+            raise ConfigError(f"suite file {path}: the grids repeat the run {s.label} ({s.run_id}); each run must "
+                              f"appear once: drop it from all grids but one")
+        seen[s.run_id] = s
     return Suite(path.stem, doc.get("description", ""), tuple(specs), str(path))
 
 

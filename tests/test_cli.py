@@ -356,3 +356,14 @@ def test_an_integer_for_a_float_strategy_parameter_is_the_same_run(tmp_path, cap
         assert main(["run", "--suite", str(suite), "--dry-run", "--results", str(tmp_path)]) == 0
         ids.append(capsys.readouterr().out.split()[0])
     assert ids[0] == ids[1], ids
+
+
+def test_a_repeated_run_and_records_in_sub_folders_are_named(tmp_path, capsys):
+    suite = tmp_path / "twice.toml"
+    suite.write_text(SUITE_HEAD + GRID + GRID)
+    assert main(["run", "--suite", str(suite), "--dry-run", "--results", str(tmp_path / "r")]) == 2
+    assert "repeat the run mnist/mlp8/none/seed0" in capsys.readouterr().err
+    store.save_record(tmp_path / "parent" / "mnist", {**record.new(RunSpec("mlp8", "none", "mnist")), "status": "ok",
+                                                      "history": [{"epoch": 0, "train_loss": 2.3}]})
+    assert main(["report", "--results", str(tmp_path / "parent"), "--out", str(tmp_path / "o")]) == 2
+    assert "its sub-folders mnist do" in capsys.readouterr().err

@@ -145,6 +145,11 @@ def make_report(results_dir, out_dir, thresholds: dict[str, float] | None = None
 def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -> tuple[int, int]:
     records = store.load_records(results_dir)
     if not records:
+        inner = sorted(p.name for p in Path(results_dir).iterdir() if p.is_dir() and (any(p.glob("*.json"))
+                                                                                   or (p / "runs.csv.gz").is_file()))
+        if inner:
+            raise NormbenchError(f"{results_dir} holds no records itself, but its sub-folders {', '.join(inner)} do; "
+                                 f"report one of them (--results {Path(results_dir) / inner[0]})")
         raise NormbenchError(f"{results_dir} holds no records; run `normbench run --results {results_dir}` first.")
     runs = store.runs_frame(records)
     unmatched = sorted(set(thresholds or {}) - set(runs.dataset))
