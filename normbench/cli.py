@@ -293,14 +293,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"--device gpu: the {backend} backend sees no GPU. Install its CUDA build (see the README), "
                 f"check that the driver works, or run with --device auto/cpu."
             )
-    from .engines import resolve_engine
-
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    for spec in specs:  # an engine the backend or a spec cannot use fails before anything trains
-        resolve_engine(args.engine, backend, spec)
     from .datasets import check_available
+    from .engines import resolve_engine
     from .grid import validate_specs
 
+    # everything a run can check before it trains, checked here, for a dry run too
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    for spec in specs:  # an engine the backend or a spec cannot use
+        resolve_engine(args.engine, backend, spec)
     validate_specs(specs)
     ray_only = [o for o, v in (("--address", args.address), ("--gpus-per-run", args.gpus_per_run),
                                ("--cpus-per-run", args.cpus_per_run), ("--max-retries", args.max_retries)) if v is not None]
@@ -309,13 +309,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.executor == "local" and args.jobs != 1:
         raise ConfigError(f"--executor local runs one run at a time; drop --executor (or use processes) for "
                           f"--jobs {args.jobs}")
-    check_backend(args.results, os.environ.get("KERAS_BACKEND", "tensorflow"), force=args.force)
+    check_backend(args.results, backend, force=args.force)
     check_available(sorted({s.dataset for s in specs}), args.data_dir)
     check_output_folder("--results", args.results, create=not args.dry_run)
     if args.dry_run:  # a dry run lists only a grid that would run: it passed the same checks, nothing was created
-        from .store import completed_ids
-
         from .check import distinct_labels
+        from .store import completed_ids
 
         complete_ids = set() if args.force else completed_ids(args.results)  # read the folder once
         labels = distinct_labels([{"run_id": s.run_id, "spec": s.to_dict()} for s in specs])
