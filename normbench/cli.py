@@ -288,7 +288,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .env import accelerator
 
         backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-        if accelerator(backend) is None:
+        # starting the backend to look for a GPU prints its C++ start-up lines; no results folder exists yet to log
+        # them into, so they are dropped (shown with --verbose)
+        with native_log(None, args.verbose, path=os.devnull):
+            found = accelerator(backend)
+        if found is None:
             raise ConfigError(
                 f"--device gpu: the {backend} backend sees no GPU. Install its CUDA build (see the README), "
                 f"check that the driver works, or run with --device auto/cpu."
@@ -348,8 +352,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def native_log(results_dir, verbose: bool):
-    """Send what the backend's C++ code writes to stderr into RESULTS/backend.log (unless --verbose).
+def native_log(results_dir, verbose: bool, path=None):
+    """Send what the backend's C++ code writes to stderr into RESULTS/backend.log, or ``path`` (unless --verbose).
 
     Python's own messages (normbench's errors, warnings) still reach the terminal: ``sys.stderr``
     is re-bound to a copy of the original stream before file descriptor 2 is redirected.
@@ -359,7 +363,7 @@ def native_log(results_dir, verbose: bool):
         return
     from pathlib import Path
 
-    path = Path(results_dir) / "backend.log"
+    path = Path(path) if path is not None else Path(results_dir) / "backend.log"
     sys.stderr.flush()
     saved = os.dup(2)
     old_stderr = sys.stderr

@@ -367,3 +367,17 @@ def test_a_repeated_run_and_records_in_sub_folders_are_named(tmp_path, capsys):
                                                       "history": [{"epoch": 0, "train_loss": 2.3}]})
     assert main(["report", "--results", str(tmp_path / "parent"), "--out", str(tmp_path / "o")]) == 2
     assert "its sub-folders mnist do" in capsys.readouterr().err
+
+
+def test_looking_for_a_gpu_that_is_not_there_prints_no_backend_noise(tmp_path):
+    import re
+
+    from normbench.env import accelerator
+
+    if accelerator("tensorflow") is not None:
+        pytest.skip("this machine has a GPU: --device gpu is accepted here")
+    done = cli("run", "--models", "mlp8", "--strategies", "none", "--device", "gpu", "--dry-run",
+               "--results", str(tmp_path / "r"))
+    _refused(done, "sees no GPU")
+    native = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d|\w+\.(cc|cpp|h):\d+\]")
+    assert [line for line in done.stderr.splitlines() if native.search(line)] == [], done.stderr
