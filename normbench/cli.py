@@ -28,62 +28,33 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def _path(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a path, got an empty value (an unset shell variable?)")
     return text
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+def _argument(convert, ok, expected: str):
+    """An argparse type: ``convert`` the text, then accept it when ``ok``; else say what was ``expected``."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+            accepted = ok(value)
+        except (ValueError, OverflowError):
+            accepted = False
+        if not accepted:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
 
 
-def _cpus(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of CPUs > 0, e.g. 1 or 0.5, got {text!r}")
-    return value
-
-
-def _jobs(text: str) -> int | str:
-    if text == "auto":
-        return "auto"
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (value > 0 and (value <= 1 or value == int(value))):
-        raise argparse.ArgumentTypeError(f"expected a GPU fraction in (0, 1] or a whole number of GPUs, got {text!r}")
-    return value
+_positive = _argument(int, lambda v: v >= 1, "a positive integer")
+_count = _argument(int, lambda v: v >= 0, "an integer >= 0")
+_cpus = _argument(float, lambda v: 0 < v < float("inf"), "a number of CPUs > 0, e.g. 1 or 0.5")
+_jobs = _argument(lambda t: t if t == "auto" else int(t), lambda v: v == "auto" or v >= 1,
+                  "a positive integer or 'auto'")
+_fraction = _argument(float, lambda v: v > 0 and (v <= 1 or v == int(v)),
+                      "a GPU fraction in (0, 1] or a whole number of GPUs")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -154,12 +154,22 @@ def test_a_scoped_rule_replaces_the_general_one_for_the_runs_it_names(baseline, 
     assert sum("test_accuracy" in line for line in table) == 2  # one rule per run and metric, not both
 
 
-@pytest.mark.parametrize("text", ["[colour=red] test_accuracy: -0.1\n", "[model] test_accuracy: -0.1\n",
-                                  "[] test_accuracy: -0.1\n"])
-def test_a_bad_scope_names_the_line_and_the_fields(tmp_path, text):
+REFUSED_RULES = [
+    # a bad scope names the line and the fields
+    *[(text, "line 1: bad scope .*dataset, model, strategy") for text in
+      ("[colour=red] test_accuracy: -0.1\n", "[model] test_accuracy: -0.1\n", "[] test_accuracy: -0.1\n")],
+    # two rules for one metric and scope
+    *[(text, "line 2: 'test_accuracy' already has a rule for these runs on line 1") for text in
+      ("test_accuracy: -0.05\ntest_accuracy: -0.5\n",
+       "[model=mlp8] test_accuracy: -0.05\n[model=mlp8] test_accuracy: -0.5\n")],
+]
+
+
+@pytest.mark.parametrize("text,message", REFUSED_RULES)
+def test_a_rules_file_that_cannot_be_meant_is_refused_naming_the_line(tmp_path, text, message):
     path = tmp_path / "rules.txt"
     path.write_text(text)
-    with pytest.raises(ConfigError, match="line 1: bad scope .*dataset, model, strategy"):
+    with pytest.raises(ConfigError, match=message):
         check.parse_rules(path)
 
 
@@ -292,15 +302,6 @@ def test_a_rules_file_that_is_not_text_is_refused(tmp_path, capsys):
     rules = tmp_path / "rules.txt"
     rules.write_bytes(b"\xff\xfe\x00\x80 test_accuracy")
     with pytest.raises(ConfigError, match="not UTF-8 text"):
-        check.parse_rules(rules)
-
-
-@pytest.mark.parametrize("text", ["test_accuracy: -0.05\ntest_accuracy: -0.5\n",
-                                  "[model=mlp8] test_accuracy: -0.05\n[model=mlp8] test_accuracy: -0.5\n"])
-def test_two_rules_for_one_metric_and_scope_are_refused(tmp_path, text):
-    rules = tmp_path / "rules.txt"
-    rules.write_text(text)
-    with pytest.raises(ConfigError, match="line 2: 'test_accuracy' already has a rule for these runs on line 1"):
         check.parse_rules(rules)
 
 

@@ -209,13 +209,17 @@ def test_seeds_given_to_a_suite_reseed_every_grid(tmp_path, capsys):
         f"mnist/{m}/none/seed{s}" for m in ("mlp8", "mlp16") for s in (5, 6)}, out
 
 
+def _dry_run_id(tmp_path, capsys, name: str, suite_text: str) -> str:
+    """The run id a dry run of the one-run suite ``suite_text`` lists."""
+    suite = tmp_path / f"{name}.toml"
+    suite.write_text(suite_text)
+    assert main(["run", "--suite", str(suite), "--dry-run", "--results", str(tmp_path)]) == 0
+    return capsys.readouterr().out.split()[0]
+
+
 def test_a_number_is_one_setting_however_it_is_written(tmp_path, capsys):
-    ids = []
-    for lr in ("1", "1.0"):
-        suite = tmp_path / f"lr{lr}.toml"
-        suite.write_text(f"{SUITE_HEAD}[defaults]\nlearning_rate = {lr}\n{GRID}")
-        assert main(["run", "--suite", str(suite), "--dry-run", "--results", str(tmp_path)]) == 0
-        ids.append(capsys.readouterr().out.split()[0])
+    ids = [_dry_run_id(tmp_path, capsys, f"lr{lr}", f"{SUITE_HEAD}[defaults]\nlearning_rate = {lr}\n{GRID}")
+           for lr in ("1", "1.0")]
     assert main(["run", "--models", "mlp8", "--strategies", "none", "--lr", "1", "--dry-run",
                  "--results", str(tmp_path)]) == 0
     ids.append(capsys.readouterr().out.split()[0])
@@ -349,12 +353,8 @@ def test_a_suite_file_with_a_byte_order_mark_reads(tmp_path, capsys):
 
 
 def test_an_integer_for_a_float_strategy_parameter_is_the_same_run(tmp_path, capsys):
-    ids = []
-    for c in ("2", "2.0"):
-        suite = tmp_path / f"c{c}.toml"
-        suite.write_text(f"{SUITE_HEAD}[defaults]\nstrategy_params = {{ c = {c} }}\n{GRID.replace('none', 'maxnorm')}")
-        assert main(["run", "--suite", str(suite), "--dry-run", "--results", str(tmp_path)]) == 0
-        ids.append(capsys.readouterr().out.split()[0])
+    ids = [_dry_run_id(tmp_path, capsys, f"c{c}", f"{SUITE_HEAD}[defaults]\nstrategy_params = {{ c = {c} }}\n"
+                       f"{GRID.replace('none', 'maxnorm')}") for c in ("2", "2.0")]
     assert ids[0] == ids[1], ids
 
 
