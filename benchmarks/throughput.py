@@ -206,7 +206,6 @@ def worker(args) -> None:
 
     from normbench.datasets import load_splits
     from normbench.env import environment, peak_rss_mib
-    from normbench.norms import get_strategy
     from normbench.spec import RunSpec
 
     peaks = [matmul_peak()]
@@ -218,7 +217,7 @@ def worker(args) -> None:
         for strategy, engine in [(s, e) for s in args.strategies.split(",") for e in engines]:
             spec = RunSpec(model_name, strategy, dataset, epochs=args.epochs, limit=n, eval_limit=EVAL_SIZE,
                            val_size=EVAL_SIZE, train_eval_size=EVAL_SIZE)
-            splits = load_splits(dataset, input_scaling=get_strategy(strategy).input_scaling, val_size=EVAL_SIZE,
+            splits = load_splits(dataset, input_scaling=spec.input_scaling, val_size=EVAL_SIZE,
                                  limit=n, eval_limit=EVAL_SIZE, data_dir=args.data_dir)
             reps = []
             for r in range(args.repeats):

@@ -98,13 +98,11 @@ def trained_kernels(model_name: str, strategy_name: str, epochs: int, limit: int
 
     from normbench.datasets import load_splits
     from normbench.layers import linear_kind
-    from normbench.norms import get_strategy
     from normbench.runner import build, compile_model
     from normbench.spec import RunSpec
 
     spec = RunSpec(model_name, strategy_name, "mnist", epochs=epochs, limit=limit)
-    strategy = get_strategy(spec.strategy, **spec.strategy_params)
-    splits = load_splits(spec.dataset, input_scaling=strategy.input_scaling, val_size=spec.val_size,
+    splits = load_splits(spec.dataset, input_scaling=spec.input_scaling, val_size=spec.val_size,
                          limit=spec.limit, data_dir=data_dir)
     keras.utils.set_random_seed(spec.seed)
     model, _ = build(spec, splits.input_shape, splits.num_classes, x_train=splits.x_train)

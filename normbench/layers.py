@@ -9,6 +9,10 @@
   the paper's reparametrization).
 - :class:`MeanOnlyBatchNormalization` subtracts the batch mean (moving mean at inference) and
   adds a learned shift, without dividing by the standard deviation (Salimans & Kingma 2016, §4).
+- :class:`SampleRMSNormalization` is RMS norm (Zhang & Sennrich 2019) over every non-batch axis of
+  a sample (all units of a Dense output; positions and channels of a feature map), with a gain
+  per channel: layer norm over the same axes without the centering and the shift.
+- :func:`group_count` is group norm's rule for the number of groups of a layer.
 - :class:`ShortcutA` is the parameter-free shortcut of He et al. 2016's CIFAR ResNets (option A):
   subsample by the stride, zero-pad the new channels.
 - :func:`data_dependent_init` is weight normalization's initialization: on one batch, set each
@@ -171,13 +175,77 @@ class ShortcutA(keras.layers.Layer):
         return {**super().get_config(), "filters": self.filters, "stride": self.stride}
 
 
-def group_count(channels: int, groups: int) -> int:
-    """Group norm's rule for a layer with fewer (or indivisible) channels: the largest divisor of
-    ``channels`` that is at most ``groups`` (32 groups of 1 channel for a 32-channel layer, 16 for 16)."""
-    for g in range(min(groups, channels), 0, -1):
+NORM_EPSILON = 1e-5
+"""The epsilon of layer, group and RMS norm, added to the variance (the mean square for RMS) inside
+the square root: the group-norm paper's code (Wu & He 2018, Figure 3) and PyTorch's LayerNorm and
+GroupNorm use 1e-5. One value for the three kinds, so layer and RMS norm differ only in centering.
+(Batch norm keeps Keras' 1e-3.)"""
+
+MIN_GROUP_CHANNELS = 4
+"""Group norm's default minimum of channels per group (``NormStrategy.min_group_channels``)."""
+
+
+def group_count(channels: int, groups: int = 32, min_group_channels: int = MIN_GROUP_CHANNELS) -> int:
+    """Group norm's number of groups for a layer of ``channels`` channels (units of a Dense layer).
+
+    The largest divisor g of ``channels`` with g <= ``groups`` and ``channels / g >=
+    min_group_channels``: the group-norm paper's 32 groups (Wu & He 2018) where the layer has at
+    least 32 * min_group_channels channels, otherwise groups of at least ``min_group_channels``
+    channels, so that a group is never one channel (instance norm on a feature map; a constant on
+    a Dense layer, whose group holds the sample's units only). Where no g >= 2 qualifies (fewer
+    than 2 * ``min_group_channels`` channels, e.g. any layer with fewer than ``min_group_channels``,
+    or a prime number of channels) the layer gets one group: layer norm over that layer. With the
+    defaults (32, 4): 16, 32, 64, 128 and 256 channels get 4, 8, 16, 32 and 32 groups; 48 get 12,
+    10 get 2, 6 and 3 get 1.
+    """
+    for name, value in (("channels", channels), ("groups", groups), ("min_group_channels", min_group_channels)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"group_count: {name} must be a positive integer, got {value!r}")
+    for g in range(min(groups, channels // min_group_channels), 1, -1):
         if channels % g == 0:
             return g
     return 1
+
+
+@keras.saving.register_keras_serializable(package="normbench")
+class SampleRMSNormalization(keras.layers.Layer):
+    """RMS norm over every non-batch axis: y = gamma * x / sqrt(mean(x^2) + epsilon), gamma per channel.
+
+    The mean square is over all the sample's units (every position and channel of a feature map),
+    the axes layer norm uses here, with the same epsilon (:data:`NORM_EPSILON`), so that the two
+    differ only in centering (and layer norm's shift; RMS norm has none: Zhang & Sennrich 2019).
+    Statistics are computed in float32 under a float16/bfloat16 policy. ``gamma_initializer``
+    ("zeros" for a residual branch that starts as the identity).
+    """
+
+    def __init__(self, epsilon: float = NORM_EPSILON, gamma_initializer="ones", **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(f"{self.name}: the channel axis needs a defined size, got input shape {input_shape}")
+        self.gamma = self.add_weight(name="gamma", shape=(int(channels),), initializer=self.gamma_initializer,
+                                     trainable=True, autocast=False)
+        self.built = True
+
+    def call(self, inputs):
+        dtype = keras.backend.standardize_dtype(inputs.dtype)
+        x = ops.cast(inputs, "float32") if dtype in ("float16", "bfloat16") else inputs
+        axes = list(range(1, len(x.shape)))
+        mean_square = ops.mean(ops.square(x), axis=axes, keepdims=True)
+        y = x * ops.rsqrt(mean_square + self.epsilon) * ops.cast(self.gamma, x.dtype)
+        return ops.cast(y, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon,
+                "gamma_initializer": keras.initializers.serialize(self.gamma_initializer)}
 
 
 def data_dependent_init(model, x) -> int:

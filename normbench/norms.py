@@ -2,7 +2,8 @@
 
 A :class:`NormStrategy` says which activation, initializer, weight constraint, normalization
 kind (batch, mean-only batch, layer, group, RMS) and its placement, kernel parametrization
-(weight or spectral normalization), dropout kind and input scaling a network uses. Model
+(weight or spectral normalization) and dropout kind a network uses (input preprocessing is the
+run's ``input_scaling``, the same for every strategy). Model
 builders never look at a strategy's name; they call :class:`LayerStack`, whose ``dense``/``conv``
 blocks are the single place where a strategy is applied.
 """
@@ -23,7 +24,6 @@ KERNEL_PARAMETRIZATIONS = (None, "weight", "spectral")
 BATCH_STATISTICS = ("batch", "mean_batch")  # kinds whose output depends on the other samples of the batch
 CENTERING = ("batch", "mean_batch", "layer", "group")  # kinds with a learned shift: a bias before them is redundant
 DROPOUT_KINDS = (None, "standard", "alpha")
-INPUT_SCALINGS = ("unit", "standardize", "standardize_feature")
 
 # Initializer used when a strategy leaves it to the activation.
 DEFAULT_INITIALIZER = {
@@ -44,15 +44,14 @@ class NormStrategy:
     kernel_initializer: str | None = None  # None: chosen by the activation (DEFAULT_INITIALIZER)
     norm: str | None = None  # normalization layer kind, one of NORM_KINDS (None: no normalization layer)
     placement: str = "pre"  # "pre": on the input of the nonlinearity; "post": after it (and after a residual addition)
-    groups: int = 32  # group norm's groups (fewer where a layer has fewer channels: layers.group_count)
+    groups: int = 32  # group norm's groups (Wu & He 2018) where a layer has enough channels; elsewhere fewer,
+    min_group_channels: int = 4  # each of at least this many channels or units (layers.group_count)
     kernel_parametrization: str | None = None  # None, "weight" (g v/||v||) or "spectral" (v/sigma(v))
     data_init: bool = False  # weight norm's data-dependent initialization on the first training batch
     max_norm: float | None = None  # radius c of each unit's incoming weight vector
     dropout: str | None = None  # None, "standard" or "alpha", after each hidden block
     dropout_rate: float = 0.0
     input_dropout_rate: float = 0.0  # dropout (of the strategy's kind) on the network input
-    input_scaling: str = "unit"  # "unit": pixels / 255; "standardize": zero mean, unit variance per channel;
-    # "standardize_feature": per pixel and channel (the SNN paper's code)
 
     def __post_init__(self) -> None:
         if self.norm not in NORM_KINDS:
@@ -64,15 +63,15 @@ class NormStrategy:
                               f"{KERNEL_PARAMETRIZATIONS}, got {self.kernel_parametrization!r}")
         if not isinstance(self.groups, int) or isinstance(self.groups, bool) or self.groups < 1:
             raise ConfigError(f"strategy {self.name!r}: groups must be a positive integer, got {self.groups!r}")
+        if (not isinstance(self.min_group_channels, int) or isinstance(self.min_group_channels, bool)
+                or self.min_group_channels < 1):
+            raise ConfigError(f"strategy {self.name!r}: min_group_channels must be a positive integer, "
+                              f"got {self.min_group_channels!r}")
         if self.data_init and self.kernel_parametrization != "weight":
             raise ConfigError(f"strategy {self.name!r}: data_init is weight normalization's initialization; "
                               f"it needs kernel_parametrization = 'weight'")
         if self.dropout not in DROPOUT_KINDS:
             raise ConfigError(f"strategy {self.name!r}: dropout must be one of {DROPOUT_KINDS}, got {self.dropout!r}")
-        if self.input_scaling not in INPUT_SCALINGS:
-            raise ConfigError(
-                f"strategy {self.name!r}: input_scaling must be one of {INPUT_SCALINGS}, got {self.input_scaling!r}"
-            )
         for name in ("dropout_rate", "input_dropout_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"strategy {self.name!r}: {name} must be in [0, 1), got {getattr(self, name)!r}")
@@ -98,6 +97,8 @@ class NormStrategy:
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "NormStrategy":
         config = _legacy(config)
+        # a config stored before min_group_channels (schemas 1-2) was made with the divisor rule alone: 1 channel
+        config = {"min_group_channels": 1, **config}
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(config) - fields)
         if unknown:
@@ -106,10 +107,11 @@ class NormStrategy:
 
 
 def _legacy(config: dict[str, Any]) -> dict[str, Any]:
-    """Schema-1 configs (records made before several norm kinds) said ``batchnorm = "pre" | "post" | None``."""
+    """Older configs: schema 1 said ``batchnorm = "pre" | "post" | None``; schemas 1-2 had an ``input_scaling``
+    field (now the run's, so that no strategy changes its inputs implicitly)."""
+    config = {k: v for k, v in config.items() if k != "input_scaling"}
     if "batchnorm" not in config:
         return config
-    config = dict(config)
     placement = config.pop("batchnorm")
     if placement is not None:
         config.setdefault("norm", "batch")
@@ -127,6 +129,10 @@ def get_strategy(identifier: "str | dict | NormStrategy", **params: Any) -> Norm
         return NormStrategy.from_config(identifier)
     if isinstance(identifier, str):
         factory = NORMS.get(identifier)
+        if "input_scaling" in params:
+            raise ConfigError(f"strategy {identifier!r}: input_scaling is no longer a strategy parameter; it is a run "
+                              f"setting, the same for every strategy: write input_scaling = "
+                              f"{params['input_scaling']!r} beside the other run settings (e.g. in [defaults])")
         params = _legacy(params)
         accepted = set(inspect.signature(factory).parameters)
         fields = {f.name for f in dataclasses.fields(NormStrategy)} - {"name"}
@@ -177,32 +183,36 @@ def _maxnorm(c: float = 3.0, dropout_rate: float = 0.0, input_dropout_rate: floa
 
 @NORMS.register(name="selu")
 def _selu(dropout_rate: float = 0.0) -> NormStrategy:
-    """Self-normalizing bundle: SELU, LeCun-normal init, AlphaDropout, standardized inputs, no BN."""
+    """Self-normalizing bundle: SELU, LeCun-normal init, AlphaDropout, no BN (standardized inputs: the run's
+    default input_scaling, which every strategy gets)."""
     return NormStrategy(
         "selu",
         activation="selu",
         kernel_initializer="lecun_normal",
         dropout="alpha" if dropout_rate else None,
         dropout_rate=dropout_rate,
-        input_scaling="standardize",
     )
 
 
 @NORMS.register(name="layernorm")
 def _layernorm() -> NormStrategy:
-    """Layer norm on the pre-activation, over all of a sample's units (Ba et al. 2016)."""
+    """Layer norm on the pre-activation, over all of a sample's units (every position and channel of a
+    feature map), gain and shift per channel, epsilon 1e-5 (Ba et al. 2016)."""
     return NormStrategy("layernorm", norm="layer")
 
 
 @NORMS.register(name="groupnorm")
-def _groupnorm(groups: int = 32) -> NormStrategy:
-    """Group norm, 32 groups of channels (fewer where a layer has fewer channels) (Wu & He 2018)."""
-    return NormStrategy("groupnorm", norm="group", groups=int(groups))
+def _groupnorm(groups: int = 32, min_group_channels: int = 4) -> NormStrategy:
+    """Group norm (Wu & He 2018): the largest divisor g of a layer's channels with g <= groups (32) and at least
+    min_group_channels (4) channels per group, one group (layer norm) where none qualifies; a Dense layer's units
+    alike (16 units: 4 groups of 4). Each group normalized over its channels and every position, epsilon 1e-5."""
+    return NormStrategy("groupnorm", norm="group", groups=int(groups), min_group_channels=int(min_group_channels))
 
 
 @NORMS.register(name="rmsnorm")
 def _rmsnorm() -> NormStrategy:
-    """RMS norm: divide by the root mean square of a sample's units, no centering (Zhang & Sennrich 2019)."""
+    """RMS norm: divide by the root mean square over layer norm's axes, same epsilon, gain per channel, no centering
+    and no shift (Zhang & Sennrich 2019)."""
     return NormStrategy("rmsnorm", norm="rms")
 
 
@@ -235,21 +245,30 @@ def hidden_layer_name(index: int, part: str) -> str:
 def norm_layer(strategy: NormStrategy, shape: tuple, name: str, zero_scale: bool = False):
     """The strategy's normalization layer for a tensor of ``shape`` (batch axis first), or None.
 
-    Layer norm normalizes each sample over all its units: every position and channel of a conv
-    feature map, with a gain and shift per channel (the definition of the group-norm paper, where
-    LN is GN with one group; Keras' LayerNormalization over those axes would learn one gain per
-    position and channel, 6x resnet20's parameters). RMS norm divides by the root mean square over
-    the channels (at each position of a feature map), with a gain per channel, as Keras'
-    RMSNormalization does. Group norm: groups of channels and every position; batch kinds: per
-    channel over the batch and positions. ``zero_scale`` starts the learned scale at 0 (a residual
-    branch that starts as the identity).
+    Layer, group and RMS norm take their statistics per sample over every non-batch axis (all
+    units of a Dense output; every position and channel of a conv feature map, within a group of
+    channels for group norm), with epsilon ``layers.NORM_EPSILON`` (1e-5) inside the square root
+    and a learned gain per channel; layer and group norm also learn a shift per channel, RMS norm
+    does not (it does not center). So layer and RMS norm differ only in centering. Layer norm on a
+    feature map is group norm with one group (the group-norm paper's definition; Keras'
+    LayerNormalization over those axes would learn one gain per position and channel). Group norm's
+    groups: ``layers.group_count(channels, strategy.groups, strategy.min_group_channels)``, the
+    same rule for a Dense layer's units. The three refuse a tensor of one value per sample (their
+    output would not depend on it). Batch kinds: per channel over the batch and positions, Keras'
+    BatchNormalization (epsilon 1e-3) and ``layers.MeanOnlyBatchNormalization``. ``zero_scale``
+    starts the learned gain at 0 (a residual branch that starts as the identity).
     """
+    import math
+
     import keras
 
-    from .layers import MeanOnlyBatchNormalization, group_count
+    from .layers import NORM_EPSILON, MeanOnlyBatchNormalization, SampleRMSNormalization, group_count
 
     kind = strategy.norm
     gamma = "zeros" if zero_scale else "ones"
+    if kind in ("layer", "group", "rms") and math.prod(int(d) for d in shape[1:]) == 1:
+        raise ConfigError(f"strategy {strategy.name!r}: {kind} norm over one value per sample ({name}, shape "
+                          f"{tuple(shape)}) would output a constant; give the layer more units")
     if kind == "batch":
         return keras.layers.BatchNormalization(gamma_initializer=gamma, name=name)
     if kind == "mean_batch":
@@ -259,16 +278,14 @@ def norm_layer(strategy: NormStrategy, shape: tuple, name: str, zero_scale: bool
         return MeanOnlyBatchNormalization(name=name)
     if kind == "layer":
         if len(shape) > 2:
-            return keras.layers.GroupNormalization(groups=1, gamma_initializer=gamma, name=name)
-        return keras.layers.LayerNormalization(gamma_initializer=gamma, name=name)
+            return keras.layers.GroupNormalization(groups=1, epsilon=NORM_EPSILON, gamma_initializer=gamma, name=name)
+        return keras.layers.LayerNormalization(epsilon=NORM_EPSILON, gamma_initializer=gamma, name=name)
     if kind == "group":
-        groups = group_count(int(shape[-1]), strategy.groups)
-        return keras.layers.GroupNormalization(groups=groups, gamma_initializer=gamma, name=name)
+        groups = group_count(int(shape[-1]), strategy.groups, strategy.min_group_channels)
+        return keras.layers.GroupNormalization(groups=groups, epsilon=NORM_EPSILON, gamma_initializer=gamma,
+                                               name=name)
     if kind == "rms":
-        if zero_scale:
-            raise ConfigError("zero-initialized residual branches are not supported with rmsnorm "
-                              "(Keras' RMSNormalization has no scale initializer)")
-        return keras.layers.RMSNormalization(axis=-1, name=name)
+        return SampleRMSNormalization(epsilon=NORM_EPSILON, gamma_initializer=gamma, name=name)
     return None
 
 

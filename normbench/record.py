@@ -13,6 +13,13 @@ Schema versions:
   shared the device. A version-1 record is read (upgraded in memory: engine ``fit``,
   concurrent runs unknown), but ``check`` refuses to compare across versions, because the
   same spec trains on another batch order.
+- 3: fair comparisons (issue 22). Evaluations of a network with batch-norm layers use
+  re-estimated population statistics (precise BN, ``spec.precise_bn_batches``); the moving-average
+  numbers stay beside them (history ``*_moving``, test ``*_moving``) and ``data.bn_statistics``
+  says how they were made. Every strategy gets the spec's ``input_scaling`` (default
+  ``standardize``; before, only SELU was standardized). Group norm keeps at least 4 channels per
+  group, layer and RMS norm share axes and epsilon. Records of version <= 2 are read, but their
+  batch-norm numbers are moving-average numbers and their inputs were set by the strategy.
 """
 
 from __future__ import annotations
@@ -20,8 +27,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-SCHEMA_VERSION = 2  # bump when the record layout or a run's computation changes; comparisons across versions are refused
-READABLE_VERSIONS = (1, 2)  # versions that readers upgrade in memory
+SCHEMA_VERSION = 3  # bump when the record layout or a run's computation changes; comparisons across versions are refused
+READABLE_VERSIONS = (1, 2, 3)  # versions that readers upgrade in memory
 STATS_COLUMNS = ["epoch", "layer", "tap", "quantity", "value"]
 STATUSES = ("running", "ok", "diverged", "error")
 COMPLETE = ("ok", "diverged")  # statuses that resume skips; "error" runs are retried

@@ -8,6 +8,7 @@ exception as ``error`` with the message.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import replace
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import precise_bn
 from . import record as rec_mod
 from .env import enable_determinism, environment, peak_rss_mib
 from .perf import choose_execution, training_flops
@@ -136,7 +138,7 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: s
         strategy = get_strategy(spec.strategy, **spec.strategy_params)  # fail fast, before loading data
         splits = load_splits(
             spec.dataset,
-            input_scaling=strategy.input_scaling,
+            input_scaling=spec.input_scaling,
             val_size=spec.val_size,
             limit=spec.limit,
             eval_limit=spec.eval_limit,
@@ -180,6 +182,7 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: s
         record["timings"]["build_s"] = time.perf_counter() - t
 
         measure = _EpochMeasure(spec, trainer, splits, probe, record, log)
+        record["data"]["bn_statistics"] = measure.bn_statistics
         if measure(0):
             for epoch in range(1, spec.epochs + 1):
                 order = epoch_order(spec.seed, epoch, len(splits.y_train))
@@ -188,8 +191,10 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: s
                 if not measure(epoch, fit_logs, time.perf_counter() - t):
                     break
         if record["status"] == "running":
-            loss, acc = measure.evaluate(splits.x_test, splits.y_test)
-            record["test"] = {"loss": loss, "accuracy": acc}
+            test = {"": (splits.x_test, splits.y_test)}
+            record["test"] = measure.moving_scores(test)
+            with measure.precise():
+                record["test"].update(measure.scores(test))
             record["status"] = "ok"
         record["timings"]["epoch_s"] = [h["epoch_s"] for h in record["history"] if "epoch_s" in h]
     except KeyboardInterrupt:
@@ -224,6 +229,18 @@ class _EpochMeasure:
         self.x_test, self.y_test = splits.x_test, splits.y_test
         self.n_train = len(splits.y_train)
         self.step_probe_s = 0.0  # time spent in step probes during the current epoch
+        # precise BN: the fixed training batches that re-estimate the batch-norm statistics before each evaluation
+        self.precise_bn = precise_bn.PreciseBN(probe.model)
+        layers = len(self.precise_bn.layers)
+        self.bn_x = None
+        if layers and spec.precise_bn_batches:
+            self.bn_x = splits.x_train[precise_bn.sample_indices(spec.seed, self.n_train, spec.batch_size,
+                                                                 spec.precise_bn_batches)]
+            batches = max(1, len(self.bn_x) // spec.batch_size)
+            self.bn_statistics = {"method": "precise", "layers": layers, "batches": batches,
+                                  "samples": min(len(self.bn_x), batches * spec.batch_size)}
+        else:
+            self.bn_statistics = {"method": "moving", "layers": layers} if layers else None
         if spec.diagnostics:
             record["diagnostics"] = {"columns": ["epoch", "layer", "diagnostic", "quantity", "value"], "rows": []}
         # the probe batch: the first probe_size validation samples, the same at every epoch; the training
@@ -243,10 +260,11 @@ class _EpochMeasure:
         (the BN paper's Figure 1); nothing in normbench selects models on it.
         """
         t = time.perf_counter()
-        val = self.evaluate(self.x_val, self.y_val)
-        test = self.evaluate(self.x_test, self.y_test)
+        with self.precise():
+            val = self.evaluate(self.x_val, self.y_val)
+            test = self.evaluate(self.x_test, self.y_test)
+            self.record["step_stats"]["rows"] += [[step, *row[1:]] for row in self.probe.measure(step)]
         self.record["steps"]["rows"].append([step, *val, *test])
-        self.record["step_stats"]["rows"] += [[step, *row[1:]] for row in self.probe.measure(step)]
         self.step_probe_s += time.perf_counter() - t
 
     def diagnose(self, epoch: int, finite: bool) -> None:
@@ -284,6 +302,32 @@ class _EpochMeasure:
     def evaluate(self, x, y) -> tuple[float, float]:
         return loss_and_accuracy(self.trainer.logits(x), y)
 
+    @contextlib.contextmanager
+    def precise(self):
+        """Within: the batch-norm statistics re-estimated on the fixed training batches (precise BN); on exit the
+        moving averages are back as training left them, so measuring never changes training."""
+        if self.bn_x is None:
+            yield
+            return
+        saved = precise_bn.MovingStatistics(self.probe.model)
+        try:
+            self.precise_bn.reestimate(self.bn_x, self.spec.batch_size)
+            yield
+        finally:
+            saved.restore()
+
+    def scores(self, sets: dict[str, tuple], suffix: str = "") -> dict[str, float]:
+        """``{prefix}loss{suffix}`` and ``{prefix}accuracy{suffix}`` of each named set, with the model as it is."""
+        out: dict[str, float] = {}
+        for prefix, (x, y) in sets.items():
+            out[f"{prefix}loss{suffix}"], out[f"{prefix}accuracy{suffix}"] = self.evaluate(x, y)
+        return out
+
+    def moving_scores(self, sets: dict[str, tuple]) -> dict[str, float]:
+        """For a network whose batch-norm statistics are re-estimated: its scores with Keras' moving averages
+        (``..._moving``), kept beside the re-estimated ones; otherwise nothing."""
+        return self.scores(sets, "_moving") if self.bn_x is not None else {}
+
     def __call__(self, epoch: int, fit_logs: dict | None = None, epoch_s: float | None = None) -> bool:
         row: dict = {"epoch": epoch}
         if fit_logs is not None:
@@ -298,13 +342,16 @@ class _EpochMeasure:
                 row["step_probe_s"] = self.step_probe_s
             self.step_probe_s = 0.0
         t = time.perf_counter()
-        row["train_loss"], row["train_accuracy"] = self.evaluate(self.x_train_eval, self.y_train_eval)
-        row["val_loss"], row["val_accuracy"] = self.evaluate(self.x_val, self.y_val)
-        row["eval_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        self.record["stats"]["rows"] += self.probe.measure(epoch)
-        row["probe_s"] = time.perf_counter() - t
-        self.diagnose(epoch, all(math.isfinite(v) for v in (row.get("fit_loss", 0.0), row["train_loss"], row["val_loss"])))
+        sets = {"train_": (self.x_train_eval, self.y_train_eval), "val_": (self.x_val, self.y_val)}
+        row.update(self.moving_scores(sets))
+        with self.precise():  # metrics, activations and diagnostics of the network as it is evaluated
+            row.update(self.scores(sets))
+            row["eval_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            self.record["stats"]["rows"] += self.probe.measure(epoch)
+            row["probe_s"] = time.perf_counter() - t
+            self.diagnose(epoch, all(math.isfinite(v) for v in (row.get("fit_loss", 0.0), row["train_loss"],
+                                                                row["val_loss"])))
         self.record["history"].append(row)
         self.log(
             f"    epoch {epoch:>3}/{self.spec.epochs}  train loss {_fmt(row['train_loss'])} acc {_fmt(row['train_accuracy'], '.3f')}"

@@ -13,6 +13,7 @@ from .errors import ConfigError
 
 from .record import SCHEMA_VERSION  # noqa: F401  (re-exported: the record's layout lives in normbench.record)
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
+INPUT_SCALINGS = ("standardize", "unit", "standardize_feature")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 AUGMENTATIONS = (None, "crop_flip")
 LR_SCHEDULES = (None, "step", "cosine", "exponential")
@@ -52,6 +53,10 @@ class RunSpec:
     diagnostics: list = field(default_factory=list)  # registered diagnostics measured at every probe epoch
     momentum_start: float | None = None  # SGD only: momentum ramps linearly from this to `momentum` ...
     momentum_ramp_epochs: float = 0.0  # ... over this many epochs, then stays (Srivastava et al. 2014)
+    input_scaling: str = "standardize"  # every strategy's inputs: "standardize" (per channel, training-split
+    # statistics), "unit" (pixels / 255) or "standardize_feature" (per pixel and channel, the SNN paper's code)
+    precise_bn_batches: int = 16  # training batches that re-estimate batch-norm statistics before every
+    # evaluation (precise BN, normbench.precise_bn); 0 evaluates with Keras' moving averages
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> ConfigError:
@@ -72,10 +77,11 @@ class RunSpec:
             value = getattr(self, name)
             if is_int(value):
                 object.__setattr__(self, name, float(value))
-        for name in ("epochs", "batch_size", "val_size", "probe_size", "train_eval_size"):
+        for name in ("epochs", "batch_size", "val_size", "probe_size", "train_eval_size", "precise_bn_batches"):
             value = getattr(self, name)
-            if not is_int(value) or not (0 if name == "epochs" else 1) <= value < 2**31:
-                raise bad(name, "an integer in [0, 2**31)" if name == "epochs" else "a positive integer < 2**31")
+            zero_ok = name in ("epochs", "precise_bn_batches")
+            if not is_int(value) or not (0 if zero_ok else 1) <= value < 2**31:
+                raise bad(name, "an integer in [0, 2**31)" if zero_ok else "a positive integer < 2**31")
         if self.probe_every_steps is not None and (not is_int(self.probe_every_steps)
                                                    or not 1 <= self.probe_every_steps < 2**31):
             raise bad("probe_every_steps", "a positive integer or absent")
@@ -91,6 +97,8 @@ class RunSpec:
             raise bad("learning_rate", "a finite number > 0 (a number, not a string)")
         if not is_real(self.momentum) or not 0 <= self.momentum < 1:
             raise bad("momentum", "a number in [0, 1)")
+        if self.input_scaling not in INPUT_SCALINGS:
+            raise bad("input_scaling", f"one of {INPUT_SCALINGS}")
         if self.augment not in AUGMENTATIONS:
             raise bad("augment", f"one of {AUGMENTATIONS}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -162,3 +170,8 @@ class RunSpec:
 
     def with_(self, **changes: Any) -> "RunSpec":
         return dataclasses.replace(self, **changes)
+
+
+def definition_hash(specs) -> str:
+    """Hash of a grid's run ids: two grids with the same hash train the same runs."""
+    return hashlib.sha256("\n".join(sorted(s.run_id for s in specs)).encode()).hexdigest()[:16]

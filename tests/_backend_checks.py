@@ -14,6 +14,8 @@ tests, which run on TensorFlow in their own process, to assert on.
    calls it directly on TensorFlow and reads its JSON from JAX.
 4. The diagnostics' gradients, loss slices and Hessian-vector products; SGD with a momentum ramp
    and an exponential learning-rate decay against the same updates in NumPy (``momentum_ramp``).
+5. Every normalization kind against tests/test_norm_numerics.py's NumPy reference, on a Dense- and
+   a Conv-shaped input, in training and inference mode (``norm_numerics``: the largest error).
 """
 
 import json
@@ -235,6 +237,13 @@ def momentum_ramp_check():
     return {"max_rel_err": float(np.abs(got - w).max() / np.abs(w).max())}
 
 
+def norm_numerics():
+    """tests/test_norm_numerics.py's comparison with its NumPy reference, on this backend."""
+    from test_norm_numerics import numerics_errors
+
+    return numerics_errors()
+
+
 def epoch0(data_dir):
     from normbench.datasets import load_raw
     from normbench.errors import DataError
@@ -260,7 +269,7 @@ if __name__ == "__main__":
 
     result = {"backend": keras.backend.backend(), "epoch0": epoch0(os.environ.get("NORMBENCH_DATA_DIR") or None),
               "reparametrization": reparametrization(), "gradients": gradients_check(),
-              "hessian": hessian_check(), "momentum_ramp": momentum_ramp_check()}
+              "hessian": hessian_check(), "momentum_ramp": momentum_ramp_check(), "norm_numerics": norm_numerics()}
     if keras.backend.backend() == "jax":
         result["engines"] = engine_agreement()
     with open(sys.argv[1], "w") as f:

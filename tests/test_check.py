@@ -55,8 +55,7 @@ def test_a_rerun_on_the_same_machine_is_identical(baseline, tmp_path, data_dir):
 
 def test_planted_regression_fails_and_names_run_and_metric(baseline, tmp_path, data_dir, monkeypatch):
     # a real code regression: the selu bundle loses its activation (falls back to sigmoid)
-    broken = lambda dropout_rate=0.0: NormStrategy("selu", activation="sigmoid", kernel_initializer="lecun_normal",  # noqa: E731
-                                                   input_scaling="standardize")
+    broken = lambda dropout_rate=0.0: NormStrategy("selu", activation="sigmoid", kernel_initializer="lecun_normal")  # noqa: E731
     monkeypatch.setitem(NORMS._items, "selu", broken)
     current = tmp_path / "current"
     run_grid(SPECS, current, data_dir=data_dir, suite=SUITE, log=_quiet)

@@ -128,7 +128,8 @@ BAD_DEFAULTS = [
     ("lr_milestones", "[0.75, 0.5]"), ("lr_milestones", "0.5"), ("lr_decay", "0"), ("warmup_epochs", '"1"'),
     ("diagnostics", '"spectra"'), ("diagnostics", '["nope"]'), ("momentum_start", "1.0"),
     ("momentum_start", "0.5"), ("momentum_ramp_epochs", "-2"), ("seed", "1"), ("model", '"mlp8"'),
-    ("val_size", "60000"), ("epochs", "99999999999"),
+    ("val_size", "60000"), ("epochs", "99999999999"), ("input_scaling", '"pixels"'), ("precise_bn_batches", "-1"),
+    ("precise_bn_batches", "1.5"),
 ]
 
 

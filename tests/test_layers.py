@@ -33,6 +33,15 @@ def test_weight_and_spectral_norm_identities_on_other_backends(backend, request)
     _check_reparametrization(request.getfixturevalue(f"{backend}_checks")["reparametrization"])
 
 
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_norm_layers_match_the_numpy_reference_on_other_backends(backend, request):
+    """tests/test_norm_numerics.py's comparison (every kind, Dense and Conv, training and inference) there."""
+    from test_norm_numerics import KINDS, TOLERANCE
+
+    errors = request.getfixturevalue(f"{backend}_checks")["norm_numerics"]
+    assert len(errors) == 4 * len(KINDS) and max(errors.values()) < TOLERANCE, errors
+
+
 def test_weight_norm_without_data_init_computes_what_the_plain_layer_would(rng):
     dense = keras.layers.Dense(5, name="d")
     wrapped = KernelReparametrization(keras.layers.Dense(5), mode="weight")
@@ -78,17 +87,23 @@ def test_option_a_shortcut_subsamples_and_zero_pads(rng):
     assert not y[..., :2].any() and not y[..., 6:].any()
 
 
-@pytest.mark.parametrize("channels,expected", [(256, 32), (64, 32), (16, 16), (48, 24), (3, 3), (1, 1)])
+@pytest.mark.parametrize("channels,expected", [(256, 32), (64, 16), (32, 8), (16, 4), (48, 12), (8, 2), (3, 1), (1, 1)])
 def test_group_count_rule(channels, expected):
+    """At most 32 groups and at least 4 channels per group (tests/test_norm_numerics.py has the whole rule)."""
     assert group_count(channels, 32) == expected
 
 
-def test_group_norm_groups_are_recorded_per_layer():
+def test_group_norm_groups_are_recorded_per_layer_and_never_one_channel():
     from normbench.runner import norm_description
 
     model = build_model("resnet", (16, 16, 3), 10, get_strategy("groupnorm"), depth=8, base_filters=16)
-    assert norm_description(model, 0) == {"norm": "GroupNormalization", "norm_groups": 16}
-    assert norm_description(model, 6) == {"norm": "GroupNormalization", "norm_groups": 32}  # 64 channels
+    assert norm_description(model, 0) == {"norm": "GroupNormalization", "norm_groups": 4}  # 16 channels
+    assert norm_description(model, 6) == {"norm": "GroupNormalization", "norm_groups": 16}  # 64 channels
+    per_group = {int(layer.input.shape[-1]): int(layer.input.shape[-1]) // layer.groups for layer in model.layers
+                 if isinstance(layer, keras.layers.GroupNormalization)}
+    assert per_group == {16: 4, 32: 4, 64: 4}
+    mlp = build_model("mlp", (8,), 3, get_strategy("groupnorm"), depth=2, width=16)
+    assert norm_description(mlp, 0) == {"norm": "GroupNormalization", "norm_groups": 4}  # 4 groups of 4 units
 
 
 def test_strategies_say_whether_they_need_batch_statistics():
@@ -125,6 +140,11 @@ def test_zero_initialized_branches_start_as_the_identity():
     bn = build_model("resnet", (16, 16, 3), 10, get_strategy("batchnorm"), depth=8, base_filters=4,
                      zero_init_residual=True)
     assert not keras.ops.convert_to_numpy(bn.get_layer("h02_norm").gamma).any()
+    rms = build_model("resnet", (16, 16, 3), 10, get_strategy("rmsnorm"), depth=8, base_filters=4,
+                      zero_init_residual=True)
+    assert type(rms.get_layer("h02_norm")).__name__ == "SampleRMSNormalization"
+    assert not keras.ops.convert_to_numpy(rms.get_layer("h02_norm").gamma).any()
+    assert keras.ops.convert_to_numpy(rms.get_layer("h01_norm").gamma).all()
     with pytest.raises(ConfigError, match="weight normalization"):
         build_model("resnet", (16, 16, 3), 10, get_strategy("weightnorm"), depth=8, zero_init_residual=True)
     with pytest.raises(ConfigError, match="6n\\+2"):

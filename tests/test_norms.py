@@ -33,8 +33,8 @@ def test_get_strategy_errors_name_the_problem():
 
 
 def test_any_strategy_field_can_be_overridden_by_parameter():
-    s = get_strategy("batchnorm_post", input_scaling="standardize")
-    assert s.input_scaling == "standardize" and s.norm == "batch" and s.placement == "post" and s.name == "batchnorm_post"
+    s = get_strategy("batchnorm_post", max_norm=2.0)
+    assert s.max_norm == 2.0 and s.norm == "batch" and s.placement == "post" and s.name == "batchnorm_post"
     assert get_strategy("selu", dropout_rate=0.05).dropout == "alpha"
 
 
@@ -65,7 +65,6 @@ def test_selu_bundle():
     assert _types(model) == ["Dense", "Activation", "AlphaDropout"]
     assert model.get_layer("h00_act").get_config()["activation"] == "selu"
     assert type(model.get_layer("h00_linear").kernel_initializer).__name__ == "LecunNormal"
-    assert get_strategy("selu").input_scaling == "standardize"
     assert not any(isinstance(l, keras.layers.BatchNormalization) for l in model.layers)
 
 
@@ -82,3 +81,21 @@ def test_builder_activation_respected_unless_strategy_fixes_it():
     assert sig.get_layer("h02_act").get_config()["activation"] == "sigmoid"
     selu = build_model("bn_paper_mlp", (8,), 3, get_strategy("selu"))
     assert selu.get_layer("h02_act").get_config()["activation"] == "selu"
+
+
+def test_input_scaling_is_the_runs_not_a_strategys():
+    """Every strategy gets the run's inputs: the strategy has no input_scaling; asking for one names the fix;
+    an old record's strategy config that had one is still read."""
+    import dataclasses
+
+    assert "input_scaling" not in {f.name for f in dataclasses.fields(NormStrategy)}
+    with pytest.raises(ConfigError, match="input_scaling is no longer a strategy parameter.*run setting"):
+        get_strategy("selu", input_scaling="standardize")
+    old = {**get_strategy("selu").get_config(), "input_scaling": "standardize"}
+    assert NormStrategy.from_config(old) == get_strategy("selu")
+
+
+def test_a_stored_config_from_before_the_group_minimum_reads_as_what_it_ran():
+    old = {k: v for k, v in get_strategy("groupnorm").get_config().items() if k != "min_group_channels"}
+    assert NormStrategy.from_config(old).min_group_channels == 1
+    assert NormStrategy.from_config(get_strategy("groupnorm").get_config()) == get_strategy("groupnorm")

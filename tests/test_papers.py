@@ -42,7 +42,7 @@ def test_paper_suites_match_the_papers_settings():
     assert {s.strategy for s in snn} == {"selu", "batchnorm_post"}
     assert all(s.optimizer == "sgd" and s.momentum == 0 and s.learning_rate == 1e-5 and s.batch_size == 128 for s in snn)
     assert all(s.epochs == 2000 for s in get_suite("paper-snn-full").specs)
-    assert all(s.strategy_params["input_scaling"] == "standardize_feature" for s in snn)  # per pixel, as the paper's code
+    assert all(s.input_scaling == "standardize_feature" for s in snn)  # per pixel, as the paper's code
     bn = get_suite("paper-bn").specs
     assert {s.strategy for s in bn} == {"none", "batchnorm"} and all(s.batch_size == 60 for s in bn)
     assert {s.dataset for s in bn} == {"mnist_binary"}  # the paper's binary images
@@ -97,7 +97,7 @@ def test_papers_report_tables_come_from_records(tmp_path, data_dir):
 def test_the_snn_verdict_reads_the_papers_training_loss(tmp_path, data_dir):
     tiny = dict(limit=200, eval_limit=100, val_size=100, probe_size=20, train_eval_size=100, epochs=2)
     specs = [RunSpec("mlp", s, "mnist", model_params={"depth": 2, "width": 16},
-                     strategy_params={"input_scaling": "standardize_feature"}, **tiny) for s in ("selu", "batchnorm_post")]
+                     input_scaling="standardize_feature", **tiny) for s in ("selu", "batchnorm_post")]
     run_grid(specs, tmp_path / "paper-snn", data_dir=data_dir, log=lambda _m: None)
     md = make_papers_report(tmp_path, tmp_path / "out", log=lambda _m: None).read_text()
     section = md.split("## Self-normalizing")[1].split("## ")[0]
