@@ -209,7 +209,8 @@ def _names(option: str, text: str) -> list[str]:
     return names
 
 
-def grid_from_args(args: argparse.Namespace) -> tuple[list, dict | None]:
+def grid_from_args(args: argparse.Namespace) -> tuple[list, dict | None, object]:
+    """The specs to run, the suite's provenance, and a tuning study's search (or None)."""
     from . import datasets, models, norms  # noqa: F401  (registers)
     from .suites import definition_hash, expand_grid, get_suite
 
@@ -238,7 +239,10 @@ def grid_from_args(args: argparse.Namespace) -> tuple[list, dict | None]:
         # a suite changed from the command line is a different benchmark definition
         modified = bool(overrides or args.seeds)
         name = f"{suite.name} (modified)" if modified else suite.name
-        return specs, {"name": name, "definition_hash": definition_hash(specs)}
+        if suite.search is not None and any(k in overrides for k, _ in suite.search.values):
+            raise ConfigError(f"suite {suite.name!r} searches {', '.join(k for k, _ in suite.search.values)}; "
+                              f"--lr cannot fix a searched setting (drop it, or edit the suite's [search])")
+        return specs, {"name": name, "definition_hash": definition_hash(specs)}, suite.search
     if args.models is None:
         raise ConfigError("nothing to run: give --suite NAME or --models (see `normbench list`)")
     for option, value in (("--models", args.models), ("--strategies", args.strategies), ("--datasets", args.datasets)):
@@ -247,14 +251,17 @@ def grid_from_args(args: argparse.Namespace) -> tuple[list, dict | None]:
                               f"(see `normbench list`), or leave {option} out for its default")
     specs = expand_grid(args.datasets if args.datasets is not None else "mnist", args.models,
                         args.strategies if args.strategies is not None else "*", args.seeds or [0], overrides)
-    return specs, {"name": None, "definition_hash": definition_hash(specs)}
+    return specs, {"name": None, "definition_hash": definition_hash(specs)}, None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .datasets import load_raw
-    from .grid import run_grid
+    from .grid import run_grid, run_search
 
-    specs, suite = grid_from_args(args)
+    specs, suite, search = grid_from_args(args)
+    finals = specs
+    if search is not None:  # a tuning study: the trials run first; the finals are known only after them
+        specs = search.trials(finals)
     if args.device == "gpu":
         from .env import accelerator
 
@@ -300,6 +307,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             state = "complete, skipped on resume" if complete else "to run"
             print(f"{s.run_id}  {labels[s.run_id]}  epochs={s.epochs} limit={s.limit}  [{state}]")
         print(f"{len(specs)} runs: {len(specs) - done} to run, {done} already complete in {args.results}")
+        if search is not None:
+            print(f"then {len(finals)} finals: the runs above are the trials of a search over "
+                  f"{', '.join(n for n, _ in search.values)}; each setting's finals use the values its trials chose "
+                  f"on validation accuracy")
         return 0
     from .store import hold_folder
 
@@ -317,8 +328,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     with hold_folder(args.results), native_log(args.results, args.verbose):
         for name in sorted({s.dataset for s in specs}):  # fail fast on missing data, before any training
             load_raw(name, args.data_dir)
-        counts = run_grid(specs, args.results, force=args.force, data_dir=args.data_dir, suite=suite,
-                          executor=args.executor, jobs=jobs, engine=args.engine, executor_options=options)
+        options = dict(force=args.force, data_dir=args.data_dir, executor=args.executor, jobs=jobs, engine=args.engine,
+                       executor_options=options)
+        if search is not None:
+            counts = run_search(finals, search, args.results, suite=suite, **options)
+        else:
+            counts = run_grid(specs, args.results, suite=suite, **options)
     return 1 if counts["error"] else 0
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from . import store
 from .executors import GridContext, get_executor
 from .errors import OutputClosed, say
-from .spec import RunSpec
+from .search import Search, choose, finals, trial_score
+from .spec import RunSpec, definition_hash
 
 Log = Callable[[str], None]
 
@@ -178,3 +179,32 @@ def run_grid(
         f"{counts['error']} error, {counts['skipped']} skipped; records in {results_dir}"
     )
     return counts
+
+
+def run_search(specs: Sequence[RunSpec], search: Search, results_dir: str | Path, *, suite: dict, log: Log = say,
+               **options) -> dict[str, int]:
+    """A tuning study (:mod:`normbench.search`): the trials, the choice of each setting's values on validation
+    accuracy, then the finals with those values and the grids' seeds; counts by status over both phases.
+    ``options`` are :func:`run_grid`'s. Trials are recorded with ``suite.phase = "trial"``, finals ``"final"``."""
+    trials = search.trials(specs)
+    bases = search.bases(specs)
+    log(f"== tuning, phase 1 of 2: {len(trials)} trials ({len(bases)} settings x {len(search.combinations())} "
+        f"combinations of {', '.join(n for n, _ in search.values)} x {len(search.trial_seeds)} trial seeds)")
+    described = {**suite, "search": search.as_dict()}
+    counts = run_grid(trials, results_dir, suite={**described, "phase": "trial", "definition_hash":
+                                                  definition_hash(trials)}, log=log, **options)
+    scores = {r["run_id"]: trial_score(r) for r in store.load_records(results_dir)}
+    choices, missing = choose(search, specs, scores)
+    for c in choices:
+        edge = c.at_edge(search)
+        log(f"    chose {', '.join(f'{k} = {v:g}' for k, v in c.values.items())} for {c.base.label.rsplit('/', 1)[0]} "
+            f"(mean validation accuracy {c.score:.4f} over {len(search.trial_seeds)} trial seeds)"
+            + (f"; at the edge of the grid for {', '.join(edge)}" if edge else ""))
+    if missing:
+        log(f"    no choice for {len(missing)} settings whose trials did not all finish (e.g. {missing[0]}): their "
+            f"finals are not run; run the suite again to retry the failed trials")
+    final = finals(search, specs, choices)
+    log(f"== tuning, phase 2 of 2: {len(final)} finals (the chosen values, {len({s.seed for s in specs})} seeds)")
+    second = run_grid(final, results_dir, suite={**described, "phase": "final", "definition_hash":
+                                                 definition_hash(final)}, log=log, **options)
+    return {k: counts[k] + second[k] for k in counts}

@@ -4,6 +4,8 @@ A suite file has a ``description``, optional ``[defaults]`` (any RunSpec field) 
 one or more ``[[grid]]`` tables with ``datasets``, ``models``, ``strategies`` (names
 or glob patterns) and ``seeds``; any other key in a grid table is a RunSpec field
 that overrides the defaults for that grid. Every grid expands to the cross product.
+An optional ``[search]`` table makes the suite a tuning study (:mod:`normbench.search`):
+trials over the searched settings first, then the grids' runs with the chosen values.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 
 from .errors import ConfigError, UnknownNameError
 from .registry import DATASETS, MODELS, NORMS, SUITES, as_floats
-from .spec import RunSpec
+from .search import Search
+from .spec import RunSpec, definition_hash  # noqa: F401  (definition_hash: used through here too)
 
 SUITES_DIR_ENV = "NORMBENCH_SUITES_DIR"
 GRID_AXES = ("datasets", "models", "strategies", "seeds")
@@ -31,17 +34,13 @@ class Suite:
 
     name: str
     description: str
-    specs: tuple[RunSpec, ...]
+    specs: tuple[RunSpec, ...]  # with a search: the finals' grid, before their searched values are chosen
     path: str
+    search: Search | None = None  # a tuning study's [search] (trials first, then the specs with chosen values)
 
     @property
     def definition_hash(self) -> str:
         return definition_hash(self.specs)
-
-
-def definition_hash(specs) -> str:
-    """Hash of a grid's run ids: two grids with the same hash train the same runs."""
-    return hashlib.sha256("\n".join(sorted(s.run_id for s in specs)).encode()).hexdigest()[:16]
 
 
 def expand_grid(
@@ -79,9 +78,11 @@ def load_suite(path: Path) -> Suite:
                           f"written as UTF-8") from None
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"suite file {path}: cannot parse it as TOML ({e})") from None
-    unknown = sorted(set(doc) - {"description", "defaults", "grid"})
+    unknown = sorted(set(doc) - {"description", "defaults", "grid", "search"})
     if unknown:
-        raise ConfigError(f"suite file {path}: unknown top-level key(s) {unknown}; use description, defaults, [[grid]]")
+        raise ConfigError(f"suite file {path}: unknown top-level key(s) {unknown}; use description, defaults, [[grid]], "
+                          f"[search]")
+    search = Search.from_table(doc["search"], f"suite file {path}") if "search" in doc else None
     grids = doc.get("grid")
     if not grids:
         raise ConfigError(f"suite file {path}: no [[grid]] table; add one with datasets, models, strategies, seeds")
@@ -123,7 +124,12 @@ def load_suite(path: Path) -> Suite:
             raise ConfigError(f"suite file {path}: the grids repeat the run {s.label} ({s.run_id}); each run must "
                               f"appear once: drop it from all grids but one")
         seen[s.run_id] = s
-    return Suite(path.stem, doc.get("description", ""), tuple(specs), str(path))
+    if search is not None:
+        try:
+            validate_specs(search.trials(specs))
+        except ConfigError as e:
+            raise ConfigError(f"suite file {path}: {e}") from None
+    return Suite(path.stem, doc.get("description", ""), tuple(specs), str(path), search)
 
 
 def suites_dir() -> Path:

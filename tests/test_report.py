@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from scipy import stats
 
 from normbench import store
 from normbench.errors import NormbenchError
@@ -54,9 +55,10 @@ def report(records_dir, tmp_path_factory):
 def test_every_file_is_written_and_plots_are_valid_pngs(report):
     out, panels = report
     assert (out / "README.md").is_file()
-    for name in ("accuracy.csv", "time_to_threshold.csv", "layer_stats.csv", "drift.csv", "wilcoxon.csv", "ranks.csv",
-                 "accuracy_mnist.tex", "drift.tex"):
+    for name in ("accuracy.csv", "time_to_threshold.csv", "layer_stats.csv", "drift.csv", "pairwise.csv", "verdicts.csv",
+                 "ranks.csv", "accuracy_mnist.tex", "drift.tex"):
         assert (out / "tables" / name).stat().st_size > 0, name
+    assert not (out / "tables" / "wilcoxon.csv").exists()
     pngs = sorted((out / "figures").glob("*.png"))
     assert {p.name for p in pngs} == set(panels)
     for p in pngs:
@@ -82,6 +84,7 @@ def test_accuracy_table_equals_direct_computation_from_records(records_dir, repo
             assert row.n == len(accs) == 2
             assert row["mean"] == pytest.approx(np.mean(accs))
             assert row["std"] == pytest.approx(np.std(accs, ddof=1))
+            assert row["ci95"] == pytest.approx(stats.t.ppf(0.975, 1) * np.std(accs, ddof=1) / np.sqrt(2))
     md = (out / "README.md").read_text()
     assert "| suite | test (definition x) |" in md
     assert "data source | mnist (" in md
@@ -98,14 +101,36 @@ def test_failed_runs_are_shown_not_dropped(report):
     assert "diverged" in section and "error" in section and "nope3" in section
 
 
-def test_wilcoxon_and_ranks_come_from_matched_runs(report):
+def test_verdicts_pairwise_tests_and_ranks_come_from_per_seed_values(records_dir, report):
     out, _ = report
-    tests = pd.read_csv(out / "tables" / "wilcoxon.csv")
-    pair = tests[(tests.strategy_a == "none") & (tests.strategy_b == "selu")].iloc[0]
-    assert pair.n_pairs == 4  # 2 depths x 2 seeds, both finished
-    assert pair.a_better + pair.b_better <= 4
+    runs = store.runs_frame(store.load_records(records_dir))
+    pairs = pd.read_csv(out / "tables" / "pairwise.csv")
+    verdicts = pd.read_csv(out / "tables" / "verdicts.csv", keep_default_na=False)
     md = (out / "README.md").read_text()
-    assert "cannot reach p < 0.05" in md
+    listed = md.split("## Verdicts")[1].split("\n## ")[0]
+    assert sorted(verdicts.model) == sorted(runs.model.unique())  # one verdict per (dataset, model)
+    for v in verdicts.itertuples():
+        assert f"- {v.sentence}" in listed
+        assert v.sentence.startswith(f"mnist / {v.model}: ")
+    for depth in (2, 4):
+        model = f"mlp[depth={depth},width=16]"
+        acc = {s: runs[(runs.model == model) & (runs.strategy == s)].test_accuracy.to_numpy(float) for s in ("none", "selu")}
+        pair = pairs[pairs.model == model].iloc[0]
+        assert (pair.strategy_a, pair.strategy_b, pair.n_a, pair.n_b) == ("none", "selu", 2, 2)
+        assert pair.p_value == pytest.approx(stats.ttest_ind(acc["none"], acc["selu"], equal_var=False).pvalue)
+        assert pair.p_holm == pytest.approx(pair.p_value)  # a family of one pair
+        v = verdicts[verdicts.model == model].iloc[0]
+        assert v.n == "none=2, selu=2" and v.verdict == ("best" if pair.p_value < 0.05 else "tied" if pair.p_value >= 0.05 else "undecided")
+        top = max(acc, key=lambda s: acc[s].mean())
+        cell = f"{acc[top].mean():.4f} ± "
+        assert (f"**{cell}" in md) == (v.verdict == "best") and cell in md
+    diverged = verdicts[verdicts.model == "mlp[depth=3,width=32]"].iloc[0]
+    assert diverged.sentence == ("mnist / mlp[depth=3,width=32]: nothing to compare, no strategy has a finished run; "
+                                 "runs not finished (not counted in n): `none` 1 diverged")
+    ranks = pd.read_csv(out / "tables" / "ranks.csv")
+    assert ranks.configurations.tolist() == [2, 2]  # the two models where both finished, seeds averaged first
+    assert "No Friedman test: it needs at least 3 strategies, these records have 2." in md
+    assert "95% t confidence interval" in md
 
 
 def test_empty_and_mixed_folders_give_clear_errors(tmp_path, records_dir):
@@ -124,12 +149,13 @@ def test_empty_and_mixed_folders_give_clear_errors(tmp_path, records_dir):
         store.load_records(mixed)
 
 
-def test_a_single_strategy_folder_reports_and_says_why_there_is_no_wilcoxon(tmp_path, data_dir):
+def test_a_single_strategy_folder_reports_and_says_why_there_is_no_test(tmp_path, data_dir):
     spec = RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "width": 16}, **TINY)
     run_grid([spec], tmp_path / "runs", data_dir=data_dir, log=_quiet)
     make_report(tmp_path / "runs", tmp_path / "out", log=_quiet)
     md = (tmp_path / "out" / "README.md").read_text()
-    assert "need two strategies with finished runs; these records have 1 (none)" in md
+    assert "Rank test: need two strategies with finished runs; these records have 1 (none)" in md
+    assert "mnist / mlp[depth=2,width=16]: nothing to compare, only `none` has finished runs" in md
     assert (tmp_path / "out" / "tables" / "accuracy.csv").exists()
 
 
@@ -212,24 +238,3 @@ def test_a_batch_size_sweep_is_tabled_by_batch_size_and_never_pooled(tmp_path, d
     assert "need batch statistics: batchnorm." in text and "error_vs_batch_size.png" in text
     assert "| training | sgd lr 0.0025 momentum 0.9, batch 8, sgd lr 0.01 momentum 0.9, batch 32 |" in text
     assert (tmp_path / "report" / "figures" / "error_vs_batch_size.png").stat().st_size > 0
-
-
-def test_the_gap_to_batch_norm_is_in_points_and_names_failed_runs():
-    from normbench.report import tables
-
-    summary = pd.DataFrame([
-        {"dataset": "cifar10", "model": "resnet20", "depth": 19, "strategy": "batchnorm", "n": 1, "runs": 1,
-         "mean": 0.5959, "std": np.nan, "failed": ""},
-        {"dataset": "cifar10", "model": "resnet20", "depth": 19, "strategy": "groupnorm", "n": 1, "runs": 1,
-         "mean": 0.4328, "std": np.nan, "failed": ""},
-        {"dataset": "cifar10", "model": "resnet20", "depth": 19, "strategy": "none", "n": 0, "runs": 1,
-         "mean": np.nan, "std": np.nan, "failed": "1 diverged"},
-        {"dataset": "mnist", "model": "mlp8", "depth": 8, "strategy": "none", "n": 1, "runs": 1,  # no BN beside it
-         "mean": 0.9, "std": np.nan, "failed": ""},
-    ])
-    gaps = tables.gap_to_reference(summary)
-    assert set(gaps.dataset) == {"cifar10"}
-    assert gaps.set_index("strategy").gap_points["groupnorm"] == pytest.approx(-16.31)
-    cells = tables.gap_cells(gaps, "cifar10")
-    assert cells.loc["resnet20 (19 layers)"].to_dict() == {"batchnorm": "reference", "groupnorm": "-16.31",
-                                                           "none": "1 diverged"}

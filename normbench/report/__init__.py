@@ -18,7 +18,7 @@ import pandas as pd
 
 from .. import store
 from ..errors import NormbenchError
-from . import diagnostics, plots, tables
+from . import diagnostics, plots, significance, tables, tuning
 from .render import latex_table, markdown_table, slug
 
 
@@ -56,6 +56,30 @@ def recipe(spec: dict) -> str:
     return ", ".join(parts)
 
 
+def inputs(record: dict) -> str:
+    """How a run's inputs were scaled, and whether every strategy got the same (schema 3) or its own (before)."""
+    scaling = ((record.get("data") or {}).get("preprocessing") or {}).get("input_scaling", "unknown")
+    if record.get("schema_version", 0) < 3:
+        return f"{scaling} (schema {record.get('schema_version')}: set by the strategy, standardized for SELU only)"
+    return f"{scaling} (the same for every strategy)"
+
+
+def bn_evaluation(record: dict) -> str | None:
+    """How a run with batch-norm layers was evaluated (None for a run without them)."""
+    bn = (record.get("data") or {}).get("bn_statistics")
+    if record.get("schema_version", 0) < 3:
+        config = record.get("strategy_config") or {}  # schema 1 said batchnorm = "pre" | "post" | None
+        has_bn = config.get("norm") in ("batch", "mean_batch") or config.get("batchnorm") is not None
+        return (f"Keras' moving averages (schema-{record.get('schema_version')} records, made before precise BN: "
+                f"biased against batch norm in short runs)") if has_bn else None
+    if not bn:
+        return None
+    if bn.get("method") == "precise":
+        return (f"statistics re-estimated on {bn.get('batches')} training batches ({bn.get('samples')} images) "
+                f"before every evaluation (precise BN; the moving-average numbers are in the records as *_moving)")
+    return "Keras' moving averages (precise_bn_batches = 0)"
+
+
 def provenance(records: list[dict], runs: pd.DataFrame) -> list[tuple[str, str]]:
     envs = [r.get("environment") or {} for r in records]
 
@@ -78,6 +102,9 @@ def provenance(records: list[dict], runs: pd.DataFrame) -> list[tuple[str, str]]
         ("data source", uniq(runs.source)),
         ("precision", uniq(runs.precision)),
         ("training", uniq(recipe(r.get("spec") or {}) for r in records)),
+        ("inputs", uniq(inputs(r) for r in records)),
+        ("batch-norm evaluation", uniq(bn_evaluation(r) for r in records) if any(map(bn_evaluation, records))
+         else "no batch-norm layers"),
         ("backend", uniq(f"{e.get('backend')} {e.get('backend_version')}" for e in envs)),
         ("Keras / NumPy / Python", uniq(f"{e.get('keras')} / {e.get('numpy')} / {e.get('python')}" for e in envs)),
         ("device", uniq(e.get("device") for e in envs)),
@@ -151,6 +178,10 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
             raise NormbenchError(f"{results_dir} holds no records itself, but its sub-folders {', '.join(inner)} do; "
                                  f"report one of them (--results {Path(results_dir) / inner[0]})")
         raise NormbenchError(f"{results_dir} holds no records; run `normbench run --results {results_dir}` first.")
+    trials = [r for r in records if tuning.phase(r) == "trial"]  # a search's trials: their own section, not the tables
+    records = [r for r in records if tuning.phase(r) != "trial"] or records
+    if len(records) == len(trials):
+        trials = []  # trials without finals yet: reported as runs
     runs = store.runs_frame(records)
     unmatched = sorted(set(thresholds or {}) - set(runs.dataset))
     if unmatched:
@@ -171,22 +202,40 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
 
     summary = tables.accuracy_summary(runs)
     summary.to_csv(out / "tables" / "accuracy.csv", index=False)
-    gaps = tables.gap_to_reference(summary)
+    pairs = significance.pairwise(runs)
+    pairs.to_csv(out / "tables" / "pairwise.csv", index=False)
+    verdicts = significance.verdicts(runs, pairs)
+    verdicts.to_csv(out / "tables" / "verdicts.csv", index=False)
+    gaps = significance.gap_to_reference(runs)
     if not gaps.empty:
         gaps.to_csv(out / "tables" / "gap_to_bn.csv", index=False)
     md += ["## Test accuracy", "",
-           "Final test accuracy, mean ± std over seeds (n = runs that finished); best per row in bold. "
-           "Diverged or failed runs are counted in the cell, never dropped.", ""]
+           "Final test accuracy, mean ± half-width of the 95% t confidence interval of the mean over seeds (n = runs "
+           "that finished; no interval when n < 2; std in `tables/accuracy.csv`). Bold: the strategy the verdict "
+           "below calls best (none when the top strategies are tied or undecided). Diverged or failed runs are "
+           "counted in the cell, never dropped.", ""]
     for dataset in sorted(runs.dataset.unique()):
-        text, best = tables.accuracy_cells(summary, dataset)
+        text, best = tables.accuracy_cells(summary, verdicts, dataset)
         source = ", ".join(sorted(runs[runs.dataset == dataset].source.dropna().unique()))
         md += [f"### {dataset}", "", f"Data: {source}.", "", markdown_table(text, best, corner="model"), ""]
         (out / "tables" / f"accuracy_{slug(dataset)}.tex").write_text(
-            latex_table(text, best, caption=f"Test accuracy on {source}.{caption_suffix}", label=f"tab:acc-{slug(dataset)}"))
+            latex_table(text, best, caption=f"Test accuracy on {source}: mean ± half-width of the 95% t confidence "
+                                          f"interval over seeds (n finished runs); bold: best after Holm-corrected "
+                                          f"Welch tests.{caption_suffix}", label=f"tab:acc-{slug(dataset)}"))
         if not gaps.empty and (gaps.dataset == dataset).any():
             md += ["Gap to batch norm: each strategy's mean test accuracy minus batch norm's on the same model, in "
-                   "percentage points (negative: below BN).", "",
+                   "percentage points (negative: below BN), with its 95% Welch confidence interval in brackets "
+                   "(none when either side has fewer than 2 finished runs).", "",
                    markdown_table(tables.gap_cells(gaps, dataset), corner="model"), ""]
+
+    md += ["## Verdicts", "",
+           f"Generated from the tests, per (dataset, model): two-sided Welch t-tests between every two strategies on "
+           f"per-seed final test accuracy of finished runs, Holm-corrected over the pairs of that (dataset, model). "
+           f"A strategy is best only when it beats every other one (adjusted p < {significance.ALPHA}); otherwise the "
+           f"strategies not separable from the top one are tied. A test that is undefined (fewer than 2 finished runs "
+           f"on a side, or two different constants) is named and left out of the family. All pairs: "
+           f"`tables/pairwise.csv`.", ""]
+    md += [f"- {sentence}" for sentence in verdicts.sentence] + [""]
 
     md += ["## Time to a validation-accuracy threshold", "",
            "Epochs (and training seconds) until the validation accuracy first reaches the threshold, mean over "
@@ -227,18 +276,14 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
     md += ["## Strategies compared", ""]
     finished = runs[runs.status == "ok"]
     if finished.strategy.nunique() < 2:
-        md += [f"Ranks and Wilcoxon tests: need two strategies with finished runs; these records have "
+        md += [f"Rank test: need two strategies with finished runs; these records have "
                f"{finished.strategy.nunique()} ({', '.join(sorted(finished.strategy.unique())) or 'none'}).", ""]
     else:
-        with section(md, "Ranks and Wilcoxon tests"):
-            tests, ranks, note = tables.paired_tests(runs)
-            tests.to_csv(out / "tables" / "wilcoxon.csv", index=False)
+        with section(md, "Rank test"):
+            ranks, friedman = significance.rank_test(runs)
             ranks.to_csv(out / "tables" / "ranks.csv", index=False)
-            md += [note, "",
-                   "Average rank of test accuracy (1 = best) over the (dataset, model, seed) blocks where every strategy finished:", "",
-                   markdown_table(ranks.set_index("strategy").round(3), corner="strategy"), "",
-                   "Wilcoxon signed-rank test of test accuracy, each pair of strategies over matched runs:", "",
-                   markdown_table(tests.set_index(["strategy_a"]).round(4), corner="strategy a"), ""]
+            md += ["Average rank of test accuracy (1 = best) across configurations. " + friedman["note"], "",
+                   markdown_table(ranks.set_index("strategy").round(3), corner="strategy"), ""]
 
     sweep = runs.batch_size.nunique() > 1
     if sweep:
@@ -253,6 +298,7 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
                    markdown_table(table.round(2), corner="dataset / model / strategy"), ""]
 
     diagnostic_figures = diagnostics.sections(records, runs, out, md, section)
+    diagnostic_figures += tuning.sections(trials, out, md, section)
 
     md += ["## Figures", ""]
     figures = []

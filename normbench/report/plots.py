@@ -326,3 +326,24 @@ def meanfield_overlay(frame: pd.DataFrame, dataset: str, model: str, path: Path)
                  "(markers: measured; dashed: predicted)", y=1.02)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def lr_sensitivity(trials: pd.DataFrame, dataset: str, model: str, path: Path) -> Path:
+    """A search's trials: validation accuracy against learning rate (log axis), one line per strategy (the best
+    over any other searched setting at each rate, mean over trial seeds)."""
+    plt, sns = _mpl()
+    d = trials[(trials.dataset == dataset) & (trials.model == model)]
+    others = [c for c in d.columns if c not in ("dataset", "model", "strategy", "learning_rate", "seed", "status",
+                                                "val_accuracy", "run_id")]
+    mean = d.groupby(["strategy", "learning_rate", *others], dropna=False).val_accuracy.mean().reset_index()
+    best = mean.groupby(["strategy", "learning_rate"]).val_accuracy.max().reset_index()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    sns.lineplot(data=best, x="learning_rate", y="val_accuracy", hue="strategy", marker="o",
+                 palette=strategy_palette(best.strategy.unique()), ax=ax)
+    ax.set_xscale("log")
+    ax.set_title(f"{dataset} / {model}: learning-rate sensitivity")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("validation accuracy at the last epoch")
+    if ax.get_legend():
+        ax.legend(fontsize=7)
+    return _save(fig, path)

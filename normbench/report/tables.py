@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
 import pandas as pd
 
+from .significance import REFERENCE, ci95, status_note
+
 DEFAULT_THRESHOLDS = {"mnist": 0.97, "cifar10": 0.45}
-MIN_WILCOXON_N = 6  # below 6 pairs the two-sided signed-rank test cannot reach p < 0.05
 
 
 def model_label(model: str, depth) -> str:
     return f"{model} ({int(depth)} layers)" if depth is not None and not pd.isna(depth) else model
 
 
-def _status_note(statuses: pd.Series) -> str:
-    bad = statuses[statuses != "ok"].value_counts()
-    return ", ".join(f"{n} {s}" for s, n in bad.items())
-
-
 def accuracy_summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, model, strategy): test accuracy mean, std (ddof=1), n ok runs, and failures."""
+    """Per (dataset, model, strategy): test accuracy mean, std (ddof=1), n ok runs, 95% CI half-width, failures."""
     out = []
     for (dataset, model, strategy), g in runs.groupby(["dataset", "model", "strategy"], sort=True):
         ok = g[g.status == "ok"].test_accuracy.astype(float)
+        std = ok.std(ddof=1) if len(ok) > 1 else np.nan
         out.append(
             {
                 "dataset": dataset,
@@ -35,15 +31,17 @@ def accuracy_summary(runs: pd.DataFrame) -> pd.DataFrame:
                 "n": len(ok),
                 "runs": len(g),
                 "mean": ok.mean() if len(ok) else np.nan,
-                "std": ok.std(ddof=1) if len(ok) > 1 else np.nan,
-                "failed": _status_note(g.status),
+                "std": std,
+                "ci95": ci95(std, len(ok)),
+                "failed": status_note(g.status),
             }
         )
     return pd.DataFrame(out)
 
 
-def accuracy_cells(summary: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Wide table (rows model, columns strategy) of cell texts, and a same-shape mask of the best cell per row."""
+def accuracy_cells(summary: pd.DataFrame, verdicts: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Wide table (rows model, columns strategy) of 'mean ± 95% CI half-width (n=..)' texts, and a same-shape mask
+    of the verdicts' best strategy per row (none where the verdict is not 'best')."""
     d = summary[summary.dataset == dataset].copy()
     d["row"] = [model_label(m, dep) for m, dep in zip(d.model, d.depth)]
     d = d.sort_values(["depth", "model"])
@@ -51,45 +49,29 @@ def accuracy_cells(summary: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, p
     cols = sorted(d.strategy.unique())
     text = pd.DataFrame("", index=rows, columns=cols)
     best = pd.DataFrame(False, index=rows, columns=cols)
-    for row, g in d.groupby("row", sort=False):
-        top = g["mean"].max()
-        for r in g.itertuples():
-            if r.n == 0:
-                cell = r.failed or "no run"
-            else:
-                std = f" ± {r.std:.4f}" if not math.isnan(r.std) else ""
-                cell = f"{r.mean:.4f}{std} (n={r.n})" + (f"; {r.failed}" if r.failed else "")
-                best.loc[row, r.strategy] = bool(r.mean == top)
-            text.loc[row, r.strategy] = cell
+    winners = {(v.dataset, v.model): v.top_strategy for v in verdicts.itertuples() if v.verdict == "best"}
+    for r in d.itertuples():
+        if r.n == 0:
+            cell = r.failed or "no run"
+        else:
+            half = f" ± {r.ci95:.4f}" if not math.isnan(r.ci95) else ""
+            cell = f"{r.mean:.4f}{half} (n={r.n})" + (f"; {r.failed}" if r.failed else "")
+            best.loc[r.row, r.strategy] = winners.get((r.dataset, r.model)) == r.strategy
+        text.loc[r.row, r.strategy] = cell
     return text, best
 
 
-REFERENCE = "batchnorm"
-
-
-def gap_to_reference(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, model, strategy) with a finished batch-norm run beside it: its mean test accuracy minus
-    batch norm's, in percentage points (negative = below BN); NaN when the strategy has no finished run."""
-    out = []
-    for (dataset, model), g in summary.groupby(["dataset", "model"], sort=True):
-        ref = g[g.strategy == REFERENCE]
-        if ref.empty or ref.n.iloc[0] == 0 or len(g) < 2:
-            continue
-        for r in g.itertuples():
-            out.append({"dataset": dataset, "model": model, "depth": r.depth, "strategy": r.strategy, "n": r.n,
-                        "gap_points": 100 * (r.mean - ref["mean"].iloc[0]) if r.n else np.nan, "failed": r.failed})
-    return pd.DataFrame(out, columns=["dataset", "model", "depth", "strategy", "n", "gap_points", "failed"])
-
-
 def gap_cells(gaps: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """Wide table (rows model, columns strategy) of the gap to batch norm, e.g. '-16.31' or '1 diverged'."""
+    """Wide table (rows model, columns strategy) of the gap to batch norm with its 95% interval, e.g.
+    '-16.31 [-18.02, -14.60]', '-16.31' (n < 2 on a side: no interval) or '1 diverged'."""
     d = gaps[gaps.dataset == dataset].copy()
     d["row"] = [model_label(m, dep) for m, dep in zip(d.model, d.depth)]
     d = d.sort_values(["depth", "model"])
     text = pd.DataFrame("", index=list(dict.fromkeys(d.row)), columns=sorted(d.strategy.unique()))
     for r in d.itertuples():
+        interval = f" [{r.ci95_low:+.2f}, {r.ci95_high:+.2f}]" if not math.isnan(r.ci95_low) else ""
         text.loc[r.row, r.strategy] = ("reference" if r.strategy == REFERENCE else
-                                       f"{r.gap_points:+.2f}" if r.n else (r.failed or "no run"))
+                                       f"{r.gap_points:+.2f}{interval}" if r.n else (r.failed or "no run"))
     return text
 
 
@@ -120,7 +102,7 @@ def threshold_cells(ttt: pd.DataFrame, dataset: str) -> pd.DataFrame:
             if len(hit) < len(g):
                 cell += f", {len(g) - len(hit)}/{len(g)} never"
         else:
-            cell = "not reached" if (g.status == "ok").any() else _status_note(g.status)
+            cell = "not reached" if (g.status == "ok").any() else status_note(g.status)
         text.loc[row, strategy] = cell
     return text
 
@@ -162,42 +144,6 @@ def drift_summary(layers: pd.DataFrame) -> pd.DataFrame:
         out.append(row)
     df = pd.DataFrame(out)
     return df.sort_values(["dataset", "layers", "model", "strategy"], kind="stable").reset_index(drop=True) if len(df) else df
-
-
-def paired_tests(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """Wilcoxon signed-rank tests of test accuracy between every two strategies over matched
-    (dataset, model, seed) blocks, the average rank of each strategy (1 = best), and a plain note on n."""
-    from scipy.stats import wilcoxon
-
-    ok = runs[runs.status == "ok"]
-    acc = ok.pivot_table(index=["dataset", "model", "seed"], columns="strategy", values="test_accuracy", aggfunc="first")
-    complete = acc.dropna()
-    ranks = complete.rank(axis=1, ascending=False).mean().sort_values()
-    rank_df = pd.DataFrame({"strategy": ranks.index, "average_rank": ranks.values, "blocks": len(complete)})
-    tests = []
-    for a, b in itertools.combinations(sorted(acc.columns), 2):
-        pair = acc[[a, b]].dropna()
-        diff = pair[a] - pair[b]
-        n = int(len(pair))
-        p = np.nan
-        if n >= 1 and (diff != 0).any():
-            p = float(wilcoxon(pair[a], pair[b]).pvalue)
-        tests.append({"strategy_a": a, "strategy_b": b, "n_pairs": n, "mean_diff": float(diff.mean()) if n else np.nan,
-                      "a_better": int((diff > 0).sum()), "b_better": int((diff < 0).sum()), "p_value": p})
-    tests_df = pd.DataFrame(tests)
-    n_max = int(tests_df.n_pairs.max()) if len(tests_df) else 0
-    seeds = runs.seed.nunique()
-    if seeds < 2:
-        note = (f"Only {seeds} seed per configuration: the paired comparisons below pool matched (dataset, model) "
-                f"pairs, with at most {n_max} pairs.")
-    else:
-        note = f"{seeds} seeds; at most {n_max} matched (dataset, model, seed) pairs per comparison."
-    if n_max < MIN_WILCOXON_N:
-        note += (f" With fewer than {MIN_WILCOXON_N} pairs a two-sided Wilcoxon signed-rank test cannot reach "
-                 f"p < 0.05 whatever the data: the p-values mean nothing here.")
-    else:
-        note += " p-values are not corrected for multiple comparisons."
-    return tests_df, rank_df, note
 
 
 def batch_dependent(strategies) -> list[str]:

@@ -1,0 +1,170 @@
+"""The statistics behind the verdicts: Holm, Welch intervals, verdicts, the gap to BN and the rank test."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from normbench.report import significance as sig
+from normbench.report import tables
+
+
+def _runs(*cells, dataset="mnist", model="mlp8"):
+    """A runs frame from (strategy, [accuracies], [statuses of further unfinished runs]) cells of one configuration."""
+    rows = []
+    for strategy, accs, *bad in cells:
+        for seed, acc in enumerate(accs):
+            rows.append({"dataset": dataset, "model": model, "strategy": strategy, "seed": seed, "status": "ok",
+                         "test_accuracy": acc, "depth": 8})
+        for i, status in enumerate(bad[0] if bad else []):
+            rows.append({"dataset": dataset, "model": model, "strategy": strategy, "seed": len(accs) + i,
+                         "status": status, "test_accuracy": None, "depth": 8})
+    return pd.DataFrame(rows)
+
+
+def _verdict(runs):
+    v = sig.verdicts(runs)
+    assert len(v) == 1
+    return v.iloc[0]
+
+
+def test_holm_matches_a_hand_worked_example():
+    # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> running max 0.06; the NaN is no test
+    assert sig.holm([0.01, 0.04, np.nan, 0.03, 0.005]) == pytest.approx([0.03, 0.06, np.nan, 0.06, 0.02], nan_ok=True)
+    # 0.01*3 = 0.03, 0.6*2 = 1.2 -> capped at 1, 0.7*1 = 0.7 -> running max 1
+    assert sig.holm([0.6, 0.7, 0.01]) == pytest.approx([1.0, 1.0, 0.03])
+    assert sig.holm([]).size == 0
+
+
+def test_confidence_interval_of_a_mean():
+    assert sig.ci95(0.02, 5) == pytest.approx(2.776445 * 0.02 / math.sqrt(5), rel=1e-6)  # t(0.975, 4) = 2.776445
+    assert math.isnan(sig.ci95(np.nan, 1)) and math.isnan(sig.ci95(0.0, 0))
+
+
+def test_welch_interval_and_p_of_a_difference_by_hand():
+    a, b = [0.90, 0.92, 0.94], [0.80, 0.85, 0.83, 0.86]
+    # means 0.92 and 0.835; sample variances 0.0008 / 2 and 0.0021 / 3
+    va, vb = 0.0004 / 3, 0.0007 / 4
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 3)
+    assert df == pytest.approx(4.978, abs=1e-3)
+    w = sig.welch(a, b)
+    assert w["diff"] == pytest.approx(0.085)
+    assert w["ci95"] == pytest.approx(stats.t.ppf(0.975, df) * math.sqrt(va + vb))
+    assert w["p_value"] == pytest.approx(2 * stats.t.sf(0.085 / math.sqrt(va + vb), df))
+    assert w["note"] == ""
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(0.9, 0.01, 5), rng.normal(0.89, 0.03, 7)
+    assert sig.welch(x, y)["p_value"] == pytest.approx(stats.ttest_ind(x, y, equal_var=False).pvalue)
+
+
+def test_welch_degenerate_cases_are_named_not_invented():
+    one = sig.welch([0.9], [0.8, 0.81])
+    assert math.isnan(one["p_value"]) and math.isnan(one["ci95"]) and one["note"] == "n < 2"
+    same = sig.welch([0.1135] * 3, [0.1135] * 4)
+    assert same["p_value"] == 1.0 and same["note"] == "identical values"
+    differ = sig.welch([0.98] * 3, [0.97] * 3)
+    assert math.isnan(differ["p_value"]) and differ["note"] == "zero variance, different values"
+    half = sig.welch([0.98] * 3, [0.90, 0.91, 0.92])  # one side constant: Welch is defined
+    assert 0 < half["p_value"] < 0.05 and half["ci95"] > 0
+
+
+def test_a_clear_winner_is_best_and_bold():
+    runs = _runs(("selu", [0.970, 0.972, 0.971, 0.973, 0.969]), ("batchnorm", [0.950, 0.953, 0.951, 0.949, 0.952]),
+                 ("none", [0.90, 0.91, 0.905, 0.895, 0.90]))
+    pairs = sig.pairwise(runs)
+    assert len(pairs) == 3 and (pairs.p_holm >= pairs.p_value).all()
+    v = _verdict(runs)
+    assert v.verdict == "best" and v.strategies == "selu" and v.n == "batchnorm=5, none=5, selu=5"
+    top = pairs[(pairs.strategy_a == "selu") | (pairs.strategy_b == "selu")]
+    assert v.p_holm == pytest.approx(top.p_holm.max()) and v.p_holm < 0.05
+    assert v.sentence == (f"mnist / mlp8: `selu` is best (n = 5 each; Holm-adjusted Welch p <= {v.p_holm:.2g} "
+                          f"against each of 2 others)")
+    text, bold = tables.accuracy_cells(tables.accuracy_summary(runs), sig.verdicts(runs), "mnist")
+    assert bold.loc["mlp8 (8 layers)"].to_dict() == {"batchnorm": False, "none": False, "selu": True}
+    half = stats.t.ppf(0.975, 4) * np.std([0.970, 0.972, 0.971, 0.973, 0.969], ddof=1) / math.sqrt(5)
+    assert text.loc["mlp8 (8 layers)", "selu"] == f"0.9710 ± {half:.4f} (n=5)"
+
+
+def test_overlapping_strategies_are_tied_and_none_is_bold():
+    runs = _runs(("selu", [0.90, 0.93, 0.91, 0.94, 0.92]), ("batchnorm", [0.91, 0.92, 0.90, 0.94, 0.925]),
+                 ("none", [0.50, 0.51, 0.52, 0.50, 0.51]))
+    v = _verdict(runs)
+    assert v.verdict == "tied" and v.strategies == "selu, batchnorm" and v.p_holm > 0.5
+    assert v.sentence.startswith("mnist / mlp8: `selu` and `batchnorm` are tied (top mean `selu` 0.9200, n = 5; "
+                                 "Holm-adjusted Welch p >= ")
+    assert "below it: `none` (p <= " in v.sentence
+    _, bold = tables.accuracy_cells(tables.accuracy_summary(runs), sig.verdicts(runs), "mnist")
+    assert not bold.to_numpy().any()
+
+
+def test_a_strategy_with_one_run_leaves_no_verdict():
+    runs = _runs(("selu", [0.970, 0.972, 0.971]), ("batchnorm", [0.950, 0.953, 0.951]), ("groupnorm", [0.80]))
+    v = _verdict(runs)
+    assert v.verdict == "undecided" and v.top_strategy == "selu"
+    assert v.sentence == (f"mnist / mlp8: no verdict (top mean `selu` 0.9710, n = 1 to 3 per strategy; below it: "
+                          f"`batchnorm` (p <= {v.sentence.split('p <= ')[1].split(')')[0]}); "
+                          f"no Welch test against `groupnorm` (n < 2))")
+
+
+def test_identical_values_tie_and_different_constants_are_undefined():
+    v = _verdict(_runs(("selu", [0.98] * 3), ("batchnorm", [0.98] * 3)))
+    assert v.verdict == "tied" and v.p_holm == 1.0
+    v = _verdict(_runs(("selu", [0.98] * 3), ("batchnorm", [0.97] * 3)))
+    assert v.verdict == "undecided" and "no Welch test against `batchnorm` (zero variance, different values)" in v.sentence
+
+
+def test_diverged_runs_are_not_in_n_and_are_said():
+    runs = _runs(("selu", [0.970, 0.972, 0.971, 0.973]), ("none", [0.90, 0.91, 0.905], ["diverged", "diverged"]),
+                 ("spectralnorm", [], ["diverged"]))
+    v = _verdict(runs)
+    assert v.verdict == "best" and v.n == "none=3, selu=4"
+    assert v.sentence.endswith("against each of 1 other); runs not finished (not counted in n): "
+                               "`none` 2 diverged; `spectralnorm` 1 diverged")
+    assert sig.verdict_sentences(runs) == [v.sentence]
+    assert _verdict(_runs(("none", [], ["diverged"]))).sentence == (
+        "mnist / mlp8: nothing to compare, no strategy has a finished run; runs not finished (not counted in n): "
+        "`none` 1 diverged")
+
+
+def test_gap_to_batch_norm_has_a_welch_interval_in_points():
+    runs = _runs(("batchnorm", [0.80, 0.85, 0.83, 0.86]), ("selu", [0.90, 0.92, 0.94]), ("groupnorm", [0.7]),
+                 ("none", [], ["diverged"]))
+    gaps = sig.gap_to_reference(runs).set_index("strategy")
+    va, vb = 0.0004 / 3, 0.0007 / 4
+    half = 100 * stats.t.ppf(0.975, (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 3)) * math.sqrt(va + vb)
+    assert gaps.gap_points["selu"] == pytest.approx(8.5)
+    assert (gaps.ci95_low["selu"], gaps.ci95_high["selu"]) == pytest.approx((8.5 - half, 8.5 + half))
+    assert gaps.gap_points["groupnorm"] == pytest.approx(-13.5) and math.isnan(gaps.ci95_low["groupnorm"])
+    cells = tables.gap_cells(gaps.reset_index(), "mnist").loc["mlp8 (8 layers)"].to_dict()
+    assert cells == {"batchnorm": "reference", "groupnorm": "-13.50", "none": "1 diverged",
+                     "selu": f"+8.50 [{8.5 - half:+.2f}, {8.5 + half:+.2f}]"}
+    assert sig.gap_to_reference(_runs(("selu", [0.9, 0.91]), ("none", [0.8, 0.81]))).empty  # no BN beside them
+
+
+def test_the_rank_test_averages_seeds_first():
+    rng = np.random.default_rng(0)
+    # two configurations, 5 seeds each; seed by seed the order flips, the seed means do not
+    a = _runs(("selu", [0.95, 0.90, 0.95, 0.90, 0.95]), ("batchnorm", [0.91, 0.94, 0.91, 0.94, 0.91]),
+              ("none", list(0.80 + rng.normal(0, 0.001, 5))), model="mlp8")
+    b = _runs(("selu", [0.70, 0.71, 0.72, 0.70, 0.71]), ("batchnorm", [0.60, 0.61, 0.62, 0.60, 0.61]),
+              ("none", list(0.65 + rng.normal(0, 0.001, 5))), model="mlp16")
+    ranks, friedman = sig.rank_test(pd.concat([a, b]))
+    assert ranks.configurations.tolist() == [2, 2, 2]  # 2 blocks, not 10 (dataset, model, seed) blocks
+    assert dict(zip(ranks.strategy, ranks.average_rank)) == {"selu": 1.0, "batchnorm": 2.5, "none": 2.5}
+    assert math.isnan(friedman["p_value"]) and "No Friedman test: it needs at least 3 configurations" in friedman["note"]
+    # a third configuration with the same order (1, 2, 3) in all three: Q = 12 / (3*3*4) * (3^2 + 6^2 + 9^2) - 3*3*4 = 6
+    c = [_runs(("selu", [0.9, 0.91]), ("batchnorm", [0.8, 0.81]), ("none", [0.7, 0.71]), model=m) for m in "xyz"]
+    ranks, friedman = sig.rank_test(pd.concat(c))
+    assert friedman["statistic"] == pytest.approx(6.0) and friedman["p_value"] == pytest.approx(math.exp(-3))
+    _, two = sig.rank_test(pd.concat(c).query("strategy != 'none'"))
+    assert "it needs at least 3 strategies, these records have 2" in two["note"]
+
+
+def test_the_rank_test_leaves_out_configurations_where_a_strategy_never_finished():
+    runs = pd.concat([_runs(("selu", [0.9]), ("none", [0.8]), model="m1"),
+                      _runs(("selu", [0.9]), ("none", [], ["diverged"]), model="m2")])
+    ranks, friedman = sig.rank_test(runs)
+    assert ranks.configurations.tolist() == [1, 1] and friedman["left_out"] == 1
+    assert "(1 left out where some strategy has no finished run)" in friedman["note"]
