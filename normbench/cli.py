@@ -177,6 +177,8 @@ def _describe_suite(name: str) -> str:
         suite = get_suite(name)
     except NormbenchError as e:
         return f"cannot be read: {e}"
+    if suite.search is not None:
+        return f"{len(suite.search.trials(suite.specs))} trials + {len(suite.specs)} finals. {suite.description}"
     return f"{len(suite.specs)} runs. {suite.description}"
 
 

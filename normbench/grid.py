@@ -189,7 +189,7 @@ def run_search(specs: Sequence[RunSpec], search: Search, results_dir: str | Path
     trials = search.trials(specs)
     bases = search.bases(specs)
     log(f"== tuning, phase 1 of 2: {len(trials)} trials ({len(bases)} settings x {len(search.combinations())} "
-        f"combinations of {', '.join(n for n, _ in search.values)} x {len(search.trial_seeds)} trial seeds)")
+        f"combinations of {', '.join(n for n, _ in search.values)} x {len(search.trial_seeds)} trial seed(s))")
     described = {**suite, "search": search.as_dict()}
     counts = run_grid(trials, results_dir, suite={**described, "phase": "trial", "definition_hash":
                                                   definition_hash(trials)}, log=log, **options)
@@ -198,7 +198,7 @@ def run_search(specs: Sequence[RunSpec], search: Search, results_dir: str | Path
     for c in choices:
         edge = c.at_edge(search)
         log(f"    chose {', '.join(f'{k} = {v:g}' for k, v in c.values.items())} for {c.base.label.rsplit('/', 1)[0]} "
-            f"(mean validation accuracy {c.score:.4f} over {len(search.trial_seeds)} trial seeds)"
+            f"(validation accuracy {c.score:.4f}, mean over {len(search.trial_seeds)} trial seed(s))"
             + (f"; at the edge of the grid for {', '.join(edge)}" if edge else ""))
     if missing:
         log(f"    no choice for {len(missing)} settings whose trials did not all finish (e.g. {missing[0]}): their "
