@@ -178,10 +178,10 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
             raise NormbenchError(f"{results_dir} holds no records itself, but its sub-folders {', '.join(inner)} do; "
                                  f"report one of them (--results {Path(results_dir) / inner[0]})")
         raise NormbenchError(f"{results_dir} holds no records; run `normbench run --results {results_dir}` first.")
-    trials = [r for r in records if tuning.phase(r) == "trial"]  # a search's trials: their own section, not the tables
-    records = [r for r in records if tuning.phase(r) != "trial"] or records
-    if len(records) == len(trials):
-        trials = []  # trials without finals yet: reported as runs
+    # a search's trials get their own section, not the tables; trials without finals yet are reported as runs
+    finals = [r for r in records if tuning.phase(r) != "trial"]
+    trials = [r for r in records if tuning.phase(r) == "trial"] if finals else []
+    records = finals or records
     runs = store.runs_frame(records)
     unmatched = sorted(set(thresholds or {}) - set(runs.dataset))
     if unmatched:

@@ -97,7 +97,7 @@ def sections(trials: list[dict], out: Path, md: list[str], section) -> list[tupl
                     text.loc[strategy, "good range"] = (f"{c.loc[strategy, 'good_lrs']} of {c.loc[strategy, 'grid_lrs']}: "
                                                         f"{c.loc[strategy, 'good_lr_min']:g}-"
                                                         f"{c.loc[strategy, 'good_lr_max']:g} "
-                                                        f"({c.loc[strategy, 'good_range_factor']:g}x)")
+                                                        f"({c.loc[strategy, 'good_range_factor']:.3g}x)")
             mark = mark.reindex(index=text.index, columns=text.columns).fillna(False).astype(bool)
             md += [f"### {dataset} / {model}: mean validation accuracy of the trials (chosen in bold)", "",
                    markdown_table(text.fillna(""), mark, corner="strategy"), ""]
