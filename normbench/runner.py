@@ -275,16 +275,18 @@ class _EpochMeasure:
         finite (the run is about to be marked diverged; its weights may be too). A diagnostic that fails is
         recorded in ``diagnostics_errors`` (epoch and message) and the run goes on: a measurement never
         ends a run."""
+        from . import diagnostics as _filled  # noqa: F401  (its decorators fill DIAGNOSTICS, in a --jobs worker too)
         from .registry import DIAGNOSTICS
 
         if not finite:
             return
         for name in self.spec.diagnostics:
-            fn = DIAGNOSTICS.get(name)
-            if (getattr(fn, "at_init", False) and epoch != 0) or (getattr(fn, "at_end", False) and epoch != self.spec.epochs):
-                continue
             t = time.perf_counter()
             try:
+                fn = DIAGNOSTICS.get(name)
+                if (getattr(fn, "at_init", False) and epoch != 0) or (getattr(fn, "at_end", False)
+                                                                      and epoch != self.spec.epochs):
+                    continue
                 rows = fn(self.probe.model, self.diagnostic_context)
             except Exception as e:  # noqa: BLE001  (recorded; training is not the diagnostic's to stop)
                 self.record.setdefault("diagnostics_errors", []).append([epoch, name, f"{type(e).__name__}: {e}"])

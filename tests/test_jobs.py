@@ -143,3 +143,17 @@ def test_a_closed_output_pipe_stops_the_grid_like_ctrl_c(tmp_path, data_dir):
     for path in tmp_path.glob("*.json"):
         assert json.loads(path.read_text())["status"] == "ok"
     assert not (tmp_path / ".normbench.lock").exists()
+
+
+def test_diagnostics_are_measured_in_worker_processes(tmp_path, data_dir):
+    """A spawned worker knows every registered diagnostic (it failed every run with 'unknown diagnostic')."""
+    results = tmp_path / "runs"
+    env = {**os.environ, **({"NORMBENCH_DATA_DIR": data_dir} if data_dir else {})}
+    done = subprocess.run([sys.executable, "-m", "normbench.cli", "run", "--models", "mlp8", "--strategies", "none,selu",
+                           "--datasets", "mnist", "--epochs", "1", "--limit", "300", "--results", str(results),
+                           "--jobs", "2", "--diagnostics", "meanfield"], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    records = store.load_records(results)
+    assert len(records) == 2 and all(r["status"] == "ok" and not r.get("diagnostics_errors") for r in records)
+    assert all({row[2] for row in r["diagnostics"]["rows"]} == {"meanfield"} for r in records)
