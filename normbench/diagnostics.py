@@ -459,13 +459,16 @@ def meanfield(model, context) -> list[tuple[int, str, float]]:
             bias = keras.ops.convert_to_numpy(layer.bias).astype(np.float64) if layer.use_bias else np.zeros(1)
             steps.append(("linear", kernel.shape[0] * float(np.mean(kernel ** 2)), float(np.mean(bias ** 2))))
         elif kind == "BatchNormalization":  # inference mode: an affine map per unit
-            gamma = keras.ops.convert_to_numpy(layer.gamma) if layer.scale else 1.0
-            scale = np.asarray(gamma) / np.sqrt(keras.ops.convert_to_numpy(layer.moving_variance) + layer.epsilon)
-            shift = (keras.ops.convert_to_numpy(layer.beta) if layer.center else 0.0) \
-                - keras.ops.convert_to_numpy(layer.moving_mean) * scale
-            if np.any(np.asarray(shift) != 0):
+            gamma = np.asarray(keras.ops.convert_to_numpy(layer.gamma) if layer.scale else 1.0, dtype=np.float64)
+            beta = np.asarray(keras.ops.convert_to_numpy(layer.beta) if layer.center else 0.0, dtype=np.float64)
+            mean = np.asarray(keras.ops.convert_to_numpy(layer.moving_mean), dtype=np.float64)
+            var = np.asarray(keras.ops.convert_to_numpy(layer.moving_variance), dtype=np.float64)
+            if np.any(beta != 0):
                 return []  # the recursion tracks zero-mean pre-activations only
-            steps.append(("scale", float(np.mean(scale ** 2)), 0.0))
+            if np.all(mean == 0) and np.all(var == 1):  # Keras' initial statistics: a per-unit scaling
+                steps.append(("scale", float(np.mean(gamma ** 2 / (1 + layer.epsilon))), 0.0))
+            else:  # population statistics (precise BN): each unit standardized, then gamma
+                steps.append(("standardize", float(np.mean(gamma ** 2 * var / (var + layer.epsilon))), 0.0))
         elif kind == "Activation" and layer.name.startswith("h") and layer.name.endswith("_act"):
             steps.append(("act", layer.get_config()["activation"], int(layer.name[1:3])))
         else:

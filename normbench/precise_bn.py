@@ -94,6 +94,12 @@ class PreciseBN:
         owner = self
 
         class TrainingModeForward(keras.layers.Layer):
+            def __init__(self, inner, **kwargs):
+                super().__init__(**kwargs)
+                # tracked as a sub-layer, so that its variables are the wrapper's: on JAX a compiled function only
+                # reads and writes back the variables of the model it belongs to (untracked ones are constants)
+                self.inner = inner
+
             def call(self, x):
                 # dropout off; momentum 0: the moving variables receive this batch's statistics
                 changes = [(d, "rate") for d in owner.dropouts] + [(b, "momentum") for b in owner.layers]
@@ -101,13 +107,13 @@ class PreciseBN:
                 try:
                     for layer, name in changes:
                         setattr(layer, name, 0.0)
-                    return owner.model(x, training=True)
+                    return self.inner(x, training=True)
                 finally:
                     for (layer, name), value in zip(changes, saved):
                         setattr(layer, name, value)
 
         inputs = keras.Input(shape=self.model.input_shape[1:])
-        return keras.Model(inputs, TrainingModeForward()(inputs))
+        return keras.Model(inputs, TrainingModeForward(self.model)(inputs))
 
     def reestimate(self, x: np.ndarray, batch_size: int) -> int:
         """Set the statistics from the batches of ``x`` (in order, ``batch_size`` each; a last partial batch is

@@ -50,8 +50,10 @@ def gaussian_moments(activation: str, q: float) -> tuple[float, float]:
 def propagate_chain(input_second_moment: float, steps) -> list[tuple[int, dict[str, float]]]:
     """Predicted moments through a chain of steps, from the second moment of the input values.
 
-    ``steps``: ("linear", fan_in * E[w^2], E[b^2]), ("scale", E[c^2]) for a per-unit scaling, or
-    ("act", activation name, layer index). Returns, per activation step, its layer index and
+    ``steps``: ("linear", fan_in * E[w^2], E[b^2]), ("scale", E[c^2]) for a per-unit scaling,
+    ("standardize", E[gamma^2 var / (var + eps)], E[beta^2]) for a batch norm whose statistics are the
+    population's (each unit made zero-mean and unit-variance, then gamma and beta: the second moment
+    no longer depends on the input's), or ("act", activation name, layer index). Returns, per activation step, its layer index and
     ``pre_m2`` (the second moment of its input, mean 0), ``act_mean`` and ``act_var``.
     """
     m2, gaussian, out = input_second_moment, False, []
@@ -60,6 +62,8 @@ def propagate_chain(input_second_moment: float, steps) -> list[tuple[int, dict[s
             m2, gaussian = a * m2 + b, True
         elif kind == "scale":
             m2 = a * m2
+        elif kind == "standardize":
+            m2 = a + b
         elif kind == "act":
             if not gaussian:
                 raise ValueError("an activation must follow a linear layer in this recursion")

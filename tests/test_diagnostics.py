@@ -377,3 +377,15 @@ def test_a_landscape_whose_loss_is_not_finite_is_drawn_as_such(tmp_path):
                                         "strategy"])
     path = plots.landscape_contours(frame, "mnist", "mlp8", tmp_path / "l.png")
     assert path.stat().st_size > 1000
+
+
+def test_a_batch_norm_with_population_statistics_standardizes_in_the_recursion():
+    """With re-estimated statistics BN makes each unit zero-mean and unit-variance, then gamma: the pre-activation's
+    second moment is gamma^2 whatever the input's (with Keras' initial (0, 1) statistics it is a scaling instead)."""
+    from normbench.theory import propagate_chain
+
+    for q in (0.1, 7.3):
+        standardized = propagate_chain(q, [("linear", 2.0, 0.0), ("standardize", 0.64, 0.0), ("act", "relu", 0)])
+        assert standardized[0][1]["pre_m2"] == pytest.approx(0.64)
+        scaled = propagate_chain(q, [("linear", 2.0, 0.0), ("scale", 0.64, 0.0), ("act", "relu", 0)])
+        assert scaled[0][1]["pre_m2"] == pytest.approx(2.0 * q * 0.64)

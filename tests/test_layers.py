@@ -1,5 +1,7 @@
 """Weight norm, spectral norm, mean-only BN, option-A shortcuts and residual blocks, on the real layers."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -114,7 +116,8 @@ def test_strategies_say_whether_they_need_batch_statistics():
 def test_schema_1_strategy_configs_still_read():
     old = {"name": "batchnorm_post", "activation": None, "kernel_initializer": None, "batchnorm": "post",
            "max_norm": None, "dropout": None, "dropout_rate": 0.0, "input_dropout_rate": 0.0, "input_scaling": "unit"}
-    assert NormStrategy.from_config(old) == get_strategy("batchnorm_post")
+    # the group minimum did not exist then: such a config reads as the divisor rule alone (1 channel per group)
+    assert NormStrategy.from_config(old) == dataclasses.replace(get_strategy("batchnorm_post"), min_group_channels=1)
     assert get_strategy("none", batchnorm="pre").norm == "batch"
 
 
