@@ -391,7 +391,7 @@ def filter_normalized_direction(weights: list[np.ndarray], rng: np.random.Genera
 def loss_surface(model, logits_of, x, y, directions: list[list[np.ndarray]], coords) -> list[tuple[float, float]]:
     """(loss, accuracy) on (x, y) at w + sum_k c_k d_k for each coordinate tuple c of ``coords``, where w
     are the model's trainable weights; the weights are restored exactly afterwards."""
-    from .runner import loss_and_accuracy
+    from .metrics import loss_and_accuracy
 
     variables = model.trainable_variables
     origin = [np.array(v.numpy()) for v in variables]

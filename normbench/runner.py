@@ -25,6 +25,7 @@ from .env import enable_determinism, environment, peak_rss_mib
 from .perf import choose_execution, training_flops
 from .engines import epoch_order, make_engine, resolve_engine
 from .errors import say
+from .metrics import loss_and_accuracy  # noqa: F401  (runner.loss_and_accuracy: used through here too)
 from .spec import RunSpec
 
 Log = Callable[[str], None]
@@ -91,21 +92,6 @@ def build_compiled(spec: RunSpec, input_shape, num_classes: int, execution=None)
     model, strategy = build(spec, input_shape, num_classes)
     compile_model(model, spec, execution)
     return model, strategy
-
-
-def loss_and_accuracy(logits, y) -> tuple[float, float]:
-    """Mean cross-entropy (in float64) and accuracy of inference-mode logits.
-
-    The engines produce the logits (Keras' compiled predict step in fixed-size chunks, or one
-    compiled JAX forward function over device-resident chunks); this avoids the per-call
-    set-up of ``model.evaluate``, which cost more than the forward pass on a few thousand samples.
-    """
-    import numpy as np
-
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    loss = float(-log_probs[np.arange(len(y)), y].mean())
-    return loss, float((logits.argmax(axis=1) == y).mean())
 
 
 def _fmt(v: float | None, spec: str = ".4f") -> str:

@@ -11,7 +11,6 @@ from typing import Any
 
 from .errors import ConfigError
 
-from .record import SCHEMA_VERSION  # noqa: F401  (re-exported: the record's layout lives in normbench.record)
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 INPUT_SCALINGS = ("standardize", "unit", "standardize_feature")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")

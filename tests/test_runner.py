@@ -9,7 +9,8 @@ from normbench import store
 from normbench.errors import ConfigError
 from normbench.grid import run_grid
 from normbench.runner import run
-from normbench.spec import SCHEMA_VERSION, RunSpec
+from normbench.record import SCHEMA_VERSION
+from normbench.spec import RunSpec
 from normbench.suites import get_suite
 
 TINY = dict(epochs=2, limit=200, eval_limit=100, val_size=200, probe_size=32, train_eval_size=100, batch_size=32)
