@@ -7,6 +7,15 @@
   normalization in both (Keras' own ``SpectralNormalization`` instead writes v / sigma back into
   the kernel before each training step, so its gradient skips the sigma term: a projection, not
   the paper's reparametrization).
+  Two more modes standardize each unit's kernel over its fan-in: ``"standardize"``, w = (v -
+  mean) / sqrt(var + 1e-5) (weight standardization, Qiao et al. 2019), and
+  ``"scaled_standardize"``, w = g * (v - mean) / sqrt(N var + 1e-4) with N the fan-in and a
+  learned gain g per unit starting at 1 (Scaled WS of the NF-ResNets, Brock et al. 2021a).
+- :class:`PointwiseNormalization` replaces a normalization layer by an element-wise squashing
+  function: DyT, gamma * tanh(alpha x) + beta (Zhu et al. 2025), or Derf, gamma * erf(alpha x + s)
+  + beta (Chen et al. 2025), with alpha (and s) one learned scalar per layer.
+- :class:`ScaledActivation` is an activation times a constant gain gamma; :func:`activation_gain`
+  gives the NF nets' gamma, 1 / std(g(z)) for z ~ N(0, 1).
 - :class:`MeanOnlyBatchNormalization` subtracts the batch mean (moving mean at inference) and
   adds a learned shift, without dividing by the standard deviation (Salimans & Kingma 2016, §4).
 - :class:`SampleRMSNormalization` is RMS norm (Zhang & Sennrich 2019) over every non-batch axis of
@@ -50,7 +59,8 @@ class KernelReparametrization(keras.layers.Wrapper):
     :func:`data_dependent_init` or :meth:`reset` sets it.
     """
 
-    MODES = ("weight", "spectral")
+    MODES = ("weight", "spectral", "standardize", "scaled_standardize")
+    STANDARDIZE_EPSILON = {"standardize": 1e-5, "scaled_standardize": 1e-4}
 
     def __init__(self, layer, mode: str = "weight", **kwargs):
         super().__init__(layer, **kwargs)
@@ -64,15 +74,22 @@ class KernelReparametrization(keras.layers.Wrapper):
         if not self.layer.built:
             self.layer.build(input_shape)
         units = int(self.layer.kernel.shape[-1])
-        if self.mode == "weight":
+        fan_in = int(np.prod(self.layer.kernel.shape[:-1]))
+        if self.mode in self.STANDARDIZE_EPSILON and fan_in < 2:
+            raise ValueError(f"{self.name}: {self.mode} needs a fan-in of at least 2 (a single weight standardizes "
+                             f"to 0), got {fan_in}")
+        if self.mode in ("weight", "scaled_standardize"):
             self.g = self.add_weight(name="g", shape=(units,), initializer="ones", trainable=True)
-        else:
+        elif self.mode == "spectral":
             self.u = self.add_weight(name="u", shape=(units,), initializer="ones", trainable=False)
         self.built = True
         self.reset()
 
     def reset(self) -> None:
-        """Start from the kernel v holds now: g = ||v|| per unit, or u = v's top right singular vector."""
+        """Start from the kernel v holds now: g = ||v|| per unit, or u = v's top right singular vector (the
+        standardizing modes: g = 1, set at creation)."""
+        if self.mode in self.STANDARDIZE_EPSILON:
+            return
         v = np.asarray(ops.convert_to_numpy(self.layer.kernel), dtype=np.float64)
         m = v.reshape(-1, v.shape[-1])
         if self.mode == "weight":
@@ -92,6 +109,13 @@ class KernelReparametrization(keras.layers.Wrapper):
         v, m = self._matrix()
         if self.mode == "weight":
             return v * (self.g / _unit_norms(m))
+        if self.mode in self.STANDARDIZE_EPSILON:
+            mean = ops.mean(m, axis=0)
+            var = ops.mean(ops.square(m - mean), axis=0)
+            eps = self.STANDARDIZE_EPSILON[self.mode]
+            if self.mode == "standardize":
+                return (v - mean) * ops.rsqrt(var + eps)
+            return (v - mean) * (self.g * ops.rsqrt(m.shape[0] * var + eps))
         u = ops.stop_gradient(self.u)
         if training:  # one power-iteration step per training step, as the paper does
             left = ops.matmul(m, u)
@@ -152,6 +176,93 @@ class MeanOnlyBatchNormalization(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum}
+
+
+POINTWISE_FUNCTIONS = {"tanh": ops.tanh, "erf": ops.erf}
+
+
+@keras.saving.register_keras_serializable(package="normbench")
+class PointwiseNormalization(keras.layers.Layer):
+    """A normalization layer's element-wise replacement: y = gamma * f(alpha * x + s) + beta.
+
+    ``function="tanh"``: DyT (Zhu et al. 2025, "Transformers without Normalization"), no shift s;
+    ``function="erf"``: Derf (Chen et al. 2025, arXiv 2512.10938), with a learned scalar shift s
+    starting at 0. alpha is one learned scalar per layer starting at ``alpha_init`` (DyT's 0.5 for
+    non-LLM models); gamma (starting at ``gamma_initializer``, "zeros" for a residual branch that
+    starts as the identity) and beta (starting at 0) are per channel, like a norm layer's. No
+    statistic is taken over anything: the output of a sample does not depend on any other value.
+    Computed in float32 under a float16/bfloat16 policy.
+    """
+
+    def __init__(self, function: str = "tanh", alpha_init: float = 0.5, gamma_initializer="ones", **kwargs):
+        super().__init__(**kwargs)
+        if function not in POINTWISE_FUNCTIONS:
+            raise ValueError(f"function must be one of {sorted(POINTWISE_FUNCTIONS)}, got {function!r}")
+        self.function, self.alpha_init = function, float(alpha_init)
+        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(f"{self.name}: the channel axis needs a defined size, got input shape {input_shape}")
+        self.alpha = self.add_weight(name="alpha", shape=(), initializer=keras.initializers.Constant(self.alpha_init),
+                                     trainable=True, autocast=False)
+        if self.function == "erf":
+            self.shift = self.add_weight(name="shift", shape=(), initializer="zeros", trainable=True, autocast=False)
+        self.gamma = self.add_weight(name="gamma", shape=(int(channels),), initializer=self.gamma_initializer,
+                                     trainable=True, autocast=False)
+        self.beta = self.add_weight(name="beta", shape=(int(channels),), initializer="zeros", trainable=True,
+                                    autocast=False)
+        self.built = True
+
+    def call(self, inputs):
+        dtype = keras.backend.standardize_dtype(inputs.dtype)
+        x = ops.cast(inputs, "float32") if dtype in ("float16", "bfloat16") else inputs
+        z = ops.cast(self.alpha, x.dtype) * x
+        if self.function == "erf":
+            z = z + ops.cast(self.shift, x.dtype)
+        y = POINTWISE_FUNCTIONS[self.function](z) * ops.cast(self.gamma, x.dtype) + ops.cast(self.beta, x.dtype)
+        return ops.cast(y, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "function": self.function, "alpha_init": self.alpha_init,
+                "gamma_initializer": keras.initializers.serialize(self.gamma_initializer)}
+
+
+def activation_gain(activation: str) -> float:
+    """The NF nets' gamma of an activation g: 1 / std(g(z)) for z ~ N(0, 1) (Brock et al. 2021a), so that
+    gamma * g maps a unit Gaussian to unit variance. ReLU: sqrt(2 / (1 - 1/pi)) = 1.7139; any other Keras
+    activation by 200-point Gauss-Hermite quadrature (in float64, on the activation's Keras definition)."""
+    if activation == "relu":
+        return float(np.sqrt(2.0 / (1.0 - 1.0 / np.pi)))
+    nodes, weights = np.polynomial.hermite_e.hermegauss(200)
+    weights = weights / weights.sum()
+    values = np.asarray(ops.convert_to_numpy(keras.activations.get(activation)(ops.convert_to_tensor(nodes))),
+                        dtype=np.float64)
+    mean = float(weights @ values)
+    std = float(np.sqrt(weights @ (values - mean) ** 2))
+    if not std > 0:
+        raise ValueError(f"activation {activation!r} is constant on a unit Gaussian: no gain makes its variance 1")
+    return 1.0 / std
+
+
+@keras.saving.register_keras_serializable(package="normbench")
+class ScaledActivation(keras.layers.Activation):
+    """``gain * activation(x)``: the NF nets' scaled nonlinearity (Brock et al. 2021a). Its config keeps
+    the activation's name, so the probe measures saturation as for the plain activation."""
+
+    def __init__(self, activation, gain: float = 1.0, **kwargs):
+        super().__init__(activation, **kwargs)
+        self.gain = float(gain)
+
+    def call(self, inputs):
+        return super().call(inputs) * ops.cast(self.gain, self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "gain": self.gain}
 
 
 @keras.saving.register_keras_serializable(package="normbench")

@@ -1,8 +1,9 @@
 """Normalization strategies: each one a bundle applied in exactly one place.
 
-A :class:`NormStrategy` says which activation, initializer, weight constraint, normalization
-kind (batch, mean-only batch, layer, group, RMS) and its placement, kernel parametrization
-(weight or spectral normalization) and dropout kind a network uses (input preprocessing is the
+A :class:`NormStrategy` says which activation (and its gain), initializer, weight constraint,
+normalization kind (batch, mean-only batch, layer, group, RMS, or a point-wise replacement: DyT,
+Derf) and its placement, kernel parametrization (weight or spectral normalization, weight
+standardization, scaled), residual-branch scaling, gradient clipping and dropout kind a network uses (input preprocessing is the
 run's ``input_scaling``, the same for every strategy). Model
 builders never look at a strategy's name; they call :class:`LayerStack`, whose ``dense``/``conv``
 blocks are the single place where a strategy is applied.
@@ -18,9 +19,10 @@ from typing import Any
 from .errors import ConfigError
 from .registry import NORMS, check_arguments
 
-NORM_KINDS = (None, "batch", "mean_batch", "layer", "group", "rms")
+NORM_KINDS = (None, "batch", "mean_batch", "layer", "group", "rms", "dyt", "derf")
+POINTWISE = {"dyt": "tanh", "derf": "erf"}  # kinds that replace a normalization by an element-wise function
 PLACEMENTS = ("pre", "post")
-KERNEL_PARAMETRIZATIONS = (None, "weight", "spectral")
+KERNEL_PARAMETRIZATIONS = (None, "weight", "spectral", "standardize", "scaled_standardize")
 BATCH_STATISTICS = ("batch", "mean_batch")  # kinds whose output depends on the other samples of the batch
 CENTERING = ("batch", "mean_batch", "layer", "group")  # kinds with a learned shift: a bias before them is redundant
 DROPOUT_KINDS = (None, "standard", "alpha")
@@ -46,7 +48,12 @@ class NormStrategy:
     placement: str = "pre"  # "pre": on the input of the nonlinearity; "post": after it (and after a residual addition)
     groups: int = 32  # group norm's groups (Wu & He 2018) where a layer has enough channels; elsewhere fewer,
     min_group_channels: int = 4  # each of at least this many channels or units (layers.group_count)
-    kernel_parametrization: str | None = None  # None, "weight" (g v/||v||) or "spectral" (v/sigma(v))
+    kernel_parametrization: str | None = None  # None, "weight" (g v/||v||), "spectral" (v/sigma(v)), "standardize"
+    # ((v - mean)/std over each unit's fan-in) or "scaled_standardize" (g (v - mean)/(std sqrt(fan-in)))
+    alpha_init: float = 0.5  # DyT's and Derf's initial alpha (the point-wise kinds' input scale)
+    activation_gain: bool = False  # multiply the activation by the NF gamma (1 / its std on a unit Gaussian)
+    residual_alpha: float | None = None  # NF residual scaling: h + alpha * f(h / beta), beta tracked analytically
+    agc_clip: float | None = None  # adaptive gradient clipping's lambda (normbench.agc); None: no clipping
     data_init: bool = False  # weight norm's data-dependent initialization on the first training batch
     max_norm: float | None = None  # radius c of each unit's incoming weight vector
     dropout: str | None = None  # None, "standard" or "alpha", after each hidden block
@@ -77,6 +84,14 @@ class NormStrategy:
                 raise ConfigError(f"strategy {self.name!r}: {name} must be in [0, 1), got {getattr(self, name)!r}")
         if (self.dropout_rate or self.input_dropout_rate) and self.dropout is None:
             raise ConfigError(f"strategy {self.name!r}: a dropout rate needs a dropout kind ('standard' or 'alpha')")
+        if not (isinstance(self.alpha_init, (int, float)) and not isinstance(self.alpha_init, bool)
+                and self.alpha_init > 0):
+            raise ConfigError(f"strategy {self.name!r}: alpha_init must be a positive number, got {self.alpha_init!r}")
+        for name in ("residual_alpha", "agc_clip"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                          and value > 0):
+                raise ConfigError(f"strategy {self.name!r}: {name} must be a positive number or None, got {value!r}")
         if self.max_norm is not None and self.max_norm <= 0:
             raise ConfigError(f"strategy {self.name!r}: max_norm radius must be positive, got {self.max_norm!r}")
 
@@ -234,6 +249,39 @@ def _spectralnorm() -> NormStrategy:
     return NormStrategy("spectralnorm", kernel_parametrization="spectral")
 
 
+@NORMS.register(name="dyt")
+def _dyt(alpha_init: float = 0.5) -> NormStrategy:
+    """Dynamic Tanh in place of the norm layer: gamma * tanh(alpha x) + beta, alpha one learned scalar per layer
+    starting at 0.5, gamma and beta per channel (Zhu et al. 2025, "Transformers without Normalization")."""
+    return NormStrategy("dyt", norm="dyt", alpha_init=float(alpha_init))
+
+
+@NORMS.register(name="derf")
+def _derf(alpha_init: float = 0.5) -> NormStrategy:
+    """Dynamic erf in place of the norm layer: gamma * erf(alpha x + s) + beta, alpha and s learned scalars per
+    layer (Chen et al. 2025, arXiv 2512.10938); alpha starts at DyT's 0.5 and s at 0."""
+    return NormStrategy("derf", norm="derf", alpha_init=float(alpha_init))
+
+
+@NORMS.register(name="ws_groupnorm")
+def _ws_groupnorm(groups: int = 32, min_group_channels: int = 4) -> NormStrategy:
+    """Weight standardization plus group norm (Qiao et al. 2019): each unit's kernel standardized over its
+    fan-in, (v - mean) / sqrt(var + 1e-5), then group norm as in the groupnorm strategy."""
+    return NormStrategy("ws_groupnorm", norm="group", kernel_parametrization="standardize", groups=int(groups),
+                        min_group_channels=int(min_group_channels))
+
+
+@NORMS.register(name="nf")
+def _nf(alpha: float = 0.2, clip: float = 0.01) -> NormStrategy:
+    """Normalization-free (Brock et al. 2021a, NF-ResNets; 2021b, NFNets): Scaled WS, g (v - mean) / (std
+    sqrt(fan-in)) with a learned gain g per unit; the activation times gamma (ReLU: 1.7139); adaptive gradient
+    clipping with lambda = clip (0.01, the NFNets' value at batch 4096) and eps 1e-3, the classifier unclipped; on
+    a residual builder, a stem without activation and pre-activation branches h + alpha * f(h / beta), alpha = 0.2,
+    beta^2 the analytic variance of h (LayerStack); on a plain net, the standardization, gain and clipping alone."""
+    return NormStrategy("nf", kernel_parametrization="scaled_standardize", activation_gain=True,
+                        residual_alpha=float(alpha), agc_clip=float(clip))
+
+
 # --- the one place a strategy becomes layers ---------------------------------------------
 
 
@@ -254,7 +302,8 @@ def norm_layer(strategy: NormStrategy, shape: tuple, name: str, zero_scale: bool
     LayerNormalization over those axes would learn one gain per position and channel). Group norm's
     groups: ``layers.group_count(channels, strategy.groups, strategy.min_group_channels)``, the
     same rule for a Dense layer's units. The three refuse a tensor of one value per sample (their
-    output would not depend on it). Batch kinds: per channel over the batch and positions, Keras'
+    output would not depend on it). DyT and Derf (``layers.PointwiseNormalization``) take no
+    statistic: an element-wise function with learned scalars and per-channel gain and shift. Batch kinds: per channel over the batch and positions, Keras'
     BatchNormalization (epsilon 1e-3) and ``layers.MeanOnlyBatchNormalization``. ``zero_scale``
     starts the learned gain at 0 (a residual branch that starts as the identity).
     """
@@ -262,7 +311,8 @@ def norm_layer(strategy: NormStrategy, shape: tuple, name: str, zero_scale: bool
 
     import keras
 
-    from .layers import NORM_EPSILON, MeanOnlyBatchNormalization, SampleRMSNormalization, group_count
+    from .layers import (NORM_EPSILON, MeanOnlyBatchNormalization, PointwiseNormalization, SampleRMSNormalization,
+                         group_count)
 
     kind = strategy.norm
     gamma = "zeros" if zero_scale else "ones"
@@ -286,6 +336,8 @@ def norm_layer(strategy: NormStrategy, shape: tuple, name: str, zero_scale: bool
                                                name=name)
     if kind == "rms":
         return SampleRMSNormalization(epsilon=NORM_EPSILON, gamma_initializer=gamma, name=name)
+    if kind in POINTWISE:
+        return PointwiseNormalization(POINTWISE[kind], strategy.alpha_init, gamma_initializer=gamma, name=name)
     return None
 
 
@@ -298,12 +350,29 @@ class LayerStack:
     branch, with "post" after the addition. The activation layer is named ``hNN_act``: its input
     is the pre-activation and its output the activation, which is what the probe measures; the
     addition is ``hNN_add`` (inputs: shortcut, branch), which the probe also taps.
+
+    A residual builder opens each branch with :meth:`open_branch`. For a strategy with
+    ``residual_alpha`` (the NF nets) that makes the branch a pre-activation one, as in the
+    NF-ResNets (Brock et al. 2021a): the branch starts from the (scaled) activation of h / beta,
+    where beta^2 is the analytic variance of the stream h; the block that closes it multiplies the
+    branch by alpha, adds it, and applies no activation (its ``hNN_act`` is the identity, so the
+    probe still sees the stream), so Var(h) grows by alpha^2 per block. A transition block (stride
+    or channel change) takes its shortcut from the same normalized activation, and the variance
+    restarts at 1 + alpha^2. (An identity-like option-A shortcut pads channels with zeros, whose
+    variance is 0: the restart is exact for the kept channels only.) In a ``residual`` stack the
+    first block (the stem) has no activation either, so the stream starts zero-mean with variance
+    1 (Scaled WS on unit-variance inputs); the branches' centred kernels keep it zero-mean. Other
+    strategies: the branch starts from h itself, the post-activation ResNet, and the stem is an
+    ordinary block.
     """
 
-    def __init__(self, strategy: NormStrategy, activation: str = "relu"):
+    def __init__(self, strategy: NormStrategy, activation: str = "relu", residual: bool = False):
         self.strategy = strategy
         self.activation = strategy.activation_for(activation)
+        self.residual = residual
         self.count = 0
+        self.variance = 1.0  # the NF nets' expected variance of the residual stream
+        self._transition = False
 
     def dense(self, x, units: int, shortcut=None, zero_init: bool = False):
         return self._block(x, "dense", units, shortcut=shortcut, zero_init=zero_init)
@@ -336,6 +405,33 @@ class LayerStack:
             layer = KernelReparametrization(layer, mode=s.kernel_parametrization, name=name)
         return layer(x)
 
+    def open_branch(self, x, transition: bool = False):
+        """The inputs of a residual branch that starts from ``x``: (branch input, shortcut input).
+
+        Both are ``x`` except with NF residual scaling (see the class docstring): then the branch
+        input is gamma * act(x / beta), and so is the shortcut's at a ``transition``.
+        """
+        import keras
+
+        self._transition = bool(transition)
+        if self.strategy.residual_alpha is None:
+            return x, x
+        i = self.count
+        beta = self.variance ** 0.5
+        y = keras.layers.Rescaling(1.0 / beta, name=hidden_layer_name(i, "beta"))(x)
+        y = self._activation(hidden_layer_name(i, "preact"))(y)
+        return y, (y if transition else x)
+
+    def _activation(self, name: str, activation: str | None = None):
+        import keras
+
+        from .layers import ScaledActivation, activation_gain
+
+        activation = activation or self.activation
+        if self.strategy.activation_gain and activation != "linear":
+            return ScaledActivation(activation, activation_gain(activation), name=name)
+        return keras.layers.Activation(activation, name=name)
+
     def projection(self, x, filters: int, strides: int, index: int):
         """A 1x1 conv shortcut (He et al.'s option B), normalized like the branch it joins."""
         s = self.strategy
@@ -362,9 +458,14 @@ class LayerStack:
                         use_bias=pre not in CENTERING, zero=zero_init and not pre)
         if pre:
             x = norm_layer(s, tuple(x.shape), hidden_layer_name(i, "norm"), zero_scale=zero_init)(x)
+        alpha = s.residual_alpha if shortcut is not None else None
+        if alpha is not None:  # NF: h + alpha * branch, and no activation on the stream
+            x = keras.layers.Rescaling(alpha, name=hidden_layer_name(i, "alpha"))(x)
+            self.variance = (1.0 if self._transition else self.variance) + alpha**2
         if shortcut is not None:
             x = keras.layers.Add(name=hidden_layer_name(i, "add"))([shortcut, x])
-        x = keras.layers.Activation(self.activation, name=hidden_layer_name(i, "act"))(x)
+        nf_stream = alpha is not None or (i == 0 and self.residual and s.residual_alpha is not None)
+        x = self._activation(hidden_layer_name(i, "act"), "linear" if nf_stream else None)(x)
         if s.norm and s.placement == "post":
             x = norm_layer(s, tuple(x.shape), hidden_layer_name(i, "norm"))(x)
         if s.dropout and s.dropout_rate > 0:

@@ -32,9 +32,11 @@ Log = Callable[[str], None]
 
 
 def make_optimizer(spec: RunSpec, steps_per_epoch: int | None = None):
+    """The spec's optimizer, with its strategy's adaptive gradient clipping if it has one."""
+    from .norms import get_strategy
     from .schedules import optimizer
 
-    return optimizer(spec, steps_per_epoch)
+    return optimizer(spec, steps_per_epoch, get_strategy(spec.strategy, **spec.strategy_params).agc_clip)
 
 
 def build(spec: RunSpec, input_shape, num_classes: int, x_train=None):

@@ -99,18 +99,26 @@ class RampedSGD(keras.optimizers.SGD):
         return config
 
 
-def optimizer(spec, steps_per_epoch: int | None):
-    """The spec's Keras optimizer, with its learning-rate schedule and (SGD) momentum ramp."""
+def optimizer(spec, steps_per_epoch: int | None, agc_clip: float | None = None):
+    """The spec's Keras optimizer, with its learning-rate schedule and (SGD) momentum ramp, and with adaptive
+    gradient clipping at ``agc_clip`` when given (a strategy's, :mod:`normbench.agc`)."""
+    from .agc import with_adaptive_clipping
     from .errors import ConfigError
 
     lr = learning_rate(spec, steps_per_epoch)
     if spec.optimizer == "sgd":
         if spec.momentum_start is None:
-            return keras.optimizers.SGD(learning_rate=lr, momentum=spec.momentum)
-        if not steps_per_epoch:
-            raise ConfigError("a momentum ramp needs the number of steps per epoch (the training split's size)")
-        return RampedSGD(spec.momentum_start, round(spec.momentum_ramp_epochs * steps_per_epoch), spec.momentum,
-                         learning_rate=lr)
-    if spec.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=lr)
-    return keras.optimizers.RMSprop(learning_rate=lr)
+            cls, kwargs = keras.optimizers.SGD, dict(learning_rate=lr, momentum=spec.momentum)
+        else:
+            if not steps_per_epoch:
+                raise ConfigError("a momentum ramp needs the number of steps per epoch (the training split's size)")
+            cls, kwargs = RampedSGD, dict(momentum_start=spec.momentum_start, momentum=spec.momentum,
+                                          ramp_steps=round(spec.momentum_ramp_epochs * steps_per_epoch),
+                                          learning_rate=lr)
+    elif spec.optimizer == "adam":
+        cls, kwargs = keras.optimizers.Adam, dict(learning_rate=lr)
+    else:
+        cls, kwargs = keras.optimizers.RMSprop, dict(learning_rate=lr)
+    if agc_clip is not None:
+        return with_adaptive_clipping(cls)(agc_clip=agc_clip, **kwargs)
+    return cls(**kwargs)

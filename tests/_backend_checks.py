@@ -16,6 +16,8 @@ tests, which run on TensorFlow in their own process, to assert on.
    and an exponential learning-rate decay against the same updates in NumPy (``momentum_ramp``).
 5. Every normalization kind against tests/test_norm_numerics.py's NumPy reference, on a Dense- and
    a Conv-shaped input, in training and inference mode (``norm_numerics``: the largest error).
+6. Weight standardization (plain and scaled) and adaptive gradient clipping's step against
+   tests/test_norm_free.py's NumPy references (``norm_free``: the largest errors).
 """
 
 import json
@@ -237,6 +239,13 @@ def momentum_ramp_check():
     return {"max_rel_err": float(np.abs(got - w).max() / np.abs(w).max())}
 
 
+def norm_free():
+    """tests/test_norm_free.py's comparisons with its NumPy references, on this backend."""
+    from test_norm_free import norm_free_errors
+
+    return norm_free_errors()
+
+
 def norm_numerics():
     """tests/test_norm_numerics.py's comparison with its NumPy reference, on this backend."""
     from test_norm_numerics import numerics_errors
@@ -269,7 +278,8 @@ if __name__ == "__main__":
 
     result = {"backend": keras.backend.backend(), "epoch0": epoch0(os.environ.get("NORMBENCH_DATA_DIR") or None),
               "reparametrization": reparametrization(), "gradients": gradients_check(),
-              "hessian": hessian_check(), "momentum_ramp": momentum_ramp_check(), "norm_numerics": norm_numerics()}
+              "hessian": hessian_check(), "momentum_ramp": momentum_ramp_check(), "norm_numerics": norm_numerics(),
+              "norm_free": norm_free()}
     if keras.backend.backend() == "jax":
         result["engines"] = engine_agreement()
     with open(sys.argv[1], "w") as f:

@@ -44,6 +44,15 @@ def test_norm_layers_match_the_numpy_reference_on_other_backends(backend, reques
     assert len(errors) == 4 * len(KINDS) and max(errors.values()) < TOLERANCE, errors
 
 
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_weight_standardization_and_agc_match_numpy_on_other_backends(backend, request):
+    """tests/test_norm_free.py's comparisons (both standardizations on Dense and Conv, AGC's step) there."""
+    from test_norm_free import KERNELS, TOLERANCE as FREE_TOLERANCE, WS_EPSILON
+
+    errors = request.getfixturevalue(f"{backend}_checks")["norm_free"]
+    assert len(errors) == 2 * len(WS_EPSILON) * len(KERNELS) + 1 and max(errors.values()) < FREE_TOLERANCE, errors
+
+
 def test_weight_norm_without_data_init_computes_what_the_plain_layer_would(rng):
     dense = keras.layers.Dense(5, name="d")
     wrapped = KernelReparametrization(keras.layers.Dense(5), mode="weight")

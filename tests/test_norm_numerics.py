@@ -10,13 +10,17 @@ in inference mode is compared with a float64 reference written here from the def
 - layer: per sample over every non-batch axis, epsilon ``NORM_EPSILON``, gain and shift per channel;
 - group: per sample over each group of channels and every position, the groups of
   ``layers.group_count`` (written out here: 24 units -> 6 groups, 16 channels -> 4);
-- rms: layer norm's axes and epsilon without the centering and the shift.
+- rms: layer norm's axes and epsilon without the centering and the shift;
+- dyt, derf: no statistic, element-wise gamma * tanh(alpha x) + beta and gamma * erf(alpha x + s)
+  + beta with scalars alpha and s (``layers.PointwiseNormalization``).
 
 The inputs have per-sample and per-channel scales from 0.01 to 3 and offsets, so that a wrong
 epsilon shows on the small ones; the ``..._has_power`` tests run the same reference with a wrong
 axis, group count, epsilon or centering and require it to disagree with the layer, so a layer
 with any of those mistakes would fail ``test_matches_the_numpy_reference``.
 """
+
+import math
 
 import keras
 import numpy as np
@@ -47,6 +51,8 @@ def reference_params(kind: str, case: str) -> dict:
         "layer": dict(axes=sample_axes, eps=NORM_EPSILON),
         "group": dict(axes=sample_axes, groups=GROUPS[case], eps=NORM_EPSILON),
         "rms": dict(axes=sample_axes, eps=NORM_EPSILON, center=False),
+        "dyt": dict(pointwise="tanh"),
+        "derf": dict(pointwise="erf"),
     }[kind]
 
 
@@ -56,14 +62,25 @@ WEIGHTS = {  # the per-channel weights each kind must have, nothing else
     "layer": {"gamma", "beta"},
     "group": {"gamma", "beta"},
     "rms": {"gamma"},
+    "dyt": {"gamma", "beta", "alpha"},
+    "derf": {"gamma", "beta", "alpha", "shift"},
 }
+SCALARS = {"alpha", "shift"}  # the point-wise kinds' one value per layer
+POINTWISE_NUMPY = {"tanh": np.tanh, "erf": np.vectorize(math.erf)}
 
 
-def reference(x, weights, *, training, axes, groups=1, eps=0.0, center=True, divide=True, moving=False):
-    """The normalization of ``x`` in float64, then ``* gamma + beta`` for those of them in ``weights``."""
+def reference(x, weights, *, training, axes=(), groups=1, eps=0.0, center=True, divide=True, moving=False,
+              pointwise=None, use_alpha=True, use_shift=True, alpha_outside=False):
+    """The normalization of ``x`` in float64, then ``* gamma + beta`` for those of them in ``weights``. A
+    ``pointwise`` kind: f(alpha x + shift) (its mistakes: no alpha, no shift, alpha outside f)."""
     x = np.asarray(x, dtype=np.float64)
     w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
-    if moving and not training:
+    if pointwise:
+        alpha = w["alpha"] if use_alpha else 1.0
+        shift = w.get("shift", 0.0) if use_shift else 0.0
+        f = POINTWISE_NUMPY[pointwise]
+        y = alpha * f(x + shift) if alpha_outside else f(alpha * x + shift)
+    elif moving and not training:
         y = x - w["moving_mean"]
         if divide:
             y = y / np.sqrt(w["moving_variance"] + eps)
@@ -106,11 +123,13 @@ def layer_with_weights(kind: str, case: str, seed: int = 1):
     layer.build((None, *shape[1:]))
     c = shape[-1]
     values = {"gamma": rng.normal(1.0, 0.5, c), "beta": rng.normal(0.0, 0.5, c),
-              "moving_mean": rng.normal(0.0, 0.5, c), "moving_variance": np.exp(rng.uniform(np.log(1e-3), 0.0, c))}
+              "moving_mean": rng.normal(0.0, 0.5, c), "moving_variance": np.exp(rng.uniform(np.log(1e-3), 0.0, c)),
+              "alpha": np.array(1.7), "shift": np.array(-0.4)}
     assigned = {}
     for variable in layer.weights:
         name = variable.name.split("/")[-1]
-        assert tuple(variable.shape) == (c,), (kind, name, variable.shape)  # one value per channel
+        expected_shape = () if name in SCALARS else (c,)  # one value per channel, or per layer
+        assert tuple(variable.shape) == expected_shape, (kind, name, variable.shape)
         variable.assign(values[name].astype("float32"))
         assigned[name] = values[name].astype("float32")
     assert set(assigned) == WEIGHTS[kind], (kind, sorted(assigned))
@@ -151,6 +170,13 @@ def wrong_variants(kind: str, case: str) -> list:
     """The reference's parameters with one mistake each: (label, parameters) for a wrong axis, group
     count, epsilon or centering."""
     params = reference_params(kind, case)
+    if "pointwise" in params:
+        other = "erf" if params["pointwise"] == "tanh" else "tanh"
+        out = [(f"function={other}", {**params, "pointwise": other}), ("without alpha", {**params, "use_alpha": False}),
+               ("alpha outside the function", {**params, "alpha_outside": True})]
+        if kind == "derf":
+            out.append(("without the shift", {**params, "use_shift": False}))
+        return out
     if kind in BATCH_KINDS:
         axes = [(0,)] if case == "conv" else [(1,)]  # per position only; over the units instead of the batch
     else:

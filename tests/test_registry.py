@@ -54,5 +54,6 @@ def test_required_names_are_registered():
     for name in ["mlp", "mlp8", "mlp16", "mlp32", "bn_paper_mlp", "convnet", "vgg", "vgg8", "vgg16", "resnet20",
                  "resnet32", "resnet56", "plain20", "resmlp8", "resmlp16", "resmlp32"]:
         assert name in MODELS
-    assert NORMS.list() == ["batchnorm", "batchnorm_post", "groupnorm", "layernorm", "maxnorm", "none", "rmsnorm",
-                            "selu", "spectralnorm", "weightnorm", "weightnorm_meanbn"]
+    assert NORMS.list() == ["batchnorm", "batchnorm_post", "derf", "dyt", "groupnorm", "layernorm", "maxnorm", "nf",
+                            "none", "rmsnorm", "selu", "spectralnorm", "weightnorm", "weightnorm_meanbn",
+                            "ws_groupnorm"]

@@ -168,3 +168,31 @@ def test_the_rank_test_leaves_out_configurations_where_a_strategy_never_finished
     ranks, friedman = sig.rank_test(runs)
     assert ranks.configurations.tolist() == [1, 1] and friedman["left_out"] == 1
     assert "(1 left out where some strategy has no finished run)" in friedman["note"]
+
+
+def test_norm_free_strategies_against_the_comparators_read_the_verdicts_family():
+    runs = pd.concat([
+        _runs(("batchnorm", [0.95, 0.951, 0.949, 0.952]), ("nf", [0.90, 0.901, 0.899, 0.902]),
+              ("dyt", [0.95, 0.948, 0.953, 0.951]), ("layernorm", [0.96, 0.961, 0.959, 0.962]),
+              ("none", [0.93, 0.931, 0.929, 0.93])),
+        _runs(("batchnorm", [0.95, 0.951]), ("nf", [0.97]), model="resmlp8"),
+    ])
+    pairs = sig.pairwise(runs)
+    table = sig.versus(pairs)
+    assert set(table.strategy) == {"nf", "dyt"} and set(table.comparator) == {"batchnorm", "layernorm"}  # no selu here
+    row = table[(table.model == "mlp8") & (table.strategy == "nf") & (table.comparator == "batchnorm")].iloc[0]
+    assert row.diff_points == pytest.approx(-5.0, abs=1e-9) and row.outcome == "below"
+    family = pairs[(pairs.model == "mlp8") & (pairs.strategy_a == "batchnorm") & (pairs.strategy_b == "nf")].iloc[0]
+    assert row.p_holm == family.p_holm and row.ci95_high - row.ci95_low == pytest.approx(2 * family.ci95_points)
+    dyt = table[(table.model == "mlp8") & (table.strategy == "dyt") & (table.comparator == "batchnorm")].iloc[0]
+    assert dyt.outcome == "not separable" and dyt.p_holm >= sig.ALPHA
+    assert table[(table.model == "mlp8") & (table.strategy == "dyt") & (table.comparator == "layernorm")].outcome.iloc[0] \
+        == "below"
+    one_seed = table[(table.model == "resmlp8")].iloc[0]
+    assert one_seed.outcome == "no test" and one_seed.n == 1
+    sentences = sig.versus_sentences(table)
+    assert sentences[0].startswith("`dyt` against `batchnorm`: not separable on mnist/mlp8")
+    assert "below on mnist/mlp8 (-5.00 points" in sentences[1] and "no test on mnist/resmlp8" in sentences[1]
+    cells = tables.versus_cells(table)
+    assert cells.loc["mnist / mlp8 / nf", "vs batchnorm"].startswith("-5.00 [") and cells.loc[
+        "mnist / mlp8 / nf", "vs batchnorm"].endswith(": below")

@@ -38,20 +38,21 @@ def _create_resnet(input_shape, num_classes, strategy: NormStrategy, depth: int,
     if zero and not residual:
         raise ConfigError(f"{name}: zero_init_residual needs residual = true (a plain net's zero layer blocks the signal)")
     n = (depth - 2) // 6
-    stack = LayerStack(strategy, "relu")
+    stack = LayerStack(strategy, "relu", residual=residual)
     inputs = keras.Input(shape=input_shape, name="inputs")
     x = stack.conv(inputs, base_filters)
     for stage in range(3):
         filters = base_filters * 2**stage
         for block in range(n):
             strides = 2 if stage > 0 and block == 0 else 1
-            skip = x if residual else None
-            if residual and (strides != 1 or int(x.shape[-1]) != filters):
+            transition = residual and (strides != 1 or int(x.shape[-1]) != filters)
+            x, skip = stack.open_branch(x, transition) if residual else (x, None)
+            if transition:
                 index = stack.count + 1  # the block whose addition this shortcut joins
                 if shortcut == "A":
-                    skip = ShortcutA(filters, strides, name=f"h{index:02d}_shortcut")(x)
+                    skip = ShortcutA(filters, strides, name=f"h{index:02d}_shortcut")(skip)
                 else:
-                    skip = stack.projection(x, filters, strides, index)
+                    skip = stack.projection(skip, filters, strides, index)
             y = stack.conv(x, filters, strides=strides)
             x = stack.conv(y, filters, shortcut=skip, zero_init=zero)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
@@ -103,14 +104,15 @@ def _create_resmlp(input_shape, num_classes, strategy: NormStrategy, depth: int,
         raise ConfigError(f"{name}: depth must be an integer >= 3 and width a positive integer, "
                           f"got depth={depth!r}, width={width!r}")
     zero = _check_zero_init(name, zero_init_residual)
-    stack = LayerStack(strategy, "relu")
+    stack = LayerStack(strategy, "relu", residual=True)
     inputs = keras.Input(shape=input_shape, name="inputs")
     x = keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
     x = stack.dense(x, width)  # input -> width: the one layer without a shortcut at the start
     pairs, single = divmod(depth - 1, 2)
     for _ in range(pairs):
-        y = stack.dense(x, width)
-        x = stack.dense(y, width, shortcut=x, zero_init=zero)
+        branch, skip = stack.open_branch(x)
+        y = stack.dense(branch, width)
+        x = stack.dense(y, width, shortcut=skip, zero_init=zero)
     if single:
         x = stack.dense(x, width)
     return stack.logits(inputs, x, num_classes, name=name)

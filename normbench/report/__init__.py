@@ -245,6 +245,18 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
            f"`tables/pairwise.csv`.", ""]
     md += [f"- {sentence}" for sentence in verdicts.sentence] + [""]
 
+    free = significance.versus(pairs)
+    if not free.empty:
+        free.to_csv(out / "tables" / "norm_free.csv", index=False)
+        md += ["## Normalization-free strategies", "",
+               f"Each alternative to normalizing activations ({', '.join(f'`{s}`' for s in significance.NORM_FREE)}) "
+               f"against batch norm, layer norm and SELU on the same model: mean test-accuracy difference in "
+               f"percentage points [95% Welch interval], from the verdicts' pairwise family, so the p-values are "
+               f"Holm-adjusted over all its pairs. 'not separable' (adjusted p >= {significance.ALPHA}) means these "
+               f"seeds cannot tell the two apart, not that they are equal. All rows: `tables/norm_free.csv`.", "",
+               markdown_table(tables.versus_cells(free), corner="dataset / model / strategy"), ""]
+        md += [f"- {sentence}" for sentence in significance.versus_sentences(free)] + [""]
+
     md += ["## Time to a validation-accuracy threshold", "",
            "Epochs (and training seconds) until the validation accuracy first reaches the threshold, mean over "
            "seeds that reached it.", ""]

@@ -210,3 +210,45 @@ def rank_test(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
         result["note"] = (f"{head} Friedman test over them: chi-squared = {stat:.2f}, df = {k - 1}, p = {_p(p)}"
                           f"{' (the chi-squared approximation is rough below 10 configurations)' * (b < 10)}.")
     return table, result
+
+
+NORM_FREE = ("dyt", "derf", "ws_groupnorm", "nf")  # the alternatives to normalizing activations (2019-2025)
+COMPARATORS = ("batchnorm", "layernorm", "selu")
+
+
+def versus(pairs: pd.DataFrame, strategies=NORM_FREE, comparators=COMPARATORS) -> pd.DataFrame:
+    """Each of ``strategies`` against each of ``comparators`` on the same (dataset, model), read from the
+    pairwise family (so the Holm adjustment is the verdicts' own): the difference strategy - comparator in
+    percentage points with its 95% Welch interval, the Holm-adjusted p, and the outcome: 'above' or
+    'below' (adjusted p < ALPHA), 'not separable' (>= ALPHA: the data do not tell them apart, which is not
+    a proof that they are equal) or 'no test' (undefined: n < 2 on a side, or constants)."""
+    rows = []
+    for r in pairs.itertuples():
+        for s, c, sign, n, n_ref in ((r.strategy_a, r.strategy_b, 1, r.n_a, r.n_b),
+                                     (r.strategy_b, r.strategy_a, -1, r.n_b, r.n_a)):
+            if s not in strategies or c not in comparators:
+                continue
+            diff = sign * r.diff_points
+            outcome = ("no test" if math.isnan(r.p_holm) else "not separable" if r.p_holm >= ALPHA
+                       else "above" if diff > 0 else "below")
+            rows.append({"dataset": r.dataset, "model": r.model, "strategy": s, "comparator": c, "n": n,
+                         "n_comparator": n_ref, "diff_points": diff, "ci95_low": diff - r.ci95_points,
+                         "ci95_high": diff + r.ci95_points, "p_holm": r.p_holm, "outcome": outcome})
+    return pd.DataFrame(rows, columns=["dataset", "model", "strategy", "comparator", "n", "n_comparator",
+                                       "diff_points", "ci95_low", "ci95_high", "p_holm", "outcome"])
+
+
+def versus_sentences(table: pd.DataFrame, comparator: str = REFERENCE) -> list[str]:
+    """Per strategy of a ``versus`` table: where it is above, not separable from, or below ``comparator``."""
+    out = []
+    rows = table[table.comparator == comparator]
+    for strategy, g in rows.groupby("strategy", sort=True):
+        parts = []
+        for outcome in ("above", "not separable", "below", "no test"):
+            h = g[g.outcome == outcome]
+            if len(h):
+                where = ", ".join(f"{m} ({d:+.2f} points, p = {_p(p)})" if not math.isnan(p) else m
+                                  for m, d, p in zip(h.dataset + "/" + h.model, h.diff_points, h.p_holm))
+                parts.append(f"{outcome} on {where}")
+        out.append(f"{_names([strategy])} against {_names([comparator])}: " + "; ".join(parts))
+    return out

@@ -75,6 +75,18 @@ def gap_cells(gaps: pd.DataFrame, dataset: str) -> pd.DataFrame:
     return text
 
 
+def versus_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """Wide table of ``significance.versus`` (rows dataset / model / strategy, columns 'vs comparator'), e.g.
+    '-1.20 [-2.10, -0.30], p 0.012: below'."""
+    d = table.assign(row=table.dataset + " / " + table.model + " / " + table.strategy)
+    text = pd.DataFrame("", index=list(dict.fromkeys(d.row)), columns=[f"vs {c}" for c in dict.fromkeys(d.comparator)])
+    for r in d.itertuples():
+        interval = f" [{r.ci95_low:+.2f}, {r.ci95_high:+.2f}]" if not math.isnan(r.ci95_low) else ""
+        p = f", p {r.p_holm:.2g}" if not math.isnan(r.p_holm) else ""
+        text.loc[r.row, f"vs {r.comparator}"] = f"{r.diff_points:+.2f}{interval}{p}: {r.outcome}"
+    return text
+
+
 def time_to_threshold(runs: pd.DataFrame, history: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
     """Per run: the first epoch whose validation accuracy reaches the dataset's threshold, and training seconds until then."""
     out = []
