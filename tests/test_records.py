@@ -12,6 +12,7 @@
 import csv
 import gzip
 import json
+import os
 
 import pytest
 
@@ -305,3 +306,65 @@ def test_an_ok_record_without_a_history_is_not_a_finished_run(tmp_path):
     warnings = []
     assert store.completed_ids(tmp_path, warn=warnings.append) == set()
     assert "status ok without a history" in warnings[0]
+
+
+def _contend_for_the_lock(folder: str, barrier, rounds: int, out) -> None:
+    """A child process: take the folder lock at the barrier, ``rounds`` times; while holding it, claim a marker
+    file exclusively, which fails if another holder has it."""
+    import time
+
+    from normbench import store as st
+    from normbench.errors import NormbenchError
+
+    marker = os.path.join(folder, "holder")
+    overlaps = held = 0
+    for _ in range(rounds):
+        barrier.wait()
+        try:
+            with st.hold_folder(folder):
+                held += 1
+                try:
+                    fd = os.open(marker, os.O_CREAT | os.O_EXCL)
+                except FileExistsError:
+                    overlaps += 1
+                else:
+                    time.sleep(0.005)
+                    os.close(fd)
+                    os.unlink(marker)
+        except NormbenchError:
+            pass
+    out.put((held, overlaps))
+
+
+def test_the_folder_lock_is_exclusive_under_simultaneous_attempts(tmp_path):
+    """Six processes take the lock at the same instant, 30 times: never two holders at once (the pid-file lock it
+    replaced let two in 8 times in 40), and in every round someone gets it."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs, rounds = 6, 30
+    barrier, out = ctx.Barrier(procs), ctx.Queue()
+    workers = [ctx.Process(target=_contend_for_the_lock, args=(str(tmp_path), barrier, rounds, out))
+               for _ in range(procs)]
+    for w in workers:
+        w.start()
+    results = [out.get(timeout=300) for _ in workers]
+    for w in workers:
+        w.join(timeout=60)
+    assert sum(o for _, o in results) == 0, results
+    assert rounds <= sum(h for h, _ in results) <= procs * rounds
+
+
+def test_a_lock_that_is_a_folder_or_a_link_is_refused_with_the_fix(tmp_path):
+    from normbench.errors import NormbenchError
+
+    (tmp_path / store.LOCK_NAME).mkdir()
+    with pytest.raises(NormbenchError, match="is a folder.*Remove it"):
+        with store.hold_folder(tmp_path):
+            pass
+    (tmp_path / store.LOCK_NAME).rmdir()
+    (tmp_path / store.LOCK_NAME).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(NormbenchError, match="is a link"):
+        with store.hold_folder(tmp_path):
+            pass
+    assert not (tmp_path / "elsewhere").exists()
