@@ -461,19 +461,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt()
-
-
 RESUME = " Finished runs are saved; run the same command again to resume."
 
 
 def main(argv: list[str] | None = None) -> int:
-    import signal
+    from . import stop
 
     args = build_parser().parse_args(argv)
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # SIGTERM (a scheduler, `kill`) stops like Ctrl-C
-        signal.signal(signal.SIGTERM, _terminate)
+    # SIGINT and SIGTERM (a scheduler, `kill`): `run` stops at its next safe point, the rest at once (normbench.stop)
+    with stop.handling(deferred=args.command == "run"):
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from . import stop
+
     try:
         code = _dispatch(args)
         sys.stdout.flush()  # a closed pipe or a full disk shows here, not after main returns
@@ -493,10 +495,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # nothing more can be shown; keep Python's exit from failing on it
         print(f"normbench: output closed; stopped.{RESUME if args.command == 'run' else ''}", file=sys.stderr)
         return 141
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         what = RESUME if args.command == "run" else " Nothing was half-written; run the same command again."
         print(f"\nnormbench: interrupted.{what}", file=sys.stderr)
-        return 130
+        return e.exit_code if isinstance(e, stop.StopRequested) else 130
 
 
 def _dispatch(args: argparse.Namespace) -> int:
