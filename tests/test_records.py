@@ -69,6 +69,14 @@ MALFORMED = {
     "layers is a string": dict(layers="abc"),
     "finished_at is a number": dict(finished_at=5),
     "schema_version is a bool": dict(schema_version=True),
+    # tables that do not fit the run (issue 24.4): the runner writes epochs 0..N, stats at those epochs
+    "a history epoch repeated (0, 1, 1)": dict(history=[*complete(NONE)["history"], complete(NONE)["history"][-1]]),
+    "a history epoch missing (0, 2)": dict(history=[complete(NONE)["history"][0],
+                                                    {**complete(NONE)["history"][1], "epoch": 2}]),
+    "a finished run short of its spec's epochs": dict(history=complete(NONE)["history"][:1]),
+    "a stats row at an epoch the run does not have": dict(stats={"columns": record.STATS_COLUMNS,
+                                                                 "rows": [[0, 0, "act", "mean", 0.1],
+                                                                          [7, 0, "act", "mean", 0.2]]}),
 }
 
 
@@ -122,6 +130,22 @@ def test_the_layout_check_names_what_is_wrong():
     diverged = {**complete(NONE), "status": "diverged", "test": None, "diverged_epoch": 1,
                 "stats": {"columns": record.STATS_COLUMNS, "rows": [[1, 0, "act", "mean", None]]}}
     record.check_layout(diverged)
+    # values the writers never write (they store a non-finite value as null), and tables that do not fit the run
+    h0, h1 = complete(NONE)["history"]
+    for case, why in [(dict(test={"accuracy": float("nan")}), r"test.accuracy is float nan, not a finite number"),
+                      (dict(history=[h0, {**h1, "val_loss": float("inf")}]), r"history\[1\].val_loss is float inf"),
+                      (dict(history=[h0, h1, h1]), r"history epochs \[0, 1, 1\]: epoch 1 is repeated"),
+                      (dict(history=[h1]), r"history epochs \[1\]: epoch 0 is missing"),
+                      (dict(history=[h0]), r"history ends at epoch 0, but a finished run \(status ok\) of 1 epoch"),
+                      ({**diverged, "diverged_epoch": 0}, "the run diverged at epoch 0"),
+                      ({**diverged, "status": "error", "history": [h0, h1, {**h1, "epoch": 2}]},
+                       "beyond the 1 epoch"),
+                      (dict(stats={"rows": [[2, 0, "act", "mean", 0.1]]}), r"stats.rows\[0\] is at epoch 2")]:
+        with pytest.raises(record.LayoutError, match=why):
+            record.check_layout({**complete(NONE), **case})
+    # a run that failed while measuring an epoch may hold that epoch's statistics
+    record.check_layout({**record.error_record(NONE, "boom"), "history": [h0],
+                         "stats": {"rows": [[0, 0, "act", "mean", 0.1], [1, 0, "act", "mean", 0.2]]}})
 
 
 def test_resume_retrains_a_malformed_record_and_the_readers_then_work(tmp_path, data_dir, capsys):
@@ -306,6 +330,43 @@ def test_an_ok_record_without_a_history_is_not_a_finished_run(tmp_path):
     warnings = []
     assert store.completed_ids(tmp_path, warn=warnings.append) == set()
     assert "status ok without a history" in warnings[0]
+
+
+# --- issue 24.4: every table of a pack, and values the writers never write ----------------------------------------
+
+def _baseline(folder):
+    store.save_record(folder, complete(NONE))
+    store.save_record(folder, complete(BN))
+    (folder / "rules.txt").write_text("test_accuracy: -0.05\n")
+    return folder
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_a_json_record_holding_a_non_finite_number_is_refused(tmp_path, token, capsys):
+    """The writer stores a non-finite value as null (``allow_nan=False``), so such a token is an edit; before, check
+    read ``NaN`` test accuracy and printed ``baseline nan, current 0.5 ... improved``, exit 0."""
+    base, current = _baseline(tmp_path / "base"), tmp_path / "current"
+    store.save_record(current, complete(BN))
+    path = store.save_record(current, complete(NONE))
+    text = path.read_text()
+    assert text.count('"accuracy": 0.5') == 1
+    path.write_text(text.replace('"accuracy": 0.5', f'"accuracy": {token}'))
+    with pytest.raises(NormbenchError, match=f"{path.name} .the JSON holds {token}"):
+        store.load_records(current)
+    # the issue's case: the NaN record in the baseline
+    assert main(["check", "--baseline", str(current), "--current", str(base), "--rules", str(base / "rules.txt")]) == 2
+    err = capsys.readouterr().err
+    assert path.name in err and token in err and "Traceback" not in err, err
+    assert store.completed_ids(current, warn=lambda _: None) == {BN.run_id}
+
+
+def test_the_committed_packs_read():
+    """results/*/records pass the table checks."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "results" / "cifar-resnet-cpu" / "records"
+    records = store.load_records(folder)
+    assert len(records) == 4 and {r["status"] for r in records} == {"ok", "diverged"}
 
 
 def _contend_for_the_lock(folder: str, barrier, rounds: int, out) -> None:
