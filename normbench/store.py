@@ -133,7 +133,7 @@ def find_record(results_dir: str | os.PathLike, spec: RunSpec) -> dict | None:
     """The stored record of ``spec``, or None when absent (or unreadable)."""
     path = Path(results_dir) / record_filename(spec)
     try:
-        rec = json.loads(path.read_text())
+        rec = rec_mod.loads(path.read_text())
         rec_mod.check_layout(rec)
         return rec_mod.normalized(rec)
     except (OSError, ValueError):
@@ -161,7 +161,7 @@ def _json_records(root: Path) -> tuple[list[dict], list[tuple[str, str]]]:
     good, bad = [], []
     for path in sorted(root.glob("*.json")):
         try:
-            rec = json.loads(path.read_text())
+            rec = rec_mod.loads(path.read_text())
             rec_mod.check_layout(rec)
         except (OSError, ValueError) as e:
             bad.append((path.name, str(e)))
@@ -208,7 +208,6 @@ def completed_ids(results_dir: str | os.PathLike, warn: Callable[[str], None] | 
     if not root.is_dir():
         return set()
     warn = warn or _warn
-    from .pack import RUNS
 
     packed, bad_pack = _pack_records(root)
     records, bad = _json_records(root)
@@ -216,7 +215,7 @@ def completed_ids(results_dir: str | os.PathLike, warn: Callable[[str], None] | 
         warn(f"{root / name} is not a usable record ({why}): not counted as complete, so a run it holds is "
              f"trained again")
     for run_id, why in bad_pack:
-        warn(f"run {run_id} in the pack {root / RUNS} is not a usable record ({why}): not counted as complete, so "
+        warn(f"run {run_id} in the pack {root} is not a usable record ({why}): not counted as complete, so "
              f"it is trained again; the readers refuse the pack until it is re-created from the original records with "
              f"`normbench pack`")
     return {r["run_id"] for r in (*packed, *records) if r["status"] in COMPLETE}
