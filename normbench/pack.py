@@ -24,6 +24,7 @@ import gzip
 import json
 import math
 import os
+import zlib
 from pathlib import Path
 
 from . import record as rec_mod
@@ -99,12 +100,18 @@ FIELD_LIMIT = 1 << 28  # a JSON cell (a paper run's step probes) may exceed csv'
 
 
 def _rows(path: Path):
+    """The rows of one of a pack's files; a file that is not whole gzipped CSV text raises NormbenchError naming it
+    (flipped bytes surface as a zlib.error, a bad header or CRC as BadGzipFile, a cut file as EOFError)."""
     csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
     try:
         with gzip.open(path, "rt", newline="") as f:
             yield from csv.DictReader(f)
-    except (OSError, EOFError, csv.Error, UnicodeDecodeError) as e:
-        raise NormbenchError(f"cannot read {path} as a normbench pack ({e}); re-create it with `normbench pack`") from None
+    except (OSError, EOFError, zlib.error, csv.Error, UnicodeDecodeError) as e:
+        kind = "zlib.error" if isinstance(e, zlib.error) else type(e).__name__
+        why = "it is missing" if isinstance(e, FileNotFoundError) else "the file is damaged"
+        raise NormbenchError(f"cannot read {path} as a normbench pack ({kind}: {e}): {why}. "
+                             f"Re-create the pack from the original records with `normbench pack`, or restore it "
+                             f"from version control") from None
 
 
 def _float(text: str):
@@ -123,10 +130,11 @@ def read(pack_dir: str | Path) -> tuple[list[dict], list[tuple[str, str]]]:
     root = Path(pack_dir)
     records: dict[str, dict] = {}
     repeated: set[str] = set()
+    reading = root / RUNS
     try:
-        for row in _rows(root / RUNS):
-            rec = {k: json.loads(row[k]) for k in JSON_SECTIONS}
-            rec.update({k: json.loads(row[k]) for k in OPTIONAL_SECTIONS if row.get(k) and row[k] != "null"})
+        for row in _rows(reading):
+            rec = {k: rec_mod.loads(row[k]) for k in JSON_SECTIONS}  # a cell nested too deeply: a ValueError
+            rec.update({k: rec_mod.loads(row[k]) for k in OPTIONAL_SECTIONS if row.get(k) and row[k] != "null"})
             rec.update(run_id=row["run_id"], schema_version=int(row["schema_version"]), status=row["status"],
                        error=row["error"] or None, finished_at=row["finished_at"] or None,
                        diverged_epoch=int(row["diverged_epoch"]) if row["diverged_epoch"] else None,
@@ -136,17 +144,19 @@ def read(pack_dir: str | Path) -> tuple[list[dict], list[tuple[str, str]]]:
                 repeated.add(rec["run_id"])
                 continue
             records[rec["run_id"]] = rec
-        for row in _rows(root / HISTORY):
+        reading = root / HISTORY
+        for row in _rows(reading):
             h = {"epoch": int(row.pop("epoch"))}
             run_id = row.pop("run_id")
             h.update({k: _float(v) for k, v in row.items() if v != ""})
             records[run_id]["history"].append(h)
-        for row in _rows(root / STATS):
+        reading = root / STATS
+        for row in _rows(reading):
             records[row["run_id"]]["stats"]["rows"].append(
                 [int(row["epoch"]), int(row["layer"]), row["tap"], row["quantity"], _float(row["value"])])
     except (KeyError, ValueError, TypeError, AttributeError) as e:
-        raise NormbenchError(f"{root} is not a consistent normbench pack ({type(e).__name__}: {e}); "
-                             f"re-create it with `normbench pack`") from None
+        raise NormbenchError(f"{reading} is not part of a consistent normbench pack ({type(e).__name__}: {e}); "
+                             f"re-create the pack from the original records with `normbench pack`") from None
     out, bad = [], []
     for run_id, rec in records.items():
         if run_id in repeated:

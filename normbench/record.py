@@ -25,6 +25,7 @@ Schema versions:
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 SCHEMA_VERSION = 3  # bump when the record layout or a run's computation changes; comparisons across versions are refused
@@ -148,6 +149,32 @@ def check_layout(rec: Any) -> None:
                 and type(row[2]) is str and type(row[3]) is str and _is_number(row[4])):
             raise ValueError(f"stats.rows[{i}] is {_what(row)}, not a row of {STATS_COLUMNS} "
                              f"(integer epoch and layer, text tap and quantity, a number or null)")
+
+
+MAX_DEPTH = 64  # a record nests 4 levels deep (a diagnostic's table rows); readers recurse into what they read
+
+
+def nesting(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects (0 for a number or a string), counted without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            todo += [(v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)]
+    return deepest
+
+
+def loads(text: str | bytes) -> Any:
+    """JSON text read from disk (a record, a pack's cell), refused with ValueError when it nests deeper than
+    :data:`MAX_DEPTH`: 100,000 brackets make the parser itself (or any later recursive reader) overflow the stack."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"JSON nested too deeply to parse (a record nests at most {MAX_DEPTH} levels)") from None
+    if nesting(value) > MAX_DEPTH:
+        raise ValueError(f"JSON nested {nesting(value)} levels deep (a record nests at most {MAX_DEPTH})")
+    return value
 
 
 NOT_GENUINE = "its run_id is not the hash of its spec: edited or mislabelled"

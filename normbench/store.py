@@ -133,7 +133,7 @@ def find_record(results_dir: str | os.PathLike, spec: RunSpec) -> dict | None:
     """The stored record of ``spec``, or None when absent (or unreadable)."""
     path = Path(results_dir) / record_filename(spec)
     try:
-        rec = json.loads(path.read_text())
+        rec = rec_mod.loads(path.read_text())
         rec_mod.check_layout(rec)
         return rec_mod.normalized(rec)
     except (OSError, ValueError):
@@ -161,7 +161,7 @@ def _json_records(root: Path) -> tuple[list[dict], list[tuple[str, str]]]:
     good, bad = [], []
     for path in sorted(root.glob("*.json")):
         try:
-            rec = json.loads(path.read_text())
+            rec = rec_mod.loads(path.read_text())  # too deeply nested: a ValueError like any malformed file
             rec_mod.check_layout(rec)
         except (OSError, ValueError) as e:
             bad.append((path.name, str(e)))

@@ -1,0 +1,145 @@
+"""Hostile input (issue 24, items 5-8): corrupt or extreme files and settings end with exit 2 and a message that
+names the file or variable and the fix, never a traceback, a hang or a write outside the folder normbench was given.
+
+- 5: a damaged pack file, JSON nested 100,000 deep, integer variables in other scripts' digits or out of range,
+  a rules file that is /dev/zero or a FIFO.
+- 6: a full disk names the file being written; a suite path that is a link loop, a device or a FIFO says so.
+- 7: an environment variable is parsed once, by the function the code acting on it and the record both use.
+- 8: nothing is written through a symbolic link in a results, pack or report folder.
+"""
+
+import errno
+import gzip
+import json
+import os
+import subprocess
+import sys
+import zlib
+
+import pytest
+
+from normbench import pack, record, store
+from normbench.cli import main
+from normbench.errors import ConfigError, NormbenchError
+from normbench.spec import RunSpec
+
+NONE = RunSpec("mlp8", "none", "mnist", epochs=1, limit=200)
+BN = RunSpec("mlp8", "batchnorm", "mnist", epochs=1, limit=200)
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def cli(*args, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "normbench.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def refused(done, *phrases):
+    assert done.returncode == 2, (done.returncode, done.stdout[-1500:], done.stderr[-1500:])
+    assert "Traceback" not in done.stderr + done.stdout, done.stderr[-3000:]
+    for phrase in phrases:
+        assert phrase in done.stderr, done.stderr[-3000:]
+
+
+def complete(spec: RunSpec) -> dict:
+    rec = record.new(spec)
+    rec.update(status="ok", param_count=100, data={"source": "test data"},
+               history=[{"epoch": 0, "train_loss": 2.3, "val_loss": 2.3, "val_accuracy": 0.1},
+                        {"epoch": 1, "train_loss": 1.0, "val_loss": 1.1, "val_accuracy": 0.5, "epoch_s": 1.0}],
+               test={"loss": 1.0, "accuracy": 0.5},
+               stats={"columns": record.STATS_COLUMNS, "rows": [[0, 0, "act", "mean", 0.1], [1, 0, "act", "mean", 0.2]]},
+               environment={"backend": "tensorflow", "device": "cpu"}, performance={"engine": "fit"},
+               finished_at="2026-01-01T00:00:00+00:00")
+    return rec
+
+
+@pytest.fixture
+def packed(tmp_path):
+    store.save_record(tmp_path / "rec", complete(NONE))
+    store.save_record(tmp_path / "rec", complete(BN))
+    pack.pack(tmp_path / "rec", tmp_path / "pack")
+    return tmp_path / "pack"
+
+
+# --- 5a: a damaged pack file ------------------------------------------------------------------------------------
+
+def _flip(path, start: int, count: int) -> None:
+    data = bytearray(path.read_bytes())
+    for i in range(start, min(start + count, len(data))):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_40_flipped_bytes_in_a_pack_file_exit_2_naming_it_in_report_pack_and_a_resumed_run(packed, tmp_path):
+    stats = packed / pack.STATS
+    _flip(stats, 12, 40)  # past the 10-byte gzip header: into the deflate stream
+    with pytest.raises(zlib.error):  # what the readers met, and let through as a traceback
+        with gzip.open(stats, "rt") as f:
+            f.read()
+    fix = "normbench pack"
+    refused(cli("report", "--results", str(packed), "--out", str(tmp_path / "report")), str(stats), fix)
+    refused(cli("pack", "--results", str(packed), "--out", str(tmp_path / "again")), str(stats), fix)
+    refused(cli("run", "--models", "mlp8", "--strategies", "none", "--epochs", "1", "--limit", "200",
+                "--results", str(packed)), str(stats), fix)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not gzip", "not UTF-8", "a NUL in the CSV"])
+def test_every_kind_of_damaged_pack_file_is_a_normbench_error_naming_it(packed, damage):
+    path = packed / pack.HISTORY
+    text = gzip.decompress(path.read_bytes())
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:-12])
+    elif damage == "not gzip":
+        path.write_bytes(b"PK\x03\x04 a zip file")
+    elif damage == "not UTF-8":
+        path.write_bytes(gzip.compress(text + b"\xff\xfe\n"))
+    else:
+        path.write_bytes(gzip.compress(text.replace(b",", b"\x00,", 1)))
+    for reader in (store.load_records, store.completed_ids):
+        with pytest.raises(NormbenchError, match=str(path)):
+            reader(packed)
+
+
+# --- 5b: JSON nested 100,000 brackets deep ----------------------------------------------------------------------
+
+def test_a_record_nested_100000_deep_is_refused_by_the_readers_and_retrained_on_resume(tmp_path):
+    store.save_record(tmp_path, complete(BN))
+    path = store.save_record(tmp_path, complete(NONE))
+    path.write_text(path.read_text().replace('"data": {', f'"data": {{"x": {DEEP}, ', 1))
+    done = cli("run", "--models", "mlp8", "--strategies", "none,batchnorm", "--epochs", "1", "--limit", "200",
+               "--dry-run", "--results", str(tmp_path))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert f"{NONE.run_id}  mnist/mlp8/none/seed0  epochs=1 limit=200  [to run]" in done.stdout, done.stdout
+    assert path.name in done.stderr and "nested too deeply" in done.stderr and "trained again" in done.stderr
+    refused(cli("report", "--results", str(tmp_path), "--out", str(tmp_path / "report")), path.name,
+            "nested too deeply", "delete or re-run")
+
+
+def test_a_record_nested_deeper_than_a_record_ever_is_refused_before_a_reader_recurses_into_it(tmp_path):
+    """900 levels parse, but copying (record.normalized) or cleaning (store.clean) them overflowed the stack later."""
+    path = store.save_record(tmp_path, complete(NONE))
+    path.write_text(path.read_text().replace('"data": {', f'"data": {{"x": {"[" * 900 + "]" * 900}, ', 1))
+    warnings = []
+    assert store.completed_ids(tmp_path, warn=warnings.append) == set()
+    assert path.name in warnings[0] and "nested 902 levels deep" in warnings[0], warnings
+    with pytest.raises(NormbenchError, match=path.name):
+        store.load_records(tmp_path)
+
+
+def test_a_pack_cell_nested_100000_deep_is_refused_like_any_cell_that_is_not_json(packed, tmp_path, capsys):
+    runs = packed / pack.RUNS
+    rows = [line for line in gzip.decompress(runs.read_bytes()).decode().splitlines(keepends=True)]
+    header = rows[0].rstrip("\r\n").split(",")
+    import csv
+    import io
+
+    body = list(csv.reader(io.StringIO("".join(rows[1:]))))
+    body[0][header.index("data")] = DEEP
+    pack._write(runs, header, body)
+    with pytest.raises(NormbenchError, match=f"{runs}.*nested too deeply"):
+        store.completed_ids(packed)  # as for a cell that is not JSON: the pack is refused, not half-retrained
+    assert main(["report", "--results", str(packed), "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert str(runs) in err and "normbench pack" in err and "Traceback" not in err
+    assert main(["run", "--models", "mlp8", "--strategies", "none", "--epochs", "1", "--limit", "200", "--dry-run",
+                 "--results", str(packed)]) == 2
+    assert str(runs) in capsys.readouterr().err
