@@ -143,3 +143,72 @@ def test_a_pack_cell_nested_100000_deep_is_refused_like_any_cell_that_is_not_jso
     assert main(["run", "--models", "mlp8", "--strategies", "none", "--epochs", "1", "--limit", "200", "--dry-run",
                  "--results", str(packed)]) == 2
     assert str(runs) in capsys.readouterr().err
+
+
+# --- 5c, 7: environment variables -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["²", "１６", "99999999999999999999", "1" + "0" * 5000, "-3", "16.0", ""])
+def test_steps_per_execution_takes_ascii_digits_in_range_only_and_names_the_variable(tmp_path, capsys, monkeypatch,
+                                                                                      value):
+    from normbench.perf import choose_execution
+
+    monkeypatch.setenv("NORMBENCH_STEPS_PER_EXECUTION", value)
+    assert main(["run", "--models", "mlp8", "--strategies", "none", "--dry-run", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "NORMBENCH_STEPS_PER_EXECUTION=" in err and "from 1 to 10000" in err and "Traceback" not in err, err
+    with pytest.raises(ConfigError, match="NORMBENCH_STEPS_PER_EXECUTION.*from 1 to 10000"):  # the run's own path
+        choose_execution(None, "torch", True)
+
+
+def test_steps_per_execution_reads_what_it_accepts(monkeypatch):
+    from normbench.env import steps_per_execution
+
+    for text, value in [("1", 1), (" 32 ", 32), ("0016", 16), ("10000", 10000)]:
+        monkeypatch.setenv("NORMBENCH_STEPS_PER_EXECUTION", text)
+        assert steps_per_execution() == value
+    monkeypatch.delenv("NORMBENCH_STEPS_PER_EXECUTION")
+    assert steps_per_execution() == 16
+
+
+@pytest.mark.parametrize("spelling", ["0", "off", "OFF", "false", "no"])
+def test_every_spelling_of_off_turns_determinism_off_and_the_record_says_so(monkeypatch, spelling):
+    """`off` used to turn determinism off while the record said deterministic_ops: True, and so it chose another
+    jit_compile than `0`."""
+    from types import SimpleNamespace
+
+    from normbench.env import enable_determinism, environment
+    from normbench.perf import choose_execution
+
+    monkeypatch.setenv("NORMBENCH_DETERMINISTIC", spelling)
+    assert enable_determinism() is False
+    assert environment()["deterministic_ops"] is False
+    mlp = SimpleNamespace(layers=[])  # no BN, no conv: XLA unless determinism is on
+    assert choose_execution(mlp, "tensorflow", environment()["deterministic_ops"]).jit_compile is True
+    monkeypatch.setenv("NORMBENCH_DETERMINISTIC", "on")
+    assert environment()["deterministic_ops"] is True
+    assert choose_execution(mlp, "tensorflow", environment()["deterministic_ops"]).jit_compile is False
+
+
+def test_a_run_records_the_determinism_and_compilation_that_were_in_force(data_dir, monkeypatch):
+    from normbench.runner import run
+
+    monkeypatch.setenv("NORMBENCH_DETERMINISTIC", "off")
+    monkeypatch.setenv("NORMBENCH_JIT_COMPILE", "off")
+    monkeypatch.setenv("NORMBENCH_STEPS_PER_EXECUTION", "4")
+    spec = RunSpec("mlp", "none", "mnist", epochs=1, limit=100, eval_limit=50, val_size=50, probe_size=8,
+                   train_eval_size=50, model_params={"depth": 2, "width": 8})
+    rec = run(spec, data_dir=data_dir, log=lambda _m: None)
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["environment"]["deterministic_ops"] is False
+    assert rec["performance"]["jit_compile"] is False and rec["performance"]["steps_per_execution"] == 4
+
+
+@pytest.mark.parametrize("name,value", [("NORMBENCH_DETERMINISTIC", "maybe"), ("NORMBENCH_JIT_COMPILE", "sometimes")])
+def test_an_unknown_spelling_is_refused_listing_the_accepted_ones(monkeypatch, tmp_path, capsys, name, value):
+    from normbench.env import determinism_requested, jit_override
+
+    monkeypatch.setenv(name, value)
+    assert main(["run", "--models", "mlp8", "--strategies", "none", "--dry-run", "--results", str(tmp_path)]) == 2
+    assert "1/on/true/yes" in (err := capsys.readouterr().err) and "0/off/false/no" in err, err
+    with pytest.raises(ConfigError, match="0/off/false/no"):  # the library's own reading refuses it too
+        (determinism_requested if name == "NORMBENCH_DETERMINISTIC" else jit_override)()
