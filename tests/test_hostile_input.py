@@ -212,3 +212,45 @@ def test_an_unknown_spelling_is_refused_listing_the_accepted_ones(monkeypatch, t
     assert "1/on/true/yes" in (err := capsys.readouterr().err) and "0/off/false/no" in err, err
     with pytest.raises(ConfigError, match="0/off/false/no"):  # the library's own reading refuses it too
         (determinism_requested if name == "NORMBENCH_DETERMINISTIC" else jit_override)()
+
+
+# --- 5d, 6b: input files that are not small regular files ---------------------------------------------------------
+
+@pytest.fixture
+def odd_paths(tmp_path):
+    loop = tmp_path / "loop.toml"
+    loop.symlink_to(loop)
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    dangling = tmp_path / "dangling.toml"
+    dangling.symlink_to(tmp_path / "gone.toml")
+    return {"loop": (loop, "symbolic link loop"), "fifo": (fifo, "is a FIFO (named pipe), not a regular file"),
+            "zero": ("/dev/zero", "is a character device, not a regular file"),
+            "dangling": (dangling, "gone.toml, which does not exist")}
+
+
+@pytest.mark.parametrize("kind", ["loop", "fifo", "zero", "dangling"])
+def test_a_suite_path_that_is_not_a_regular_file_says_what_it_is(odd_paths, tmp_path, kind):
+    path, phrase = odd_paths[kind]
+    done = cli("run", "--suite", str(path), "--dry-run", "--results", str(tmp_path / "r"), timeout=60)
+    refused(done, f"suite file {path}", phrase)
+    assert "does not exist" not in done.stderr or kind == "dangling"
+
+
+@pytest.mark.parametrize("kind", ["loop", "fifo", "zero"])
+def test_a_rules_file_that_is_not_a_regular_file_is_refused_without_reading_it(odd_paths, packed, tmp_path, kind):
+    path, phrase = odd_paths[kind]
+    refused(cli("check", "--baseline", str(packed), "--current", str(packed), "--rules", str(path), timeout=60),
+            f"rules file {path}", phrase)
+
+
+def test_a_rules_or_suite_file_over_a_mebibyte_is_refused(tmp_path):
+    from normbench.check import parse_rules
+    from normbench.suites import get_suite
+
+    big = tmp_path / "big.toml"
+    big.write_text("# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(ConfigError, match="rules file .*big.toml is 1,048,579 bytes"):
+        parse_rules(big)
+    with pytest.raises(ConfigError, match="suite file .*big.toml is 1,048,579 bytes"):
+        get_suite(str(big))
