@@ -49,8 +49,13 @@ def _num(v) -> str:
     return str(v)
 
 
-def _write(path: Path, header: list[str], rows) -> None:
-    with gzip.open(path, "wt", newline="", compresslevel=9) as f:
+def _write(path: Path, header: list[str], rows, name: Path | None = None) -> None:
+    """Write one gzipped CSV file at ``path``, never through a link there; an error names ``name`` (default
+    ``path``: the pack's file whose staged copy this is)."""
+    from .files import naming, open_for_writing
+
+    with naming(name or path), open_for_writing(path, "wb", what="a pack's file") as raw, \
+            gzip.open(raw, "wt", newline="", compresslevel=9) as f:
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(rows)
@@ -64,6 +69,7 @@ def pack(results_dir: str | Path, out_dir: str | Path, records: list[dict] | Non
     the number known from how they were made (e.g. shared/gpu-runs/README.md: up to 12); it is
     stored as ``performance.concurrent_runs`` with ``concurrent_runs_source: "stated when packed"``.
     """
+    from .files import naming
     from .store import clean, load_records
 
     records = records if records is not None else load_records(results_dir)
@@ -82,14 +88,18 @@ def pack(results_dir: str | Path, out_dir: str | Path, records: list[dict] | Non
     try:
         _write(staged[RUNS], [*SCALARS, *JSON_SECTIONS, *OPTIONAL_SECTIONS],
                ([_num(r.get(k)) for k in SCALARS] + [json.dumps(clean(r.get(k)), sort_keys=True, separators=(",", ":"))
-                                                     for k in (*JSON_SECTIONS, *OPTIONAL_SECTIONS)] for r in records))
+                                                     for k in (*JSON_SECTIONS, *OPTIONAL_SECTIONS)] for r in records),
+               name=out / RUNS)
         metrics = sorted({k for r in records for h in r["history"] for k in h if k != "epoch"})
         _write(staged[HISTORY], ["run_id", "epoch", *metrics],
-               ([r["run_id"], h["epoch"], *(_num(h.get(m)) for m in metrics)] for r in records for h in r["history"]))
+               ([r["run_id"], h["epoch"], *(_num(h.get(m)) for m in metrics)] for r in records for h in r["history"]),
+               name=out / HISTORY)
         _write(staged[STATS], ["run_id", *rec_mod.STATS_COLUMNS],
-               ([r["run_id"], e, layer, tap, q, _num(v)] for r in records for e, layer, tap, q, v in r["stats"]["rows"]))
+               ([r["run_id"], e, layer, tap, q, _num(v)] for r in records for e, layer, tap, q, v in r["stats"]["rows"]),
+               name=out / STATS)
         for name in (HISTORY, STATS, RUNS):  # runs.csv.gz last: it is what marks a folder as a pack
-            os.replace(staged[name], out / name)
+            with naming(out / name):  # over a link, the link itself is replaced: nothing is written through it
+                os.replace(staged[name], out / name)
     finally:
         for path in staged.values():
             path.unlink(missing_ok=True)

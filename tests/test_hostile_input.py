@@ -254,3 +254,111 @@ def test_a_rules_or_suite_file_over_a_mebibyte_is_refused(tmp_path):
         parse_rules(big)
     with pytest.raises(ConfigError, match="suite file .*big.toml is 1,048,579 bytes"):
         get_suite(str(big))
+
+
+# --- 6a: a full disk names the file ------------------------------------------------------------------------------
+
+def _full(*_a, **_k):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_writing_a_record_names_the_record(tmp_path, monkeypatch):
+    for target in ("normbench.store.json.dump", "normbench.store.os.replace"):
+        with monkeypatch.context() as m:
+            m.setattr(target, _full)
+            with pytest.raises(OSError) as e:
+                store.save_record(tmp_path, complete(NONE))
+        assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / store.record_filename(NONE))
+    assert not list(tmp_path.iterdir())  # and no temporary file is left behind
+
+
+@pytest.mark.parametrize("where", ["write", "replace"])
+def test_a_full_disk_while_packing_names_the_pack_file(tmp_path, monkeypatch, capsys, where):
+    store.save_record(tmp_path / "rec", complete(NONE))
+    monkeypatch.setattr("gzip.GzipFile.write" if where == "write" else "normbench.pack.os.replace", _full)
+    assert main(["pack", "--results", str(tmp_path / "rec"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    first = pack.RUNS if where == "write" else pack.HISTORY
+    assert f"no space left on the device while writing {tmp_path / 'out' / first}" in err, err
+    assert "standard output" not in err
+
+
+@pytest.mark.parametrize("where", ["write", "replace"])
+def test_a_full_disk_while_reporting_names_the_report_file(tmp_path, monkeypatch, capsys, where):
+    store.save_record(tmp_path / "rec", complete(NONE))
+    store.save_record(tmp_path / "rec", complete(BN))
+    if where == "write":
+        monkeypatch.setattr("pandas.DataFrame.to_csv", _full)
+    else:
+        monkeypatch.setattr("normbench.report.os.replace", _full)
+    assert main(["report", "--results", str(tmp_path / "rec"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"no space left on the device while writing {tmp_path / 'out'}{os.sep}" in err, err
+    assert "standard output" not in err and ".report-" not in err  # the report's file, not its temporary copy
+    if where == "write":
+        assert str(tmp_path / "out" / "tables" / "accuracy.csv") in err
+
+
+# --- 8: no write through a link ------------------------------------------------------------------------------------
+
+def test_a_run_never_appends_to_a_file_that_backend_log_links_to(tmp_path):
+    results, outside = tmp_path / "results", tmp_path / "outside.txt"
+    results.mkdir()
+    outside.write_text("precious\n")
+    (results / "backend.log").symlink_to(outside)
+    done = cli("run", "--models", "mlp8", "--strategies", "none", "--epochs", "1", "--limit", "100", "--force",
+               "--results", str(results), timeout=300)
+    refused(done, f"{results / 'backend.log'} is a symbolic link", "Remove the link")
+    assert outside.read_text() == "precious\n"
+
+
+def test_a_pack_never_writes_through_a_link_in_its_folder(tmp_path):
+    store.save_record(tmp_path / "rec", complete(NONE))
+    out, outside = tmp_path / "out", tmp_path / "outside.gz"
+    out.mkdir()
+    outside.write_text("precious")
+    (out / f".{pack.RUNS}.partial").symlink_to(outside)
+    with pytest.raises(NormbenchError, match=r"\.runs\.csv\.gz\.partial is a symbolic link"):
+        pack.pack(tmp_path / "rec", out)
+    assert outside.read_text() == "precious"
+    (out / f".{pack.RUNS}.partial").unlink(missing_ok=True)
+    (out / pack.RUNS).symlink_to(outside)  # a link at the pack's own name is replaced, not written through
+    pack.pack(tmp_path / "rec", out)
+    assert outside.read_text() == "precious" and not (out / pack.RUNS).is_symlink()
+
+
+def test_a_record_replaces_a_link_at_its_path_rather_than_writing_through_it(tmp_path):
+    outside = tmp_path / "outside.json"
+    outside.write_text("precious")
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "rec" / store.record_filename(NONE)).symlink_to(outside)
+    path = store.save_record(tmp_path / "rec", complete(NONE))
+    assert outside.read_text() == "precious" and not path.is_symlink()
+
+
+def test_a_report_never_writes_through_a_linked_folder_or_file(tmp_path, capsys):
+    store.save_record(tmp_path / "rec", complete(NONE))
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "tables").symlink_to(elsewhere)
+    assert main(["report", "--results", str(tmp_path / "rec"), "--out", str(out)]) == 2
+    assert f"{out / 'tables'} is a symbolic link" in capsys.readouterr().err
+    assert not list(elsewhere.iterdir())
+
+
+def test_the_papers_report_never_writes_through_a_link(tmp_path):
+    from normbench.files import write_text
+    from normbench.report.plots import _save
+
+    import matplotlib.pyplot as plt
+
+    outside = tmp_path / "outside"
+    outside.write_text("precious")
+    (tmp_path / "papers.md").symlink_to(outside)
+    (tmp_path / "fig.png").symlink_to(outside)
+    with pytest.raises(NormbenchError, match="papers.md is a symbolic link"):
+        write_text(tmp_path / "papers.md", "# report")
+    with pytest.raises(NormbenchError, match="fig.png is a symbolic link"):
+        _save(plt.figure(), tmp_path / "fig.png")
+    assert outside.read_text() == "precious"

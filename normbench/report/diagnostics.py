@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..files import write_csv
 from . import plots, tables
 from .render import markdown_table, slug
 
@@ -18,7 +19,7 @@ def _names(records) -> set[str]:
 
 def _table(md: list[str], out: Path, name: str, heading: str, text: str, table: pd.DataFrame, digits: int = 3) -> None:
     """One per-(dataset / model / strategy) table: its CSV under tables/, and its heading, text and table in md."""
-    table.to_csv(out / "tables" / f"{name}.csv")
+    write_csv(table, out / "tables" / f"{name}.csv")
     md += [heading, "", text, "", markdown_table(table.round(digits), corner="dataset / model / strategy"), ""]
 
 
