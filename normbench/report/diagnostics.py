@@ -112,13 +112,14 @@ def sections(records: list[dict], runs: pd.DataFrame, out: Path, md: list[str], 
 
     failed = [(r["run_id"], *row) for r in records for row in r.get("diagnostics_errors") or []]
     if failed:
-        md += ["Diagnostics that failed (the runs went on without them at those epochs):", "",
+        md += ["Diagnostics that failed or do not apply to the model (`NotApplicable`; the runs went on without "
+               "them at those epochs):", "",
                markdown_table(pd.DataFrame(failed, columns=["run", "epoch", "diagnostic", "error"]).set_index("run"),
                               corner="run"), ""]
 
     with section(md, "Diagnostics' cost"):
         cost = tables.diagnostic_cost(records, runs)
-        cost.to_csv(out / "tables" / "diagnostic_cost.csv", index=False)
+        write_csv(cost, out / "tables" / "diagnostic_cost.csv", index=False)
         view = cost.set_index(cost.dataset + " / " + cost.model + " / " + cost.diagnostic).drop(
             columns=["dataset", "model", "diagnostic"])
         md += ["## What the diagnostics cost", "",
