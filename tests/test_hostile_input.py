@@ -362,3 +362,17 @@ def test_the_papers_report_never_writes_through_a_link(tmp_path):
     with pytest.raises(NormbenchError, match="fig.png is a symbolic link"):
         _save(plt.figure(), tmp_path / "fig.png")
     assert outside.read_text() == "precious"
+
+
+# --- the data folder's origin -------------------------------------------------------------------------------------
+
+def test_a_missing_data_folder_from_the_variable_names_the_variable(tmp_path, monkeypatch):
+    """The test suite's data fixture passed the variable's value as an argument, so its skip said --data-dir."""
+    from conftest import real_data_dir
+
+    from normbench.errors import DataError
+
+    monkeypatch.setenv("NORMBENCH_DATA_DIR", str(tmp_path / "missing"))
+    with pytest.raises(DataError) as e:
+        real_data_dir()
+    assert "(from NORMBENCH_DATA_DIR)" in str(e.value) and "--data-dir" not in str(e.value)
