@@ -110,7 +110,9 @@ MAX_STEPS_PER_EXECUTION = 10_000  # far beyond any epoch's steps here; large val
 def _invalid(name: str, expected: str):
     from .errors import ConfigError
 
-    return ConfigError(f"{name}={os.environ[name]!r} is not valid: expected {expected}; fix or unset it")
+    value = os.environ[name]
+    shown = repr(value) if len(value) <= 40 else f"{value[:40]!r}... ({len(value)} characters)"
+    return ConfigError(f"{name}={shown} is not valid: expected {expected}; fix or unset it")
 
 
 def env_switch(name: str, default: bool | None, auto: bool = False) -> bool | None:
