@@ -10,7 +10,6 @@ names the file or variable and the fix, never a traceback, a hang or a write out
 
 import errno
 import gzip
-import json
 import os
 import subprocess
 import sys
