@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, NormbenchError
+from .files import read_small_file
 from . import record
 from .record import SCHEMA_VERSION
 from .stats import kernel_norms, summarize, unit_summary
@@ -165,13 +166,14 @@ def _parse_scope(text: str) -> tuple | None:
 
 def parse_rules(path: str | Path) -> list[Rule]:
     path = Path(path)
+    # a small regular file only: /dev/zero would exhaust the memory, a FIFO would hang the read
+    data = read_small_file(path, "rules file", "give a text file of 'metric: tolerance' lines (see results/baseline/"
+                                               "rules.txt)")
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is not part of the first rule
+        lines = data.decode("utf-8-sig").splitlines()  # a byte-order mark is not part of the first rule
     except UnicodeDecodeError as e:
         raise ConfigError(f"rules file {path}: not UTF-8 text ({e.reason} at byte {e.start}); write the rules as "
                           f"plain text, one 'metric: tolerance' per line") from None
-    except OSError as e:
-        raise ConfigError(f"rules file {path}: cannot read it ({e})") from None
     rules = []
     for n, raw in enumerate(lines, 1):
         line = raw.split("#", 1)[0].strip()

@@ -351,16 +351,17 @@ def native_log(results_dir, verbose: bool, path=None):
         return
     from pathlib import Path
 
+    from .files import open_for_writing
+
     path = Path(path) if path is not None else Path(results_dir) / "backend.log"
+    try:  # never through a link: RESULTS/backend.log linked elsewhere is refused, naming it
+        log = open_for_writing(path, "a", what="the backend's log")
+    except OSError:  # no log file (a read-only folder): the backend's lines stay on the terminal
+        yield
+        return
     sys.stderr.flush()
     saved = os.dup(2)
     old_stderr = sys.stderr
-    try:
-        log = open(path, "a")
-    except OSError:
-        os.close(saved)
-        yield
-        return
     sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1)
     os.dup2(log.fileno(), 2)
     try:
@@ -488,7 +489,9 @@ def _main(args: argparse.Namespace) -> int:
             raise
         sys.stdout = open(os.devnull, "w")  # nothing more can be shown; keep Python's exit from failing on it
         why = ("output closed" if isinstance(e, BrokenPipeError)
-               else f"no space left on the device ({e.filename or 'standard output'})")
+               else f"no space left on the device while writing {e.filename}; free some space there (or give "
+                    f"another folder)" if e.filename  # the writers name their file (normbench.files.naming)
+               else "no space left on the device for the standard output")
         print(f"normbench: {why}; stopped.{RESUME if args.command == 'run' else ''}", file=sys.stderr)
         return 141 if isinstance(e, BrokenPipeError) else 2
     except OutputClosed:

@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import zlib
 from pathlib import Path
 
 from . import record as rec_mod
@@ -53,8 +54,13 @@ def _num(v) -> str:
     return str(v)
 
 
-def _write(path: Path, header: list[str], rows) -> None:
-    with gzip.open(path, "wt", newline="", compresslevel=9) as f:
+def _write(path: Path, header: list[str], rows, name: Path | None = None) -> None:
+    """Write one gzipped CSV file at ``path``, never through a link there; an error names ``name`` (default
+    ``path``: the pack's file whose staged copy this is)."""
+    from .files import naming, open_for_writing
+
+    with naming(name or path), open_for_writing(path, "wb", what="a pack's file") as raw, \
+            gzip.open(raw, "wt", newline="", compresslevel=9) as f:
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(rows)
@@ -80,6 +86,7 @@ def pack(results_dir: str | Path, out_dir: str | Path, records: list[dict] | Non
     Each run's row in ``runs.csv.gz`` holds the SHA-256 of its rows in the other two files
     (:data:`DIGESTS`), which :func:`read` checks.
     """
+    from .files import naming
     from .store import clean, load_records
 
     records = records if records is not None else load_records(results_dir)
@@ -114,14 +121,15 @@ def pack(results_dir: str | Path, out_dir: str | Path, records: list[dict] | Non
     # The runs file is written last: its rows hold the hashes of the rows written into the other two.
     staged = {name: out / f".{name}.partial" for name in (RUNS, HISTORY, STATS)}
     try:
-        _write(staged[HISTORY], ["run_id", "epoch", *metrics], history_rows())
-        _write(staged[STATS], ["run_id", *rec_mod.STATS_COLUMNS], stats_rows())
+        _write(staged[HISTORY], ["run_id", "epoch", *metrics], history_rows(), name=out / HISTORY)
+        _write(staged[STATS], ["run_id", *rec_mod.STATS_COLUMNS], stats_rows(), name=out / STATS)
         _write(staged[RUNS], [*SCALARS, *JSON_SECTIONS, *OPTIONAL_SECTIONS, *DIGESTS],
                ([_num(r.get(k)) for k in SCALARS] + [json.dumps(clean(r.get(k)), sort_keys=True, separators=(",", ":"))
                                                      for k in (*JSON_SECTIONS, *OPTIONAL_SECTIONS)]
-                + [h.hexdigest() for h in digests[r["run_id"]]] for r in records))
+                + [h.hexdigest() for h in digests[r["run_id"]]] for r in records), name=out / RUNS)
         for name in (HISTORY, STATS, RUNS):  # runs.csv.gz last: it is what marks a folder as a pack
-            os.replace(staged[name], out / name)
+            with naming(out / name):  # over a link, the link itself is replaced: nothing is written through it
+                os.replace(staged[name], out / name)
     finally:
         for path in staged.values():
             path.unlink(missing_ok=True)
@@ -132,12 +140,18 @@ FIELD_LIMIT = 1 << 28  # a JSON cell (a paper run's step probes) may exceed csv'
 
 
 def _rows(path: Path):
+    """The rows of one of a pack's files; a file that is not whole gzipped CSV text raises NormbenchError naming it
+    (flipped bytes surface as a zlib.error, a bad header or CRC as BadGzipFile, a cut file as EOFError)."""
     csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
     try:
         with gzip.open(path, "rt", newline="") as f:
             yield from csv.DictReader(f)
-    except (OSError, EOFError, csv.Error, UnicodeDecodeError) as e:
-        raise NormbenchError(f"cannot read {path} as a normbench pack ({e}); re-create it with `normbench pack`") from None
+    except (OSError, EOFError, zlib.error, csv.Error, UnicodeDecodeError) as e:
+        kind = "zlib.error" if isinstance(e, zlib.error) else type(e).__name__
+        why = "it is missing" if isinstance(e, FileNotFoundError) else "the file is damaged"
+        raise NormbenchError(f"cannot read {path} as a normbench pack ({kind}: {e}): {why}. "
+                             f"Re-create the pack from the original records with `normbench pack`, or restore it "
+                             f"from version control") from None
 
 
 def _float(name: str, text: str):
@@ -218,6 +232,7 @@ def read(pack_dir: str | Path) -> tuple[list[dict], list[tuple[str, str]]]:
                                  f"by `normbench pack`, never edited: re-create it from the original records")
         return run_id
 
+    reading = root / RUNS
     try:
         for n, row in enumerate(_rows(root / RUNS), 1):
             run_id = row["run_id"]
@@ -232,6 +247,7 @@ def read(pack_dir: str | Path) -> tuple[list[dict], list[tuple[str, str]]]:
                 refuse(run_id, f"{RUNS}, row {n}: {e}")
             stored[run_id] = tuple(row.get(k) for k in DIGESTS)
         hashes = {run_id: (hashlib.sha256(), hashlib.sha256()) for run_id in records}
+        reading = root / HISTORY
         for n, row in enumerate(_rows(root / HISTORY), 1):
             run_id = owner(root / HISTORY, n, row)
             try:
@@ -244,6 +260,7 @@ def read(pack_dir: str | Path) -> tuple[list[dict], list[tuple[str, str]]]:
                 refuse(run_id, f"{HISTORY}, row {n}: {e}")
                 continue
             records[run_id]["history"].append(h)
+        reading = root / STATS
         for n, row in enumerate(_rows(root / STATS), 1):
             run_id = owner(root / STATS, n, row)
             try:
@@ -255,8 +272,8 @@ def read(pack_dir: str | Path) -> tuple[list[dict], list[tuple[str, str]]]:
             except ValueError as e:
                 refuse(run_id, f"{STATS}, row {n}: {e}")
     except (KeyError, TypeError, AttributeError) as e:
-        raise NormbenchError(f"{root} is not a consistent normbench pack ({type(e).__name__}: {e}); "
-                             f"re-create it with `normbench pack`") from None
+        raise NormbenchError(f"{reading} is not part of a consistent normbench pack ({type(e).__name__}: {e}); "
+                             f"re-create the pack from the original records with `normbench pack`") from None
     out, bad = [], []
     for run_id, rec in records.items():
         if run_id in repeated:

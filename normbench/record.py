@@ -110,13 +110,6 @@ def _finite(text: str) -> float:
     return value
 
 
-def loads(text: str | bytes) -> Any:
-    """JSON as the writers write it: ``json.loads`` but refusing ``NaN``, ``Infinity``, ``-Infinity`` and numbers
-    that overflow to infinity (ValueError). The writers store a non-finite value as null
-    (:func:`normbench.store.clean`, ``allow_nan=False``), so such a token means an edited or foreign file."""
-    return json.loads(text, parse_constant=_not_json_number, parse_float=_finite)
-
-
 def _what(v: Any) -> str:
     return f"{type(v).__name__} {v!r}"[:80]
 
@@ -232,6 +225,35 @@ def check_epochs(rec: dict) -> None:
         if not 0 <= row[0] < allowed:
             raise LayoutError(f"stats.rows[{i}] is at epoch {row[0]}, which the run's history does not have ({has})",
                               "stats")
+
+
+MAX_DEPTH = 64  # a record nests 4 levels deep (a diagnostic's table rows); readers recurse into what they read
+
+
+def nesting(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects (0 for a number or a string), counted without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            todo += [(v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)]
+    return deepest
+
+
+def loads(text: str | bytes) -> Any:
+    """JSON text read from disk (a record, a pack's cell) as the writers write it (ValueError otherwise):
+    no ``NaN``, ``Infinity``, ``-Infinity`` or numbers that overflow to infinity (the writers store a non-finite
+    value as null: :func:`normbench.store.clean`, ``allow_nan=False``, so such a token means an edited or foreign
+    file), and no nesting deeper than :data:`MAX_DEPTH` (100,000 brackets make the parser itself, or any later
+    recursive reader, overflow the stack)."""
+    try:
+        value = json.loads(text, parse_constant=_not_json_number, parse_float=_finite)
+    except RecursionError:
+        raise ValueError(f"JSON nested too deeply to parse (a record nests at most {MAX_DEPTH} levels)") from None
+    if nesting(value) > MAX_DEPTH:
+        raise ValueError(f"JSON nested {nesting(value)} levels deep (a record nests at most {MAX_DEPTH})")
+    return value
 
 
 NOT_GENUINE = "its run_id is not the hash of its spec: edited or mislabelled"

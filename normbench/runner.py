@@ -267,7 +267,8 @@ class _EpochMeasure:
         {section: table}}`` adds each table as a record section. None runs at an epoch whose losses are not
         finite (the run is about to be marked diverged; its weights may be too). A diagnostic that fails is
         recorded in ``diagnostics_errors`` (epoch and message) and the run goes on: a measurement never
-        ends a run."""
+        ends a run. So is one that does not apply to the model (``NotApplicable``: meanfield on a conv net),
+        and the log says which."""
         from . import diagnostics as _filled  # noqa: F401  (its decorators fill DIAGNOSTICS, in a --jobs worker too)
         from .registry import DIAGNOSTICS
 
@@ -283,7 +284,8 @@ class _EpochMeasure:
                 rows = fn(self.probe.model, self.diagnostic_context)
             except Exception as e:  # noqa: BLE001  (recorded; training is not the diagnostic's to stop)
                 self.record.setdefault("diagnostics_errors", []).append([epoch, name, f"{type(e).__name__}: {e}"])
-                self.log(f"    diagnostic {name} failed at epoch {epoch}: {type(e).__name__}: {e}")
+                what = "does not apply to this model" if isinstance(e, _filled.NotApplicable) else "failed"
+                self.log(f"    diagnostic {name} {what} (epoch {epoch}): {type(e).__name__}: {e}")
                 continue
             if isinstance(rows, dict):
                 for section, table in rows.get("tables", {}).items():

@@ -42,18 +42,26 @@ def record_filename(spec: RunSpec) -> str:
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    Nothing is written through a link: the temporary file is new (``mkstemp``), and the rename replaces a
+    link at ``path`` rather than the file it points to. An error (a full disk) names ``path``.
+    """
+    from .files import naming
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with naming(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; records are ordinary readable files
-        with os.fdopen(fd, "w") as f:
-            json.dump(clean(data), f, indent=1, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with naming(path):
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; records are ordinary readable files
+            with os.fdopen(fd, "w") as f:
+                json.dump(clean(data), f, indent=1, allow_nan=False)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -161,7 +169,7 @@ def _json_records(root: Path) -> tuple[list[dict], list[tuple[str, str]]]:
     good, bad = [], []
     for path in sorted(root.glob("*.json")):
         try:
-            rec = rec_mod.loads(path.read_text())
+            rec = rec_mod.loads(path.read_text())  # too deeply nested: a ValueError like any malformed file
             rec_mod.check_layout(rec)
         except (OSError, ValueError) as e:
             bad.append((path.name, str(e)))

@@ -21,14 +21,23 @@ def _fresh_keras():
     yield
 
 
+def real_data_dir() -> str | None:
+    """NORMBENCH_DATA_DIR (None: the Keras download), once MNIST is found there; else DataError.
+
+    The library reads the variable itself (no ``data_dir`` argument), so a message about a missing folder
+    names NORMBENCH_DATA_DIR, the setting to fix, not --data-dir, which a test run never had.
+    """
+    from normbench.datasets import load_raw
+
+    load_raw("mnist")
+    return os.environ.get("NORMBENCH_DATA_DIR") or None
+
+
 @pytest.fixture(scope="session")
 def data_dir():
     """The real data: NORMBENCH_DATA_DIR when set, else the Keras download; skip if neither works."""
-    from normbench.datasets import load_raw
-
-    value = os.environ.get("NORMBENCH_DATA_DIR") or None
     try:
-        load_raw("mnist", value)
+        value = real_data_dir()
     except DataError as e:
         if os.environ.get("CI"):  # CI must exercise the real data, never skip it
             pytest.fail(f"CI without MNIST: {e}")
