@@ -15,6 +15,17 @@ a rule to some runs: glob patterns, alternatives for one field separated by comm
 may also be repeated: also OR), different fields all required (AND). A scope that matches
 no baseline run, an unknown statistic quantity, and a rule that finds its value in no run
 are errors: a check that compared nothing would pass on anything.
+
+A check can also pass on nothing when an accuracy rule allows a drop down to chance. For the
+accuracies of a trained network (:data:`CHANCE_METRICS`) a (rule, run) row whose baseline value
+minus the allowed drop is at or below chance (1 / the number of classes of the run's dataset) is
+*unguarded*: a run that learned nothing passes it. Such rows get the verdict ``unguarded`` (unless
+the current value is worse even so), are listed by run with the baseline value, the tolerance and
+chance, and counted in the summary line; they do not make the check fail, so that CI still judges
+the rows a rule does guard. A rule whose every row in the baseline is unguarded guards nothing: it
+is an error in the rules file (exit code 2), like a rule that compares nothing. Loss rules have no
+chance level, and ``init_val_accuracy`` is at chance before training by construction: neither is
+judged so.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, NormbenchError
+from .files import read_small_file
 from . import record
 from .record import SCHEMA_VERSION
 from .stats import kernel_norms, summarize, unit_summary
@@ -53,6 +65,8 @@ QUANTITIES = {
     "pre": tuple(summarize(_ONE)) + tuple(unit_summary(_ONE)),
     "kernel": tuple(kernel_norms(_ONE)),
 }
+# The accuracies of a trained network: a run that learned nothing scores chance on them (see the module docstring).
+CHANCE_METRICS = ("test_accuracy", "final_val_accuracy", "final_train_accuracy")
 STAT_METRIC = re.compile(r"(init|final) (activation|pre|kernel) (\w+)")
 SCOPE = re.compile(r"^\[(?P<scope>[^\]]*)\]")
 SCOPE_FIELDS = ("dataset", "model", "strategy")
@@ -93,6 +107,19 @@ class Rule:
         bad = diff * self.direction
         return "worse" if bad > tol else "improved" if -bad > tol else "same"
 
+    def unguarded(self, record: dict) -> dict | None:
+        """For an accuracy rule (:data:`CHANCE_METRICS`) and a baseline run whose value minus the allowed drop is at or
+        below chance, so that a run at chance passes: its baseline value, the allowed drop, that floor and chance;
+        else None (also when the run has no value, or normbench does not know its dataset's classes)."""
+        level = chance(record)
+        base = SCALARS[self.metric](record) if self.metric in CHANCE_METRICS else None
+        if base is None or level is None or not math.isfinite(base):
+            return None
+        drop = math.inf if self.direction == 1 else self.tolerance * abs(base) if self.relative else self.tolerance
+        if base - level > drop:  # judge() calls a drop of more than ``drop`` worse: a run at chance fails
+            return None
+        return {"baseline": base, "drop": drop, "floor": base - drop, "chance": level}
+
     def values(self, record: dict) -> dict[str, float | None]:
         """The rule's metric in a record: one value, or one per layer for statistics."""
         if self.metric in SCALARS:
@@ -106,6 +133,16 @@ class Rule:
 
 
 NA = "n/a"
+UNGUARDED = "unguarded"
+
+
+def chance(record: dict) -> float | None:
+    """The accuracy of guessing, 1 / the number of classes of the run's dataset (from
+    :data:`normbench.datasets.TRAIN_SIZES`), or None for a dataset normbench does not know."""
+    from .datasets import TRAIN_SIZES
+
+    known = TRAIN_SIZES.get((record.get("spec") or {}).get("dataset"))
+    return 1 / known[1] if known else None
 
 
 def _parse_scope(text: str) -> tuple | None:
@@ -129,13 +166,14 @@ def _parse_scope(text: str) -> tuple | None:
 
 def parse_rules(path: str | Path) -> list[Rule]:
     path = Path(path)
+    # a small regular file only: /dev/zero would exhaust the memory, a FIFO would hang the read
+    data = read_small_file(path, "rules file", "give a text file of 'metric: tolerance' lines (see results/baseline/"
+                                               "rules.txt)")
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is not part of the first rule
+        lines = data.decode("utf-8-sig").splitlines()  # a byte-order mark is not part of the first rule
     except UnicodeDecodeError as e:
         raise ConfigError(f"rules file {path}: not UTF-8 text ({e.reason} at byte {e.start}); write the rules as "
                           f"plain text, one 'metric: tolerance' per line") from None
-    except OSError as e:
-        raise ConfigError(f"rules file {path}: cannot read it ({e})") from None
     rules = []
     for n, raw in enumerate(lines, 1):
         line = raw.split("#", 1)[0].strip()
@@ -342,11 +380,54 @@ def compare(baseline: list[dict], current: list[dict], rules: list[Rule]) -> lis
             k = max((k for k in keys if verdicts[k] == worst), key=gap)
             x, y = bv.get(k), cv.get(k)
             change = "" if x is None or y is None else f"{y - x:+.4g}" + (f" ({(y - x) / abs(x):+.1%})" if x else "")
-            rows.append(dict(run=label, metric=rule.metric + (f" [{k}]" if k else ""), baseline=_num(x), current=_num(y),
-                             change=change, verdict=worst,
-                             rule=(f"{rule.text}: neither record holds it" if worst == NA else
-                                   rule.text if worst != "same" else ""), _rule=rule))
+            row = dict(run=label, metric=rule.metric + (f" [{k}]" if k else ""), baseline=_num(x), current=_num(y),
+                       change=change, verdict=worst,
+                       rule=(f"{rule.text}: neither record holds it" if worst == NA else
+                             rule.text if worst != "same" else ""), _rule=rule)
+            unguarded = rule.unguarded(b) if worst in ("same", "improved") else None
+            if unguarded:  # it passes, but so would a run that learned nothing
+                row.update(verdict=UNGUARDED, _unguarded=unguarded,
+                           rule=f"{rule.text}: a run at chance ({unguarded['chance']:.3g}) passes too")
+            rows.append(row)
     return rows
+
+
+def check_guards(rules: list[Rule], baseline: list[dict], where: str = "rules file") -> None:
+    """An accuracy rule whose every baseline run is unguarded (:meth:`Rule.unguarded`: a run at chance would pass it)
+    guards nothing: a ConfigError naming its line and those runs."""
+    labels = distinct_labels(baseline)
+    problems = []
+    for rule in rules:
+        judged = [b for b in baseline if any(r is rule for r in rules_for(rules, b))
+                  and rule.metric in CHANCE_METRICS and SCALARS[rule.metric](b) is not None and chance(b) is not None]
+        if not judged or not all(rule.unguarded(b) for b in judged):
+            continue
+        shown = ", ".join(f"{labels[_run_id(b)]} {SCALARS[rule.metric](b):.4g}" for b in judged)
+        problems.append(f"line {rule.line} {rule.text!r} guards nothing: in each of the {len(judged)} baseline run(s) "
+                        f"it judges, the baseline {rule.metric} minus the allowed drop is at or below chance "
+                        f"({', '.join(sorted({f'{chance(b):.3g}' for b in judged}))}), so a run that learned nothing "
+                        f"passes it ({shown})")
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems) + ". Allow a drop smaller than the baseline's margin over "
+                          "chance, or delete the rule; or give the baseline runs enough data and epochs to learn "
+                          "(`make baseline`).")
+
+
+def format_unguarded(rows: list[dict]) -> list[str]:
+    """The unguarded rows (see the module docstring), by run: baseline value, allowed drop, chance."""
+    mine = sorted((r for r in rows if r["verdict"] == UNGUARDED), key=lambda r: (r["run"], r["metric"]))
+    if not mine:
+        return []
+    out = [f"UNGUARDED: {len(mine)} row(s) cannot fail: the baseline value minus the allowed drop is at or below "
+           f"chance, so a run that learned nothing would pass them too:"]
+    for r in mine:
+        u, rule = r["_unguarded"], r["_rule"]
+        drop = "any drop" if math.isinf(u["drop"]) else f"a drop of {u['drop']:.4g} allowed"
+        out.append(f"  {r['run']}  {r['metric']}: baseline {u['baseline']:.4g}, {drop} (line {rule.line} "
+                   f"{rule.text!r}), chance {u['chance']:.3g}")
+    out.append("These rows are not failures; to guard them, allow a smaller drop for these runs (a scoped rule), or "
+               "give the baseline runs enough data and epochs to learn (`make baseline`).")
+    return out
 
 
 def _uncompared(rules: list[Rule], rows: list[dict], where: str) -> tuple[str | None, list[str]]:
@@ -387,7 +468,10 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run_check(baseline_dir, current_dir, rules_path=None, out=print) -> int:
-    """Print the comparison; return 1 if anything got worse (or a baseline run is missing), else 0."""
+    """Print the comparison; return 1 if anything got worse (or a baseline run is missing), else 0.
+
+    Unguarded rows (a run at chance would pass them: see the module docstring) are listed and counted but
+    do not fail; a rule that guards nothing, like one that compares nothing, raises ConfigError (exit 2)."""
     from .store import load_records
 
     baseline_dir, current_dir = Path(baseline_dir), Path(current_dir)
@@ -412,11 +496,16 @@ def run_check(baseline_dir, current_dir, rules_path=None, out=print) -> int:
             raise NormbenchError(f"the {side} folder {d} holds no records: {fixes[side]}.")
     refuse_incomparable(baseline, current)
     check_scopes(rules, baseline, f"rules file {rules_path}")
+    check_guards(rules, baseline, f"rules file {rules_path}")
     rows = compare(baseline, current, rules)
     error, notes = _uncompared(rules, rows, f"rules file {rules_path}")
     out(format_table(rows))
-    counts = {v: sum(r["verdict"] == v for r in rows) for v in ("improved", "same", "worse", "new", NA)}
+    unguarded = format_unguarded(rows)
+    if unguarded:
+        out("\n" + "\n".join(unguarded))
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in ("improved", "same", "worse", "new", NA, UNGUARDED)}
     out(f"\n{counts['worse']} worse, {counts['improved']} improved, {counts['same']} same"
+        + (f", {counts[UNGUARDED]} unguarded (cannot fail: see above)" if counts[UNGUARDED] else "")
         + (f", {counts[NA]} not comparable" if counts[NA] else "")
         + (f", {counts['new']} new runs" if counts["new"] else "")
         + f" ({len({r['run'] for r in rows})} runs, {len(rules)} rules)")

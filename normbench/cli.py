@@ -351,16 +351,17 @@ def native_log(results_dir, verbose: bool, path=None):
         return
     from pathlib import Path
 
+    from .files import open_for_writing
+
     path = Path(path) if path is not None else Path(results_dir) / "backend.log"
+    try:  # never through a link: RESULTS/backend.log linked elsewhere is refused, naming it
+        log = open_for_writing(path, "a", what="the backend's log")
+    except OSError:  # no log file (a read-only folder): the backend's lines stay on the terminal
+        yield
+        return
     sys.stderr.flush()
     saved = os.dup(2)
     old_stderr = sys.stderr
-    try:
-        log = open(path, "a")
-    except OSError:
-        os.close(saved)
-        yield
-        return
     sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1)
     os.dup2(log.fileno(), 2)
     try:
@@ -461,19 +462,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt()
-
-
 RESUME = " Finished runs are saved; run the same command again to resume."
 
 
 def main(argv: list[str] | None = None) -> int:
-    import signal
+    from . import stop
 
     args = build_parser().parse_args(argv)
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # SIGTERM (a scheduler, `kill`) stops like Ctrl-C
-        signal.signal(signal.SIGTERM, _terminate)
+    # SIGINT and SIGTERM (a scheduler, `kill`): `run` stops at its next safe point, the rest at once (normbench.stop)
+    with stop.handling(deferred=args.command == "run"):
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from . import stop
+
     try:
         code = _dispatch(args)
         sys.stdout.flush()  # a closed pipe or a full disk shows here, not after main returns
@@ -486,17 +489,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         sys.stdout = open(os.devnull, "w")  # nothing more can be shown; keep Python's exit from failing on it
         why = ("output closed" if isinstance(e, BrokenPipeError)
-               else f"no space left on the device ({e.filename or 'standard output'})")
+               else f"no space left on the device while writing {e.filename}; free some space there (or give "
+                    f"another folder)" if e.filename  # the writers name their file (normbench.files.naming)
+               else "no space left on the device for the standard output")
         print(f"normbench: {why}; stopped.{RESUME if args.command == 'run' else ''}", file=sys.stderr)
         return 141 if isinstance(e, BrokenPipeError) else 2
     except OutputClosed:
         sys.stdout = open(os.devnull, "w")  # nothing more can be shown; keep Python's exit from failing on it
         print(f"normbench: output closed; stopped.{RESUME if args.command == 'run' else ''}", file=sys.stderr)
         return 141
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         what = RESUME if args.command == "run" else " Nothing was half-written; run the same command again."
         print(f"\nnormbench: interrupted.{what}", file=sys.stderr)
-        return 130
+        return e.exit_code if isinstance(e, stop.StopRequested) else 130
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -320,10 +320,21 @@ def check_available(names, data_dir: str | None = None) -> None:
                             f"{DATA_DIR_ENV}/--data-dir elsewhere (see the README's data set-up).")
 
 
-@lru_cache(maxsize=4)
 def load_raw(name: str, data_dir: str | None = None) -> RawData:
-    """The stored dataset ``name``, memoized per process."""
-    return DATASETS.get(name)(resolve_data_dir(data_dir))
+    """The stored dataset ``name``, memoized per process and data folder.
+
+    The folder is resolved on every call, before the memo: NORMBENCH_DATA_DIR is read as it is now (not as it was
+    at the first call), and a missing folder is named by where it came from (the argument or the variable).
+    """
+    return _load_raw(name, resolve_data_dir(data_dir))
+
+
+@lru_cache(maxsize=4)
+def _load_raw(name: str, folder: Path | None) -> RawData:
+    return DATASETS.get(name)(folder)
+
+
+load_raw.cache_clear = _load_raw.cache_clear  # type: ignore[attr-defined]  (tests start from an empty memo)
 
 
 # --- splits and preprocessing ----------------------------------------------------------------

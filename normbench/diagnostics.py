@@ -48,6 +48,12 @@ from .registry import DIAGNOSTICS
 MIN_TAIL = 10  # fewest eigenvalues a power-law fit may rest on
 
 
+class NotApplicable(Exception):
+    """Raised by a diagnostic that does not apply to the model (the message says why). The runner records it
+    with the diagnostics that failed (``diagnostics_errors``) and logs it: nothing is measured, and a silent empty
+    result would look like a measurement that found nothing."""
+
+
 def powerlaw_fit(x: np.ndarray, min_tail: int = MIN_TAIL, xmin: float | None = None) -> dict[str, float]:
     """Continuous power-law fit of the tail of ``x``: alpha by maximum likelihood, xmin by KS distance.
 
@@ -444,7 +450,10 @@ MEANFIELD_PASSTHROUGH = ("InputLayer", "Flatten", "Dropout", "AlphaDropout", "Ga
 
 @DIAGNOSTICS.register(name="meanfield")
 def meanfield(model, context) -> list[tuple[int, str, float]]:
-    """Mean-field prediction of each hidden layer's activation moments at initialization (chains of Dense layers)."""
+    """Mean-field prediction of each hidden layer's activation moments at initialization (chains of Dense layers).
+
+    Any other model raises :class:`NotApplicable`, saying which layer the recursion cannot follow.
+    """
     from .theory import propagate_chain
 
     import keras
@@ -464,20 +473,22 @@ def meanfield(model, context) -> list[tuple[int, str, float]]:
             mean = np.asarray(keras.ops.convert_to_numpy(layer.moving_mean), dtype=np.float64)
             var = np.asarray(keras.ops.convert_to_numpy(layer.moving_variance), dtype=np.float64)
             if np.any(beta != 0):
-                return []  # the recursion tracks zero-mean pre-activations only
+                raise NotApplicable(f"batch norm {layer.name} has a nonzero shift (beta); the mean-field recursion "
+                                    f"tracks zero-mean pre-activations only")
             if np.all(mean == 0) and np.all(var == 1):  # Keras' initial statistics: a per-unit scaling
                 steps.append(("scale", float(np.mean(gamma ** 2 / (1 + layer.epsilon))), 0.0))
             else:  # population statistics (precise BN): each unit standardized, then gamma
                 steps.append(("standardize", float(np.mean(gamma ** 2 * var / (var + layer.epsilon))), 0.0))
         elif kind == "Activation" and layer.name.startswith("h") and layer.name.endswith("_act"):
             steps.append(("act", layer.get_config()["activation"], int(layer.name[1:3])))
-        else:
-            return []  # convolutions, pooling, residual additions, other normalizations: no prediction here
+        else:  # convolutions, pooling, residual additions, other normalizations: no prediction here
+            raise NotApplicable(f"the mean-field recursion covers chains of Dense layers (with batch norm and "
+                                f"activations) only; this model has {layer.name}, a {kind} layer")
     x = np.asarray(context["x"], dtype=np.float64)
     try:
         predicted = propagate_chain(float(np.mean(x ** 2)), steps)
-    except KeyError:
-        return []  # an activation without a moment map
+    except KeyError as e:
+        raise NotApplicable(f"the activation {e.args[0]!r} has no mean-field moment map (normbench.theory)") from None
     return [(index, q, v) for index, moments in predicted for q, v in moments.items()]
 
 

@@ -69,8 +69,14 @@ def git_commit() -> dict[str, object]:
         return {"git_commit": None, "git_dirty": None}
 
 
-@lru_cache(maxsize=1)
 def environment() -> dict[str, object]:
+    """What a record says about where it ran; ``deterministic_ops`` is read each time, by the function that
+    decides it (:func:`determinism_requested`), so the record says what was in force."""
+    return {**_machine(), "deterministic_ops": determinism_requested()}
+
+
+@lru_cache(maxsize=1)
+def _machine() -> dict[str, object]:
     import keras
 
     from . import __version__
@@ -87,37 +93,77 @@ def environment() -> dict[str, object]:
         "numpy": _version("numpy"),
         "device": gpu or f"CPU: {cpu_name()}",
         "device_kind": "gpu" if gpu else "cpu",
-        "deterministic_ops": os.environ.get(DETERMINISM_ENV, "1") != "0",
     }
     env.update(git_commit())
     return env
 
 
-DETERMINISM_ENV = "NORMBENCH_DETERMINISTIC"
+# normbench's own settings. Each variable is parsed by one function below, used both by the code that acts on it and
+# by the code that records it, so a record never says something other than what was in force.
+DETERMINISM_ENV = "NORMBENCH_DETERMINISTIC"  # on (default) | off
+JIT_ENV = "NORMBENCH_JIT_COMPILE"  # auto (default) | on | off
+SPE_ENV = "NORMBENCH_STEPS_PER_EXECUTION"  # 1 .. MAX_STEPS_PER_EXECUTION, default 16
 _TRUE, _FALSE = ("1", "on", "true", "yes"), ("0", "off", "false", "no")
+MAX_STEPS_PER_EXECUTION = 10_000  # far beyond any epoch's steps here; large values overflow the backends' counters
+
+
+def _invalid(name: str, expected: str):
+    from .errors import ConfigError
+
+    value = os.environ[name]
+    shown = repr(value) if len(value) <= 40 else f"{value[:40]!r}... ({len(value)} characters)"
+    return ConfigError(f"{name}={shown} is not valid: expected {expected}; fix or unset it")
+
+
+def env_switch(name: str, default: bool | None, auto: bool = False) -> bool | None:
+    """An on/off environment variable: True for 1/on/true/yes, False for 0/off/false/no (any case, spaces
+    around ignored), ``default`` when unset (or ``auto`` where ``auto`` is allowed); anything else is refused
+    with ConfigError listing the accepted spellings."""
+    if name not in os.environ:
+        return default
+    value = os.environ[name].strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    if auto and value == "auto":
+        return default
+    raise _invalid(name, ("auto, " if auto else "") + "on (1/on/true/yes) or off (0/off/false/no)")
+
+
+def env_int(name: str, default: int, low: int, high: int, meaning: str) -> int:
+    """An integer environment variable: ASCII digits only (``str.isdigit`` also takes '²' and other scripts'
+    digits), from ``low`` to ``high``; ``default`` when unset. Anything else is refused with ConfigError naming
+    the variable and the range, before a backend is handed a number it would overflow on."""
+    if name not in os.environ:
+        return default
+    value = os.environ[name].strip()
+    digits = value.lstrip("0") or "0"
+    if not (value.isascii() and value.isdigit()) or len(digits) > len(str(high)) or not low <= int(digits) <= high:
+        raise _invalid(name, f"an integer from {low} to {high} in the digits 0-9 ({meaning})")
+    return int(digits)
 
 
 def determinism_requested() -> bool:
-    """NORMBENCH_DETERMINISTIC: on unless 0/off/false/no (validated by :func:`check_environment`)."""
-    return os.environ.get(DETERMINISM_ENV, "1").strip().lower() not in _FALSE
+    """NORMBENCH_DETERMINISTIC: deterministic ops, on unless 0/off/false/no."""
+    return bool(env_switch(DETERMINISM_ENV, True))
+
+
+def jit_override() -> bool | None:
+    """NORMBENCH_JIT_COMPILE: True (on) or False (off) forces compilation; None (auto, unset): normbench chooses."""
+    return env_switch(JIT_ENV, None, auto=True)
+
+
+def steps_per_execution() -> int:
+    """NORMBENCH_STEPS_PER_EXECUTION: optimizer steps per call into the compiled function (default 16)."""
+    return env_int(SPE_ENV, 16, 1, MAX_STEPS_PER_EXECUTION, "steps per compiled execution, default 16")
 
 
 def check_environment() -> None:
     """normbench's own environment variables, checked before anything starts; a bad value names the variable."""
-    from .errors import ConfigError
-    from .perf import JIT_ENV, SPE_ENV
-
-    def bad(name: str, expected: str) -> ConfigError:
-        return ConfigError(f"{name}={os.environ[name]!r} is not valid: expected {expected}; fix or unset it")
-
-    if DETERMINISM_ENV in os.environ and os.environ[DETERMINISM_ENV].strip().lower() not in _TRUE + _FALSE:
-        raise bad(DETERMINISM_ENV, "1/on/true/yes or 0/off/false/no")
-    if JIT_ENV in os.environ and os.environ[JIT_ENV].strip().lower() not in ("auto",) + _TRUE + _FALSE:
-        raise bad(JIT_ENV, "auto, on (1/true/yes) or off (0/false/no)")
-    if SPE_ENV in os.environ:
-        value = os.environ[SPE_ENV].strip()
-        if not value.isdigit() or int(value) < 1:
-            raise bad(SPE_ENV, "a positive integer (steps per compiled execution, default 16)")
+    determinism_requested()
+    jit_override()
+    steps_per_execution()
 
 
 def enable_determinism() -> bool:

@@ -7,11 +7,9 @@ are recorded in every record under ``performance``. Settings that do change resu
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 
-JIT_ENV = "NORMBENCH_JIT_COMPILE"  # auto | on | off
-SPE_ENV = "NORMBENCH_STEPS_PER_EXECUTION"
+from .env import JIT_ENV, SPE_ENV, jit_override, steps_per_execution  # noqa: F401  (the names: used through here)
 
 
 @dataclass(frozen=True)
@@ -52,12 +50,10 @@ def choose_execution(model, backend: str, deterministic: bool) -> Execution:
         jit = not deterministic and not _has_bn(model) and not is_conv(model)
     else:
         jit = backend == "jax"
-    override = os.environ.get(JIT_ENV, "auto").strip().lower()  # validated by env.check_environment
-    if override in ("on", "1", "true", "yes"):
-        jit = True
-    elif override in ("off", "0", "false", "no"):
-        jit = False
-    spe = int(os.environ.get(SPE_ENV, "16").strip() or 16)
+    override = jit_override()  # the environment's one parser, also behind the pre-flight check
+    if override is not None:
+        jit = override
+    spe = steps_per_execution()
     if backend == "torch":
         spe = 1  # Keras refuses steps_per_execution > 1 on torch ("must be 1 with the PyTorch backend")
     return Execution(jit_compile=jit, steps_per_execution=spe)

@@ -25,6 +25,8 @@ Schema versions:
 from __future__ import annotations
 
 import copy
+import json
+import math
 from typing import Any
 
 SCHEMA_VERSION = 3  # bump when the record layout or a run's computation changes; comparisons across versions are refused
@@ -83,8 +85,29 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    """A metric value: a number (not a bool) or null (a non-finite value is stored as null)."""
-    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+    """A metric value: a finite number (not a bool) or null (the writers store a non-finite value as null)."""
+    return v is None or _is_int(v) or (isinstance(v, float) and math.isfinite(v))
+
+
+class LayoutError(ValueError):
+    """A record that fails :func:`check_layout`; ``section`` names the record's section at fault (``history``,
+    ``stats``, ...) so that a pack can name the file that holds it."""
+
+    def __init__(self, message: str, section: str | None = None):
+        super().__init__(message)
+        self.section = section
+
+
+def _not_json_number(token: str):
+    raise ValueError(f"the JSON holds {token}, which no normbench writer writes (a non-finite value is stored as "
+                     f"null): the file was edited or written by something else")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: JSON's own syntax, but a float overflows to inf
+        _not_json_number(text)
+    return value
 
 
 def _what(v: Any) -> str:
@@ -92,62 +115,145 @@ def _what(v: Any) -> str:
 
 
 def check_layout(rec: Any) -> None:
-    """Raise ValueError unless ``rec`` looks like a normbench record of a readable version.
+    """Raise :class:`LayoutError` (a ValueError) unless ``rec`` looks like a normbench record of a readable version.
 
     Besides the identity (schema version, spec, run id, status) it checks what every reader relies
     on: each section's type (:data:`SECTION_TYPES`), history rows that are objects with an integer
-    ``epoch`` and numeric (or null) metrics, stats rows with the schema's columns (:data:`STATS_COLUMNS`:
-    integer epoch and layer, text tap and quantity, a numeric or null value), numeric or null test
-    metrics, and a string ``finished_at``. A record that fails is refused by the readers and not
-    counted as complete by resume (see :mod:`normbench.store`).
+    ``epoch`` and finite (or null) metrics, stats rows with the schema's columns (:data:`STATS_COLUMNS`:
+    integer epoch and layer, text tap and quantity, a finite or null value), finite or null test
+    metrics, a string ``finished_at``, and tables that fit the run (:func:`check_epochs`). A record that
+    fails is refused by the readers and not counted as complete by resume (see :mod:`normbench.store`).
     """
     if not isinstance(rec, dict) or "schema_version" not in rec or not isinstance(rec.get("spec"), dict):
-        raise ValueError("not a normbench record")
+        raise LayoutError("not a normbench record")
     version = rec["schema_version"]
     if not _is_int(version) or version not in READABLE_VERSIONS:
-        raise ValueError(f"schema version {version!r}; this normbench reads {READABLE_VERSIONS}")
+        raise LayoutError(f"schema version {version!r}; this normbench reads {READABLE_VERSIONS}")
     if rec.get("status") not in STATUSES:
-        raise ValueError(f"unknown status {rec.get('status')!r}")
+        raise LayoutError(f"unknown status {rec.get('status')!r}")
     if not isinstance(rec.get("run_id"), str):
-        raise ValueError(f"run_id is {_what(rec.get('run_id'))}, not a string")
+        raise LayoutError(f"run_id is {_what(rec.get('run_id'))}, not a string")
     for key, kind in SECTION_TYPES.items():
         value = rec.get(key)
         if value is not None and not (_is_int(value) if kind is int else isinstance(value, kind)):
-            raise ValueError(f"{key} is {_what(value)}, not {_TYPE_NAMES[kind]}")
+            raise LayoutError(f"{key} is {_what(value)}, not {_TYPE_NAMES[kind]}", key)
     for section, fields in _TEXT_FIELDS.items():
         for name in fields:
             value = (rec.get(section) or {}).get(name)
             if value is not None and not isinstance(value, str):
-                raise ValueError(f"{section}.{name} is {_what(value)}, not a string")
+                raise LayoutError(f"{section}.{name} is {_what(value)}, not a string", section)
     concurrent = (rec.get("performance") or {}).get("concurrent_runs")
     if concurrent is not None and not _is_int(concurrent):
-        raise ValueError(f"performance.concurrent_runs is {_what(concurrent)}, not an integer")
+        raise LayoutError(f"performance.concurrent_runs is {_what(concurrent)}, not an integer", "performance")
     for i, layer in enumerate(rec.get("layers") or []):
         if not isinstance(layer, dict):
-            raise ValueError(f"layers[{i}] is {_what(layer)}, not an object")
+            raise LayoutError(f"layers[{i}] is {_what(layer)}, not an object", "layers")
     if rec.get("status") == "ok" and not rec.get("history"):
-        raise ValueError("status ok without a history (a finished run has at least its initialization row)")
+        raise LayoutError("status ok without a history (a finished run has at least its initialization row)",
+                          "history")
     for i, row in enumerate(rec.get("history") or []):
         if not isinstance(row, dict) or not _is_int(row.get("epoch")):
-            raise ValueError(f"history[{i}] is {_what(row)}, not a row with an integer epoch")
+            raise LayoutError(f"history[{i}] is {_what(row)}, not a row with an integer epoch", "history")
         for name, value in row.items():
             if not _is_number(value):
-                raise ValueError(f"history[{i}].{name} is {_what(value)}, not a number")
+                raise LayoutError(f"history[{i}].{name} is {_what(value)}, not a finite number or null", "history")
     for name, value in (rec.get("test") or {}).items():
         if not _is_number(value):
-            raise ValueError(f"test.{name} is {_what(value)}, not a number")
+            raise LayoutError(f"test.{name} is {_what(value)}, not a finite number or null", "test")
     stats = rec.get("stats") or {}
     if stats.get("columns") is not None and stats["columns"] != STATS_COLUMNS:
-        raise ValueError(f"stats.columns are {stats['columns']!r}, not {STATS_COLUMNS}")
+        raise LayoutError(f"stats.columns are {stats['columns']!r}, not {STATS_COLUMNS}", "stats")
     rows = stats.get("rows")
     if rows is not None and not isinstance(rows, list):
-        raise ValueError(f"stats.rows is {_what(rows)}, not a list")
+        raise LayoutError(f"stats.rows is {_what(rows)}, not a list", "stats")
     for i, row in enumerate(rows or []):
         # (epoch, layer, tap, quantity, value); type() rather than isinstance: bools are no epochs or layers
         if not (isinstance(row, (list, tuple)) and len(row) == 5 and type(row[0]) is int and type(row[1]) is int
                 and type(row[2]) is str and type(row[3]) is str and _is_number(row[4])):
-            raise ValueError(f"stats.rows[{i}] is {_what(row)}, not a row of {STATS_COLUMNS} "
-                             f"(integer epoch and layer, text tap and quantity, a number or null)")
+            raise LayoutError(f"stats.rows[{i}] is {_what(row)}, not a row of {STATS_COLUMNS} "
+                              f"(integer epoch and layer, text tap and quantity, a finite number or null)", "stats")
+    check_epochs(rec)
+
+
+def _planned_epochs(spec: dict) -> int | None:
+    """The epochs a run's spec asks for (the spec's default when it leaves them out), or None when not an integer
+    (such a spec is refused by :func:`genuine`)."""
+    from .spec import RunSpec
+
+    epochs = spec.get("epochs", RunSpec.__dataclass_fields__["epochs"].default)
+    return epochs if _is_int(epochs) else None
+
+
+def _epoch_problem(epochs: list[int]) -> str:
+    """What is wrong with history epochs that are not 0, 1, 2, ... (the first deviation)."""
+    i = next(i for i, e in enumerate(epochs) if e != i)
+    shown = ", ".join(map(str, epochs[max(0, i - 2): i + 3]))
+    where = f"[{'..., ' if i > 2 else ''}{shown}{', ...' if i + 3 < len(epochs) else ''}]"
+    if epochs[i] in epochs[:i]:
+        why = f"epoch {epochs[i]} is repeated"
+    elif epochs[i] > i:
+        why = f"epoch {i} is missing"
+    else:
+        why = f"epoch {epochs[i]} is out of order"
+    return f"history epochs {where}: {why}; a run's history has one row per epoch 0, 1, 2, ..."
+
+
+def check_epochs(rec: dict) -> None:
+    """The tables fit the run (LayoutError if not): history epochs are 0, 1, ..., k without repeats or gaps,
+    with k = the spec's epochs for a finished run (status ok), k = ``diverged_epoch`` for a diverged run that
+    names it (training stops at the epoch it diverged), k <= the spec's epochs for any run; stats rows are at
+    epochs the history has (a run that failed may also hold the epoch it was measuring when it failed). The
+    runner writes nothing else, so anything else is an edited record or a table of another run."""
+    epochs = [row["epoch"] for row in rec.get("history") or []]
+    if epochs != list(range(len(epochs))):
+        raise LayoutError(_epoch_problem(epochs), "history")
+    last, planned, status = len(epochs) - 1, _planned_epochs(rec["spec"]), rec["status"]
+    if planned is not None and (last > planned or (status == "ok" and last != planned)):
+        if not genuine(rec):  # the spec was edited, not the history: say that
+            raise LayoutError(NOT_GENUINE)
+        if status == "ok":
+            raise LayoutError(f"history ends at epoch {last}, but a finished run (status ok) of {planned} epoch(s) "
+                              f"has epochs 0..{planned}", "history")
+        raise LayoutError(f"history reaches epoch {last}, beyond the {planned} epoch(s) of its spec", "history")
+    diverged = rec.get("diverged_epoch")
+    if status == "diverged" and diverged is not None and last != diverged:
+        raise LayoutError(f"history ends at epoch {last}, but the run diverged at epoch {diverged} (training stops "
+                          f"there)", "history")
+    allowed = len(epochs) if status in COMPLETE else len(epochs) + 1
+    has = f"epochs 0..{last}" if epochs else "no epochs"
+    for i, row in enumerate((rec.get("stats") or {}).get("rows") or []):
+        if not 0 <= row[0] < allowed:
+            raise LayoutError(f"stats.rows[{i}] is at epoch {row[0]}, which the run's history does not have ({has})",
+                              "stats")
+
+
+MAX_DEPTH = 64  # a record nests 4 levels deep (a diagnostic's table rows); readers recurse into what they read
+
+
+def nesting(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects (0 for a number or a string), counted without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            todo += [(v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)]
+    return deepest
+
+
+def loads(text: str | bytes) -> Any:
+    """JSON text read from disk (a record, a pack's cell) as the writers write it (ValueError otherwise):
+    no ``NaN``, ``Infinity``, ``-Infinity`` or numbers that overflow to infinity (the writers store a non-finite
+    value as null: :func:`normbench.store.clean`, ``allow_nan=False``, so such a token means an edited or foreign
+    file), and no nesting deeper than :data:`MAX_DEPTH` (100,000 brackets make the parser itself, or any later
+    recursive reader, overflow the stack)."""
+    try:
+        value = json.loads(text, parse_constant=_not_json_number, parse_float=_finite)
+    except RecursionError:
+        raise ValueError(f"JSON nested too deeply to parse (a record nests at most {MAX_DEPTH} levels)") from None
+    if nesting(value) > MAX_DEPTH:
+        raise ValueError(f"JSON nested {nesting(value)} levels deep (a record nests at most {MAX_DEPTH})")
+    return value
 
 
 NOT_GENUINE = "its run_id is not the hash of its spec: edited or mislabelled"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import precise_bn
+from . import precise_bn, stop
 from . import record as rec_mod
 from .env import enable_determinism, environment, peak_rss_mib
 from .perf import choose_execution, training_flops
@@ -168,6 +168,7 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: s
         probe = ActivationProbe(model, splits.x_val[: spec.probe_size])
         trainer = make_engine(engine_name, trained, splits.x_train, splits.y_train, spec.batch_size)
         record["timings"]["build_s"] = time.perf_counter() - t
+        stop.watch(trained)  # a stop request ends fit() after its current step; checkpoints raise below
 
         measure = _EpochMeasure(spec, trainer, splits, probe, record, log)
         record["data"]["bn_statistics"] = measure.bn_statistics
@@ -176,8 +177,10 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: s
                 order = epoch_order(spec.seed, epoch, len(splits.y_train))
                 t = time.perf_counter()
                 fit_logs = trainer.train_epoch(order, epoch, measure.callbacks())
+                stop.checkpoint()  # before measuring: an epoch cut short by a stop request is not an epoch
                 if not measure(epoch, fit_logs, time.perf_counter() - t):
                     break
+        stop.checkpoint()
         if record["status"] == "running":
             test = {"": (splits.x_test, splits.y_test)}
             record["test"] = measure.moving_scores(test)
@@ -188,6 +191,8 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: s
     except KeyboardInterrupt:
         raise
     except Exception as e:  # recorded, and the grid goes on
+        if stop.requested() is not None:  # a forced stop surfacing as another error: a stop, not a failed run
+            raise stop.StopRequested(stop.requested()) from e
         record["status"] = "error"
         record["error"] = f"{type(e).__name__}: {e}"
         record["traceback"] = traceback.format_exc(limit=8)
@@ -262,7 +267,8 @@ class _EpochMeasure:
         {section: table}}`` adds each table as a record section. None runs at an epoch whose losses are not
         finite (the run is about to be marked diverged; its weights may be too). A diagnostic that fails is
         recorded in ``diagnostics_errors`` (epoch and message) and the run goes on: a measurement never
-        ends a run."""
+        ends a run. So is one that does not apply to the model (``NotApplicable``: meanfield on a conv net),
+        and the log says which."""
         from . import diagnostics as _filled  # noqa: F401  (its decorators fill DIAGNOSTICS, in a --jobs worker too)
         from .registry import DIAGNOSTICS
 
@@ -278,7 +284,8 @@ class _EpochMeasure:
                 rows = fn(self.probe.model, self.diagnostic_context)
             except Exception as e:  # noqa: BLE001  (recorded; training is not the diagnostic's to stop)
                 self.record.setdefault("diagnostics_errors", []).append([epoch, name, f"{type(e).__name__}: {e}"])
-                self.log(f"    diagnostic {name} failed at epoch {epoch}: {type(e).__name__}: {e}")
+                what = "does not apply to this model" if isinstance(e, _filled.NotApplicable) else "failed"
+                self.log(f"    diagnostic {name} {what} (epoch {epoch}): {type(e).__name__}: {e}")
                 continue
             if isinstance(rows, dict):
                 for section, table in rows.get("tables", {}).items():

@@ -42,18 +42,26 @@ def record_filename(spec: RunSpec) -> str:
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    Nothing is written through a link: the temporary file is new (``mkstemp``), and the rename replaces a
+    link at ``path`` rather than the file it points to. An error (a full disk) names ``path``.
+    """
+    from .files import naming
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with naming(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; records are ordinary readable files
-        with os.fdopen(fd, "w") as f:
-            json.dump(clean(data), f, indent=1, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with naming(path):
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; records are ordinary readable files
+            with os.fdopen(fd, "w") as f:
+                json.dump(clean(data), f, indent=1, allow_nan=False)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -77,48 +85,49 @@ def check_writable(results_dir: str | os.PathLike) -> Path:
     return root
 
 
-def _pid_alive(pid: int) -> bool:
+def _lock_holder(fd: int) -> str:
+    """The pid the holder wrote into the lock file, as text ('' when none could be read)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
+        text = os.pread(fd, 64, 0).decode("ascii", "replace").split()
+    except OSError:
+        return ""
+    return text[0] if text and text[0].isascii() and text[0].isdigit() else ""
 
 
 @contextlib.contextmanager
 def hold_folder(results_dir: str | os.PathLike):
-    """Hold ``results_dir`` for one `normbench run`: a lock file with this pid; a stale lock (dead pid) is taken over.
+    """Hold ``results_dir`` for one `normbench run`: an exclusive OS lock (``fcntl.flock``) on its lock file.
 
-    A second run on the same folder stops with a message instead of training the same runs twice.
+    A second run on the same folder stops with a message instead of training the same runs twice. The
+    kernel releases the lock when the holder exits, however it exits, so there is no stale lock to take
+    over and no window in which two processes both see the folder free; the pid written into the file is
+    only for the message. The file stays when the run ends (deleting it would let a process that had
+    already opened it lock a file nobody else sees).
     """
+    import fcntl
+
     lock = Path(results_dir) / LOCK_NAME
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                pid = -1
-            if pid > 0 and _pid_alive(pid):
-                raise NormbenchError(
-                    f"{results_dir} is in use by another `normbench run` (pid {pid}). Wait for it to finish, or give "
-                    f"this run another --results folder. If no such process runs, delete {lock}.") from None
-            lock.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()}\n")
-        break
+    if lock.is_symlink() or (lock.exists() and not lock.is_file()):
+        kind = "a link" if lock.is_symlink() else "a folder" if lock.is_dir() else "not a regular file"
+        raise NormbenchError(f"{lock} is {kind}; normbench keeps its folder lock there. Remove it and run again.")
     try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as e:
+        raise NormbenchError(f"cannot open the folder lock {lock} ({e.strerror or e}); check the folder's "
+                             f"permissions or give another --results folder") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            raise NormbenchError(
+                f"{results_dir} is in use by another `normbench run`{f' (pid {holder})' if holder else ''}. Wait for "
+                f"it to finish, or give this run another --results folder.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
-        try:
-            if int(lock.read_text().split()[0]) == os.getpid():
-                lock.unlink()
-        except (OSError, ValueError, IndexError):
-            pass
+        os.close(fd)  # releases the lock
 
 
 def save_record(results_dir: str | os.PathLike, record: dict) -> Path:
@@ -132,7 +141,7 @@ def find_record(results_dir: str | os.PathLike, spec: RunSpec) -> dict | None:
     """The stored record of ``spec``, or None when absent (or unreadable)."""
     path = Path(results_dir) / record_filename(spec)
     try:
-        rec = json.loads(path.read_text())
+        rec = rec_mod.loads(path.read_text())
         rec_mod.check_layout(rec)
         return rec_mod.normalized(rec)
     except (OSError, ValueError):
@@ -160,7 +169,7 @@ def _json_records(root: Path) -> tuple[list[dict], list[tuple[str, str]]]:
     good, bad = [], []
     for path in sorted(root.glob("*.json")):
         try:
-            rec = json.loads(path.read_text())
+            rec = rec_mod.loads(path.read_text())  # too deeply nested: a ValueError like any malformed file
             rec_mod.check_layout(rec)
         except (OSError, ValueError) as e:
             bad.append((path.name, str(e)))
@@ -207,7 +216,6 @@ def completed_ids(results_dir: str | os.PathLike, warn: Callable[[str], None] | 
     if not root.is_dir():
         return set()
     warn = warn or _warn
-    from .pack import RUNS
 
     packed, bad_pack = _pack_records(root)
     records, bad = _json_records(root)
@@ -215,7 +223,7 @@ def completed_ids(results_dir: str | os.PathLike, warn: Callable[[str], None] | 
         warn(f"{root / name} is not a usable record ({why}): not counted as complete, so a run it holds is "
              f"trained again")
     for run_id, why in bad_pack:
-        warn(f"run {run_id} in the pack {root / RUNS} is not a usable record ({why}): not counted as complete, so "
+        warn(f"run {run_id} in the pack {root} is not a usable record ({why}): not counted as complete, so "
              f"it is trained again; the readers refuse the pack until it is re-created from the original records with "
              f"`normbench pack`")
     return {r["run_id"] for r in (*packed, *records) if r["status"] in COMPLETE}

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, UnknownNameError
+from .files import read_small_file
 from .registry import DATASETS, MODELS, NORMS, SUITES, as_floats
 from .search import Search
 from .spec import RunSpec, definition_hash  # noqa: F401  (definition_hash: used through here too)
@@ -67,17 +68,24 @@ def expand_grid(
     return specs
 
 
+SUITE_FIX = "give a suite name from `normbench list suites` or the path of a suite .toml file"
+
+
 def load_suite(path: Path) -> Suite:
     """Parse one suite file; any problem names the file and the key."""
     from .grid import validate_specs
 
+    text = read_small_file(path, "suite file", SUITE_FIX)  # never a FIFO, a device or a link loop: each is named
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # an editor's byte-order mark is not TOML
+        doc = tomllib.loads(text.decode("utf-8-sig"))  # an editor's byte-order mark is not TOML
     except UnicodeDecodeError as e:
         raise ConfigError(f"suite file {path}: not UTF-8 text ({e.reason} at byte {e.start}); a suite file is TOML, "
                           f"written as UTF-8") from None
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"suite file {path}: cannot parse it as TOML ({e})") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError(f"suite file {path}: cannot parse it as TOML (nested too deeply); a suite file is a few "
+                          f"flat tables and arrays") from None
     unknown = sorted(set(doc) - {"description", "defaults", "grid", "search"})
     if unknown:
         raise ConfigError(f"suite file {path}: unknown top-level key(s) {unknown}; use description, defaults, [[grid]], "
@@ -155,10 +163,7 @@ def get_suite(name: str) -> Suite:
         if path.is_dir():
             raise ConfigError(f"--suite {path} is a folder; give one suite .toml file in it (or set "
                               f"{SUITES_DIR_ENV}={path} and give a suite name)")
-        if not path.is_file():
-            raise ConfigError(f"suite file {path} does not exist (give a suite name from `normbench list suites` "
-                              f"or the path of a .toml file)")
-        return load_suite(path)
+        return load_suite(path)  # a missing file, a link loop, a FIFO, a device: load_suite says which
     register_suites()
     if not len(SUITES):
         raise ConfigError(

@@ -311,3 +311,85 @@ def test_a_byte_order_mark_and_a_scope_alone_on_its_line(tmp_path):
     rules.write_text("[model=mlp8]\ntest_accuracy: -0.05\n")
     with pytest.raises(ConfigError, match="a scope goes on the same line as its rule"):
         check.parse_rules(rules)
+
+
+# --- rows that a run at chance would pass (issue 24.9) ----------------------------------------------------------
+
+def _set_accuracy(folder, strategy, value):
+    _edit(folder, strategy, lambda r: r["test"].update(accuracy=value))
+
+
+def test_a_row_that_a_run_at_chance_would_pass_is_listed_as_unguarded_but_does_not_fail(baseline, tmp_path, capsys):
+    base = _copy(baseline, tmp_path / "base")
+    _set_accuracy(base, "none", 0.115)  # 0.115 - 0.02 is below chance on MNIST (0.1)
+    rules = _rules(tmp_path, "test_accuracy: -0.02\n")
+    current = _copy(base, tmp_path / "current")
+    _set_accuracy(current, "none", 0.1)  # learned nothing, and passes
+    rc, out, err = _cli(capsys, "--baseline", base, "--current", current, "--rules", rules)
+    assert rc == 0, out + err
+    table = out.split("\n\n")[0].splitlines()
+    none = next(line for line in table if line.startswith("mnist/mlp/none/") and "test_accuracy" in line)
+    selu = next(line for line in table if line.startswith("mnist/mlp/selu/") and "test_accuracy" in line)
+    assert " unguarded " in none and "test_accuracy: -0.02: a run at chance (0.1) passes too" in none
+    assert " same" in selu  # its baseline is well above chance
+    assert ("UNGUARDED: 1 row(s) cannot fail" in out and "  mnist/mlp/none/seed0  test_accuracy: baseline 0.115, a drop "
+            "of 0.02 allowed (line 1 'test_accuracy: -0.02'), chance 0.1" in out)
+    assert "0 worse, 0 improved, 1 same, 1 unguarded (cannot fail: see above) (2 runs, 1 rules)" in out
+    _set_accuracy(current, "none", 0.05)  # below what the rule allows: still worse
+    rc, out, err = _cli(capsys, "--baseline", base, "--current", current, "--rules", rules)
+    assert rc == 1 and "1 worse" in out and "UNGUARDED" not in out
+
+
+@pytest.mark.parametrize("text, line, selu", [
+    ("final_train_loss: +10%\ntest_accuracy: -0.1\n", 2, 0.2),  # selu 0.2 - 0.1 reaches chance, none 0.115 too
+    ("test_accuracy: +0.01\n", 1, 0.5),  # higher is worse: no drop ever fails
+    ("test_accuracy: -0.02\n[strategy=none] test_accuracy: -0.05\n", 2, 0.5),  # the scoped rule's one run
+])
+def test_a_rule_that_guards_no_run_is_an_error_naming_the_line_and_runs(baseline, tmp_path, capsys, text, line, selu):
+    base = _copy(baseline, tmp_path / "base")
+    _set_accuracy(base, "none", 0.115)
+    _set_accuracy(base, "selu", selu)
+    rc, out, err = _cli(capsys, "--baseline", base, "--current", base, "--rules", _rules(tmp_path, text))
+    assert rc == 2 and out == ""
+    rule = text.splitlines()[line - 1]
+    assert f"line {line} {rule!r} guards nothing" in err and "mnist/mlp/none/seed0 0.115" in err, err
+    assert ("mnist/mlp/selu/seed0" in err) == ("strategy=none" not in text)
+
+
+def test_the_cli_exits_2_on_a_rule_that_guards_nothing(baseline, tmp_path):
+    import subprocess
+    import sys
+
+    base = _copy(baseline, tmp_path / "base")
+    for strategy in ("none", "selu"):
+        _set_accuracy(base, strategy, 0.11)
+    (base / "rules.txt").write_text("test_accuracy: -0.02\n")
+    done = subprocess.run([sys.executable, "-m", "normbench.cli", "check", "--baseline", str(base), "--current",
+                           str(base)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "line 1 'test_accuracy: -0.02' guards nothing" in done.stderr and "make baseline" in done.stderr
+
+
+def test_which_rules_and_runs_have_a_chance_level():
+    rec = {"spec": {"dataset": "mnist"}, "test": {"accuracy": 0.3, "loss": 2.0},
+           "history": [{"epoch": 0, "val_accuracy": 0.1}, {"epoch": 1, "val_accuracy": 0.3}]}
+
+    def rule(metric, tolerance, relative=False, direction=-1):
+        return check.Rule(metric, tolerance, relative, direction, "r").unguarded(rec)
+
+    assert rule("test_accuracy", 0.2) == pytest.approx({"baseline": 0.3, "drop": 0.2, "floor": 0.1, "chance": 0.1})
+    assert rule("test_accuracy", 0.19) is None  # a run at chance (0.1 < 0.3 - 0.19) fails
+    assert rule("final_val_accuracy", 0.7, relative=True)["floor"] == pytest.approx(0.09)  # 70% of 0.3
+    assert rule("final_val_accuracy", 0.5, relative=True) is None
+    assert rule("test_accuracy", 0.25, direction=0) and rule("test_accuracy", 0.0, direction=1)
+    assert rule("test_loss", 10.0) is None and rule("init_val_accuracy", 1.0) is None  # no chance level to judge by
+    assert check.Rule("test_accuracy", 0.5, False, -1, "r").unguarded({**rec, "spec": {"dataset": "mine"}}) is None
+
+
+def test_every_committed_baseline_rule_guards_some_run():
+    from pathlib import Path
+
+    from normbench.store import load_records
+
+    base = Path(__file__).resolve().parents[1] / "results" / "baseline"
+    check.check_guards(check.parse_rules(base / "rules.txt"), load_records(base))

@@ -12,6 +12,8 @@ from normbench import record, store
 from normbench.cli import main
 from normbench.spec import RunSpec
 
+ONE_EPOCH = [{"epoch": 0, "train_loss": 2.3}, {"epoch": 1, "train_loss": 1.9}]  # a finished 1-epoch run's history
+
 
 def cli(*args, env=None, timeout=600):
     full_env = {**os.environ, **(env or {})}
@@ -52,7 +54,7 @@ def test_a_suite_can_be_given_as_a_path(tmp_path):
 def test_dry_run_shows_which_runs_resume_would_skip(tmp_path):
     spec = RunSpec("mlp8", "none", "mnist", epochs=1)
     rec = record.new(spec)
-    rec.update(status="ok", history=[{"epoch": 0, "train_loss": 2.3}])
+    rec.update(status="ok", history=ONE_EPOCH)
     store.save_record(tmp_path, rec)
     done = cli("run", "--models", "mlp8", "--strategies", "none,selu", "--epochs", "1", "--dry-run", "--results", str(tmp_path))
     assert done.returncode == 0, done.stderr
@@ -94,15 +96,18 @@ def test_a_missing_backend_names_the_extra_to_install():
 
 
 def test_a_second_run_on_a_held_folder_stops_and_a_stale_lock_is_taken_over(tmp_path, data_dir):
+    import fcntl
+
     env = {"NORMBENCH_DATA_DIR": data_dir} if data_dir else {}
     args = ("run", "--models", "mlp", "--strategies", "none", "--epochs", "1", "--limit", "100", "--results", str(tmp_path))
-    (tmp_path / store.LOCK_NAME).write_text(f"{os.getpid()}\n")  # this test process: alive
-    _refused(cli(*args, env=env), "in use by another `normbench run`", f"pid {os.getpid()}")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (tmp_path / store.LOCK_NAME).write_text(dead.stdout)  # a process that has exited: a stale lock
+    lock = tmp_path / store.LOCK_NAME
+    lock.write_text(f"{os.getpid()}\n")
+    with open(lock) as held:  # this test process holds the folder, as a running `normbench run` would
+        fcntl.flock(held, fcntl.LOCK_EX)
+        _refused(cli(*args, env=env), "in use by another `normbench run`", f"pid {os.getpid()}")
+    # released: the file left behind, even naming a live process (this one), does not block the folder
     done = cli(*args, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert not (tmp_path / store.LOCK_NAME).exists()
     assert len(store.load_records(tmp_path)) == 1
     # the backend's C++ start-up chatter went to the results folder, not to the terminal: no line in the
     # native logger's format (severity letter, MMDD, time, thread; or a source-file tag) reaches stderr
@@ -289,7 +294,7 @@ def _report_refusals(tmp_path):
 @pytest.mark.parametrize("case", range(8))
 def test_report_and_pack_refuse_bad_outputs_and_thresholds(tmp_path, capsys, case):
     store.save_record(tmp_path / "rec", {**record.new(RunSpec("mlp8", "none", "mnist")), "status": "ok",
-                                         "history": [{"epoch": 0, "train_loss": 2.3}]})
+                                         "history": ONE_EPOCH})
     argv, phrase = _report_refusals(tmp_path)[case]
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -329,7 +334,7 @@ def test_a_closed_pipe_or_a_full_disk_ends_with_a_message(tmp_path, command, sin
 
 def test_a_folder_made_with_another_backend_is_not_resumed_on_this_one(tmp_path, capsys):
     rec = {**record.new(RunSpec("mlp8", "none", "mnist")), "status": "ok", "environment": {"backend": "jax"},
-           "history": [{"epoch": 0, "train_loss": 2.3}]}
+           "history": ONE_EPOCH}
     store.save_record(tmp_path, rec)
     argv = ["run", "--models", "mlp8", "--strategies", "none,selu", "--dry-run", "--results", str(tmp_path)]
     assert main(argv) == 2
@@ -365,7 +370,7 @@ def test_a_repeated_run_and_records_in_sub_folders_are_named(tmp_path, capsys):
     assert main(["run", "--suite", str(suite), "--dry-run", "--results", str(tmp_path / "r")]) == 2
     assert "repeat the run mnist/mlp8/none/seed0" in capsys.readouterr().err
     store.save_record(tmp_path / "parent" / "mnist", {**record.new(RunSpec("mlp8", "none", "mnist")), "status": "ok",
-                                                      "history": [{"epoch": 0, "train_loss": 2.3}]})
+                                                      "history": ONE_EPOCH})
     assert main(["report", "--results", str(tmp_path / "parent"), "--out", str(tmp_path / "o")]) == 2
     assert "its sub-folders mnist do" in capsys.readouterr().err
 

@@ -336,15 +336,30 @@ def test_mean_field_prediction_matches_a_wide_random_network(strategy, rng):
         assert measured[(layer, "act", "mean")] == pytest.approx(predicted[(layer, "act_mean")], abs=0.05 + 0.1 * abs(predicted[(layer, "act_mean")]))
 
 
-def test_mean_field_makes_no_prediction_where_the_recursion_does_not_hold():
-    from normbench.diagnostics import meanfield
+def test_mean_field_says_why_it_makes_no_prediction_where_the_recursion_does_not_hold():
+    from normbench.diagnostics import NotApplicable, meanfield
     from normbench.runner import build
 
-    for name, params, shape in [("convnet", {"filters": [4], "dense": 8}, (8, 8, 3)), ("resmlp8", {}, (12,)),
-                                ("mlp", {"depth": 2, "width": 8}, (12,))]:
+    for name, params, shape, why in [("convnet", {"filters": [4], "dense": 8}, (8, 8, 3), "a Conv2D layer"),
+                                     ("resmlp8", {}, (12,), "chains of Dense layers"),
+                                     ("mlp", {"depth": 2, "width": 8}, (12,), "chains of Dense layers")]:
         strategy = "layernorm" if name == "mlp" else "none"
         model, _ = build(RunSpec(name, strategy, "mnist", model_params=params), shape, 3)
-        assert meanfield(model, {"x": np.ones((4, *shape), dtype="float32")}) == [], name
+        with pytest.raises(NotApplicable, match=why):
+            meanfield(model, {"x": np.ones((4, *shape), dtype="float32")})
+
+
+def test_mean_field_on_a_conv_net_is_recorded_and_logged_as_not_applicable(data_dir):
+    """It used to return no rows: the record and the log said nothing, as if it had measured nothing."""
+    spec = RunSpec("convnet", "none", "mnist", epochs=1, limit=100, eval_limit=50, val_size=50, probe_size=8,
+                   train_eval_size=50, model_params={"filters": [4], "dense": 8}, diagnostics=["meanfield"])
+    lines = []
+    rec = run(spec, data_dir=data_dir, log=lines.append)
+    assert rec["status"] == "ok", rec["error"]
+    [(epoch, name, why)] = rec["diagnostics_errors"]
+    assert (epoch, name) == (0, "meanfield") and why.startswith("NotApplicable:") and "Conv2D" in why, why
+    assert rec["diagnostics"]["rows"] == []
+    assert any("diagnostic meanfield does not apply to this model" in line and "Conv2D" in line for line in lines), lines
 
 
 def test_a_failing_diagnostic_is_recorded_and_the_run_goes_on(data_dir, monkeypatch):

@@ -12,6 +12,7 @@
 import csv
 import gzip
 import json
+import os
 
 import pytest
 
@@ -68,6 +69,14 @@ MALFORMED = {
     "layers is a string": dict(layers="abc"),
     "finished_at is a number": dict(finished_at=5),
     "schema_version is a bool": dict(schema_version=True),
+    # tables that do not fit the run (issue 24.4): the runner writes epochs 0..N, stats at those epochs
+    "a history epoch repeated (0, 1, 1)": dict(history=[*complete(NONE)["history"], complete(NONE)["history"][-1]]),
+    "a history epoch missing (0, 2)": dict(history=[complete(NONE)["history"][0],
+                                                    {**complete(NONE)["history"][1], "epoch": 2}]),
+    "a finished run short of its spec's epochs": dict(history=complete(NONE)["history"][:1]),
+    "a stats row at an epoch the run does not have": dict(stats={"columns": record.STATS_COLUMNS,
+                                                                 "rows": [[0, 0, "act", "mean", 0.1],
+                                                                          [7, 0, "act", "mean", 0.2]]}),
 }
 
 
@@ -121,6 +130,22 @@ def test_the_layout_check_names_what_is_wrong():
     diverged = {**complete(NONE), "status": "diverged", "test": None, "diverged_epoch": 1,
                 "stats": {"columns": record.STATS_COLUMNS, "rows": [[1, 0, "act", "mean", None]]}}
     record.check_layout(diverged)
+    # values the writers never write (they store a non-finite value as null), and tables that do not fit the run
+    h0, h1 = complete(NONE)["history"]
+    for case, why in [(dict(test={"accuracy": float("nan")}), r"test.accuracy is float nan, not a finite number"),
+                      (dict(history=[h0, {**h1, "val_loss": float("inf")}]), r"history\[1\].val_loss is float inf"),
+                      (dict(history=[h0, h1, h1]), r"history epochs \[0, 1, 1\]: epoch 1 is repeated"),
+                      (dict(history=[h1]), r"history epochs \[1\]: epoch 0 is missing"),
+                      (dict(history=[h0]), r"history ends at epoch 0, but a finished run \(status ok\) of 1 epoch"),
+                      ({**diverged, "diverged_epoch": 0}, "the run diverged at epoch 0"),
+                      ({**diverged, "status": "error", "history": [h0, h1, {**h1, "epoch": 2}]},
+                       "beyond the 1 epoch"),
+                      (dict(stats={"rows": [[2, 0, "act", "mean", 0.1]]}), r"stats.rows\[0\] is at epoch 2")]:
+        with pytest.raises(record.LayoutError, match=why):
+            record.check_layout({**complete(NONE), **case})
+    # a run that failed while measuring an epoch may hold that epoch's statistics
+    record.check_layout({**record.error_record(NONE, "boom"), "history": [h0],
+                         "stats": {"rows": [[0, 0, "act", "mean", 0.1], [1, 0, "act", "mean", 0.2]]}})
 
 
 def test_resume_retrains_a_malformed_record_and_the_readers_then_work(tmp_path, data_dir, capsys):
@@ -203,7 +228,7 @@ def _edit_pack_runs(folder, edit):
 
 def _packed(tmp_path):
     store.save_record(tmp_path / "rec", complete(NONE))
-    store.save_record(tmp_path / "rec", complete(BN))
+    store.save_record(tmp_path / "rec", complete(BN, accuracy=0.6))  # its curves differ from NONE's
     pack.pack(tmp_path / "rec", tmp_path / "pack")
     return tmp_path / "pack"
 
@@ -305,3 +330,210 @@ def test_an_ok_record_without_a_history_is_not_a_finished_run(tmp_path):
     warnings = []
     assert store.completed_ids(tmp_path, warn=warnings.append) == set()
     assert "status ok without a history" in warnings[0]
+
+
+# --- issue 24.4: every table of a pack, and values the writers never write ----------------------------------------
+
+def _edit_pack(folder, name, edit):
+    """Rewrite one of a pack's three files through ``edit(header, body)`` (rows of text cells, as the writer wrote)."""
+    path = folder / name
+    with gzip.open(path, "rt", newline="") as f:
+        rows = list(csv.reader(f))
+    pack._write(path, rows[0], edit(rows[0], rows[1:]))
+
+
+def _rows_of(run_id, epoch=None):
+    return lambda header, row: row[0] == run_id and (epoch is None or row[header.index("epoch")] == str(epoch))
+
+
+def _append(which):
+    return lambda header, body: body + [list(r) for r in body if which(header, r)]
+
+
+def _drop(which):
+    return lambda header, body: [r for r in body if not which(header, r)]
+
+
+def _set(which, column, value):
+    def edit(header, body):
+        for r in body:
+            if which(header, r):
+                r[header.index(column)] = value
+        return body
+    return edit
+
+
+def _swap_runs(a, b):
+    return lambda header, body: [[{a: b, b: a}.get(r[0], r[0]), *r[1:]] for r in body]
+
+
+TABLE_EDITS = {  # what was edited: (file, edit, what the refusal says)
+    "a history row repeated (epochs 0, 1, 1)": (pack.HISTORY, _append(_rows_of(NONE.run_id, 1)), "epoch 1 is repeated"),
+    "a history row dropped (a gap)": (pack.HISTORY, _drop(_rows_of(NONE.run_id, 0)), "epoch 0 is missing"),
+    "a finished run's last epoch dropped": (pack.HISTORY, _drop(_rows_of(NONE.run_id, 1)),
+                                            "history ends at epoch 0, but a finished run"),
+    "history rows of two runs swapped": (pack.HISTORY, _swap_runs(NONE.run_id, BN.run_id), "not the ones packed with it"),
+    "a history value edited": (pack.HISTORY, _set(_rows_of(NONE.run_id, 1), "val_accuracy", "0.9"),
+                               "not the ones packed with it"),
+    "inf in a history cell": (pack.HISTORY, _set(_rows_of(NONE.run_id, 1), "val_accuracy", "inf"),
+                              "val_accuracy is 'inf', not a finite number"),
+    "nan in a stats cell": (pack.STATS, _set(_rows_of(NONE.run_id, 1), "value", "nan"),
+                            "value is 'nan', not a finite number"),
+    "a stats row at an epoch the run does not have": (pack.STATS, _set(_rows_of(NONE.run_id, 1), "epoch", "7"),
+                                                      "is at epoch 7, which the run's history does not have"),
+    "a stats row moved to another run": (pack.STATS, _set(_rows_of(NONE.run_id, 1), "run_id", BN.run_id),
+                                         "not the ones packed with it"),
+    "a run's history hash blanked": (pack.RUNS, _set(_rows_of(NONE.run_id), "history_sha256", ""),
+                                     "the run has no history_sha256"),
+    "NaN in a JSON cell": (pack.RUNS, _set(_rows_of(NONE.run_id), "test", '{"accuracy":NaN,"loss":1.0}'),
+                           "column test: the JSON holds NaN"),
+}
+
+
+@pytest.mark.parametrize("edit", list(TABLE_EDITS))
+def test_an_edited_row_in_any_table_of_a_pack_is_refused(tmp_path, edit, capsys):
+    name, change, phrase = TABLE_EDITS[edit]
+    folder = _packed(tmp_path)
+    assert len(store.load_records(folder)) == 2  # as packed, it reads
+    _edit_pack(folder, name, change)
+    with pytest.raises(NormbenchError) as refused:
+        store.load_records(folder)
+    message = str(refused.value)
+    assert f"run {NONE.run_id} ({name}" in message and phrase in message, message  # the run, the file, the problem
+    assert main(["report", "--results", str(folder), "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert NONE.run_id in err and name in err and phrase in err and "Traceback" not in err, err
+    assert NONE.run_id not in store.completed_ids(folder, warn=lambda _: None)  # resume trains it again
+
+
+def _baseline(folder):
+    store.save_record(folder, complete(NONE))
+    store.save_record(folder, complete(BN))
+    (folder / "rules.txt").write_text("test_accuracy: -0.05\n")
+    return folder
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_a_json_record_holding_a_non_finite_number_is_refused(tmp_path, token, capsys):
+    """The writer stores a non-finite value as null (``allow_nan=False``), so such a token is an edit; before, check
+    read ``NaN`` test accuracy and printed ``baseline nan, current 0.5 ... improved``, exit 0."""
+    base, current = _baseline(tmp_path / "base"), tmp_path / "current"
+    store.save_record(current, complete(BN))
+    path = store.save_record(current, complete(NONE))
+    text = path.read_text()
+    assert text.count('"accuracy": 0.5') == 1
+    path.write_text(text.replace('"accuracy": 0.5', f'"accuracy": {token}'))
+    with pytest.raises(NormbenchError, match=f"{path.name} .the JSON holds {token}"):
+        store.load_records(current)
+    # the issue's case: the NaN record in the baseline
+    assert main(["check", "--baseline", str(current), "--current", str(base), "--rules", str(base / "rules.txt")]) == 2
+    err = capsys.readouterr().err
+    assert path.name in err and token in err and "Traceback" not in err, err
+    assert store.completed_ids(current, warn=lambda _: None) == {BN.run_id}
+
+
+def test_the_cli_refuses_a_repeated_history_row_and_a_nan_record_with_exit_2(tmp_path):
+    """The two cases of issue 24.4 as a user met them: `normbench report` on a pack whose history has epochs
+    0, 1, 1 and `normbench check` on a record holding NaN both exited 0."""
+    import subprocess
+    import sys
+
+    folder = _packed(tmp_path)
+    _edit_pack(folder, pack.HISTORY, _append(_rows_of(NONE.run_id, 1)))
+    current = tmp_path / "current"
+    store.save_record(current, complete(BN))
+    path = store.save_record(current, complete(NONE))
+    path.write_text(path.read_text().replace('"accuracy": 0.5', '"accuracy": NaN'))
+    base = _baseline(tmp_path / "base")
+    for argv, names in ((["report", "--results", str(folder), "--out", str(tmp_path / "report")],
+                         (str(folder), pack.HISTORY, NONE.run_id, "epoch 1 is repeated")),
+                        (["check", "--baseline", str(base), "--current", str(current)],
+                         (path.name, "the JSON holds NaN"))):
+        done = subprocess.run([sys.executable, "-m", "normbench.cli", *argv], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (argv, done.stdout[-2000:], done.stderr)
+        assert all(n in done.stderr for n in names), done.stderr
+
+
+def test_a_pack_made_before_the_row_hashes_still_reads(tmp_path):
+    folder = _packed(tmp_path)
+    with gzip.open(folder / pack.RUNS, "rt", newline="") as f:
+        header, *body = list(csv.reader(f))
+    keep = [i for i, h in enumerate(header) if h not in pack.DIGESTS]
+    assert len(keep) == len(header) - 2
+    pack._write(folder / pack.RUNS, [header[i] for i in keep], [[r[i] for i in keep] for r in body])
+    assert sorted(r["run_id"] for r in store.load_records(folder)) == sorted((NONE.run_id, BN.run_id))
+    _edit_pack(folder, pack.HISTORY, _append(_rows_of(NONE.run_id, 1)))  # and its tables are still checked
+    with pytest.raises(NormbenchError, match="epoch 1 is repeated"):
+        store.load_records(folder)
+
+
+def test_the_committed_packs_read():
+    """results/*/records were packed before the row hashes: they read, and pass the table checks."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "results" / "cifar-resnet-cpu" / "records"
+    records = store.load_records(folder)
+    assert len(records) == 4 and {r["status"] for r in records} == {"ok", "diverged"}
+
+
+def _contend_for_the_lock(folder: str, barrier, rounds: int, out) -> None:
+    """A child process: take the folder lock at the barrier, ``rounds`` times; while holding it, claim a marker
+    file exclusively, which fails if another holder has it."""
+    import time
+
+    from normbench import store as st
+    from normbench.errors import NormbenchError
+
+    marker = os.path.join(folder, "holder")
+    overlaps = held = 0
+    for _ in range(rounds):
+        barrier.wait()
+        try:
+            with st.hold_folder(folder):
+                held += 1
+                try:
+                    fd = os.open(marker, os.O_CREAT | os.O_EXCL)
+                except FileExistsError:
+                    overlaps += 1
+                else:
+                    time.sleep(0.005)
+                    os.close(fd)
+                    os.unlink(marker)
+        except NormbenchError:
+            pass
+    out.put((held, overlaps))
+
+
+def test_the_folder_lock_is_exclusive_under_simultaneous_attempts(tmp_path):
+    """Six processes take the lock at the same instant, 30 times: never two holders at once (the pid-file lock it
+    replaced let two in 8 times in 40), and in every round someone gets it."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs, rounds = 6, 30
+    barrier, out = ctx.Barrier(procs), ctx.Queue()
+    workers = [ctx.Process(target=_contend_for_the_lock, args=(str(tmp_path), barrier, rounds, out))
+               for _ in range(procs)]
+    for w in workers:
+        w.start()
+    results = [out.get(timeout=300) for _ in workers]
+    for w in workers:
+        w.join(timeout=60)
+    assert sum(o for _, o in results) == 0, results
+    assert rounds <= sum(h for h, _ in results) <= procs * rounds
+
+
+def test_a_lock_that_is_a_folder_or_a_link_is_refused_with_the_fix(tmp_path):
+    from normbench.errors import NormbenchError
+
+    (tmp_path / store.LOCK_NAME).mkdir()
+    with pytest.raises(NormbenchError, match="is a folder.*Remove it"):
+        with store.hold_folder(tmp_path):
+            pass
+    (tmp_path / store.LOCK_NAME).rmdir()
+    (tmp_path / store.LOCK_NAME).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(NormbenchError, match="is a link"):
+        with store.hold_folder(tmp_path):
+            pass
+    assert not (tmp_path / "elsewhere").exists()

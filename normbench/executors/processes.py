@@ -17,11 +17,13 @@ import multiprocessing
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import threading
 import time
 
 from .. import record as rec_mod
+from .. import stop
 from ..errors import ConfigError
 from ..registry import EXECUTORS
 from . import FAULT_ENV
@@ -105,6 +107,7 @@ def _worker(wid: int, tasks, results, env: dict, cores: list[int], parent: int, 
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent ends a worker with SIGTERM (terminate())
     os.environ.update(env)
     if cores:
         try:
@@ -189,11 +192,16 @@ def processes(todo, ctx):
         hand_out(slot)
     try:
         while any(job.run_id for job in jobs.values()):
+            stop.checkpoint()
             try:
                 kind, slot, payload = results.get(timeout=0.5)
             except queue.Empty:
                 for slot, job in list(jobs.items()):
                     if job.run_id and not job.process.is_alive():
+                        if job.process.exitcode in (-signal.SIGTERM, -signal.SIGINT):  # killed with the grid
+                            time.sleep(0.2)  # the parent's own signal, sent to the group, lands meanwhile
+                            stop.checkpoint()
+                            raise stop.StopRequested(-job.process.exitcode)
                         spec = by_id[job.run_id]
                         job.run_id = None
                         yield spec, rec_mod.error_record(

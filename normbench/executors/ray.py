@@ -13,6 +13,7 @@ import math
 import os
 
 from .. import record as rec_mod
+from .. import stop
 from ..errors import ConfigError
 from ..registry import EXECUTORS
 from ..spec import RunSpec
@@ -71,7 +72,10 @@ def ray(todo, ctx):
     pending = list(refs)
     try:
         while pending:
-            done, pending = ray_lib.wait(pending, num_returns=1)
+            stop.checkpoint()
+            done, pending = ray_lib.wait(pending, num_returns=1, timeout=0.5)  # a stop request is seen within 0.5 s
+            if not done:
+                continue
             spec = refs[done[0]]
             try:
                 record = ray_lib.get(done[0])

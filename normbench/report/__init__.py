@@ -18,6 +18,7 @@ import pandas as pd
 
 from .. import store
 from ..errors import NormbenchError
+from ..files import naming, refuse_link, write_csv, write_text
 from . import diagnostics, plots, significance, tables, tuning
 from .render import latex_table, markdown_table, slug
 
@@ -136,6 +137,10 @@ def section(md: list[str], title: str):
     """A part of the report that may not be makeable from these records: if it fails, say why and go on."""
     try:
         yield
+    except OSError as e:
+        if e.filename is not None:  # a file that could not be written (a full disk): not these records' fault
+            raise
+        md += ["", f"_{title}: cannot be made from these records ({type(e).__name__}: {e})._", ""]
     except Exception as e:  # noqa: BLE001  (the reason is printed in the report, the other sections still come)
         md += ["", f"_{title}: cannot be made from these records ({type(e).__name__}: {e})._", ""]
 
@@ -150,11 +155,19 @@ def staged(out_dir: Path):
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.report-"))
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as e:  # a full disk names the report's file, not the temporary folder's copy of it
+            if e.filename is None or not str(e.filename).startswith(str(tmp)):
+                raise
+            raise type(e)(e.errno, e.strerror, str(out_dir / Path(e.filename).relative_to(tmp))) from e
         for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
             target = out_dir / path.relative_to(tmp)
+            for folder in reversed(target.relative_to(out_dir).parents[:-1]):  # tables/, figures/: never a link out
+                refuse_link(out_dir / folder, "a folder of the report")
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
+            with naming(target):  # moved over a link, the link itself is replaced: nothing is written through it
+                os.replace(path, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -209,14 +222,14 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
                       f"{', '.join(sorted(runs.precision.unique()))}.")
 
     summary = tables.accuracy_summary(runs)
-    summary.to_csv(out / "tables" / "accuracy.csv", index=False)
+    write_csv(summary, out / "tables" / "accuracy.csv", index=False)
     pairs = significance.pairwise(runs)
-    pairs.to_csv(out / "tables" / "pairwise.csv", index=False)
+    write_csv(pairs, out / "tables" / "pairwise.csv", index=False)
     verdicts = significance.verdicts(runs, pairs)
-    verdicts.to_csv(out / "tables" / "verdicts.csv", index=False)
+    write_csv(verdicts, out / "tables" / "verdicts.csv", index=False)
     gaps = significance.gap_to_reference(runs)
     if not gaps.empty:
-        gaps.to_csv(out / "tables" / "gap_to_bn.csv", index=False)
+        write_csv(gaps, out / "tables" / "gap_to_bn.csv", index=False)
     md += ["## Test accuracy", "",
            "Final test accuracy, mean ± half-width of the 95% t confidence interval of the mean over seeds (n = runs "
            "that finished; no interval when n < 2; std in `tables/accuracy.csv`). Bold: the strategy the verdict "
@@ -226,7 +239,7 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
         text, best = tables.accuracy_cells(summary, verdicts, dataset)
         source = ", ".join(sorted(runs[runs.dataset == dataset].source.dropna().unique()))
         md += [f"### {dataset}", "", f"Data: {source}.", "", markdown_table(text, best, corner="model"), ""]
-        (out / "tables" / f"accuracy_{slug(dataset)}.tex").write_text(
+        write_text(out / "tables" / f"accuracy_{slug(dataset)}.tex",
             latex_table(text, best, caption=f"Test accuracy on {source}: mean ± half-width of the 95% t confidence "
                                           f"interval over seeds (n finished runs); bold: best after Holm-corrected "
                                           f"Welch tests.{caption_suffix}", label=f"tab:acc-{slug(dataset)}"))
@@ -247,7 +260,7 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
 
     free = significance.versus(pairs)
     if not free.empty:
-        free.to_csv(out / "tables" / "norm_free.csv", index=False)
+        write_csv(free, out / "tables" / "norm_free.csv", index=False)
         md += ["## Normalization-free strategies", "",
                f"Each alternative to normalizing activations ({', '.join(f'`{s}`' for s in significance.NORM_FREE)}) "
                f"against batch norm, layer norm and SELU on the same model: mean test-accuracy difference in "
@@ -265,11 +278,11 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
         md += [caveat, ""]
     with section(md, "Time to threshold"):
         ttt = tables.time_to_threshold(runs, history, thresholds)
-        ttt.to_csv(out / "tables" / "time_to_threshold.csv", index=False)
+        write_csv(ttt, out / "tables" / "time_to_threshold.csv", index=False)
         for dataset in sorted(runs.dataset.unique()):
             text = tables.threshold_cells(ttt, dataset)
             md += [f"### {dataset}: validation accuracy >= {thresholds.get(dataset)}", "", markdown_table(text, corner="model"), ""]
-            (out / "tables" / f"time_to_threshold_{slug(dataset)}.tex").write_text(
+            write_text(out / "tables" / f"time_to_threshold_{slug(dataset)}.tex",
                 latex_table(text, caption=f"Epochs (seconds) to validation accuracy {thresholds.get(dataset)} on {dataset}.{caption_suffix}",
                             label=f"tab:ttt-{slug(dataset)}"))
 
@@ -281,9 +294,9 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
     layers = None
     with section(md, "Signal drift"):
         layers = tables.layer_stats(long, runs)
-        layers.to_csv(out / "tables" / "layer_stats.csv", index=False)
+        write_csv(layers, out / "tables" / "layer_stats.csv", index=False)
         drift = tables.drift_summary(layers)
-        drift.to_csv(out / "tables" / "drift.csv", index=False)
+        write_csv(drift, out / "tables" / "drift.csv", index=False)
         view = drift.copy()
         for when in ("init", "end"):
             view[f"{when}: max abs mean"] = view.pop(f"{when}_max_abs_mean").map("{:.3f}".format)
@@ -291,7 +304,7 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
             view[f"{when}: last sat/dead"] = [f"{a:.2f} / {b:.2f}" for a, b in zip(view.pop(f"{when}_last_sat_frac"), view.pop(f"{when}_last_dead_units"))]
         view = view.set_index(view.dataset + " / " + view.model + " / " + view.strategy).drop(columns=["dataset", "model", "strategy"])
         md += [markdown_table(view, corner="dataset / model / strategy"), ""]
-        (out / "tables" / "drift.tex").write_text(latex_table(view, caption=f"Signal drift through depth.{caption_suffix}", label="tab:drift"))
+        write_text(out / "tables" / "drift.tex", latex_table(view, caption=f"Signal drift through depth.{caption_suffix}", label="tab:drift"))
 
     md += ["## Strategies compared", ""]
     finished = runs[runs.status == "ok"]
@@ -301,7 +314,7 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
     else:
         with section(md, "Rank test"):
             ranks, friedman = significance.rank_test(runs)
-            ranks.to_csv(out / "tables" / "ranks.csv", index=False)
+            write_csv(ranks, out / "tables" / "ranks.csv", index=False)
             md += ["Average rank of test accuracy (1 = best) across configurations. " + friedman["note"], "",
                    markdown_table(ranks.set_index("strategy").round(3), corner="strategy"), ""]
 
@@ -309,7 +322,7 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
     if sweep:
         with section(md, "Test error against batch size"):
             table = tables.error_by_batch_size(runs)
-            table.to_csv(out / "tables" / "batch_size.csv")
+            write_csv(table, out / "tables" / "batch_size.csv")
             md += ["## Test error against batch size", "",
                    "Test error (%) per (dataset / model / strategy), mean over seeds, one column per batch size "
                    "(the learning rate as the suite sets it, e.g. scaled linearly with the batch). Strategies "
@@ -347,5 +360,5 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
     else:
         md += ["None: every run finished."]
     md += ["", f"_Report written {datetime.now(timezone.utc).isoformat(timespec='seconds')}._", ""]
-    (out / "README.md").write_text("\n".join(md))
+    write_text(out / "README.md", "\n".join(md))
     return len(runs), len(figures)

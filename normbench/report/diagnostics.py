@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..files import write_csv
 from . import plots, tables
 from .render import markdown_table, slug
 
@@ -18,7 +19,7 @@ def _names(records) -> set[str]:
 
 def _table(md: list[str], out: Path, name: str, heading: str, text: str, table: pd.DataFrame, digits: int = 3) -> None:
     """One per-(dataset / model / strategy) table: its CSV under tables/, and its heading, text and table in md."""
-    table.to_csv(out / "tables" / f"{name}.csv")
+    write_csv(table, out / "tables" / f"{name}.csv")
     md += [heading, "", text, "", markdown_table(table.round(digits), corner="dataset / model / strategy"), ""]
 
 
@@ -111,13 +112,14 @@ def sections(records: list[dict], runs: pd.DataFrame, out: Path, md: list[str], 
 
     failed = [(r["run_id"], *row) for r in records for row in r.get("diagnostics_errors") or []]
     if failed:
-        md += ["Diagnostics that failed (the runs went on without them at those epochs):", "",
+        md += ["Diagnostics that failed or do not apply to the model (`NotApplicable`; the runs went on without "
+               "them at those epochs):", "",
                markdown_table(pd.DataFrame(failed, columns=["run", "epoch", "diagnostic", "error"]).set_index("run"),
                               corner="run"), ""]
 
     with section(md, "Diagnostics' cost"):
         cost = tables.diagnostic_cost(records, runs)
-        cost.to_csv(out / "tables" / "diagnostic_cost.csv", index=False)
+        write_csv(cost, out / "tables" / "diagnostic_cost.csv", index=False)
         view = cost.set_index(cost.dataset + " / " + cost.model + " / " + cost.diagnostic).drop(
             columns=["dataset", "model", "diagnostic"])
         md += ["## What the diagnostics cost", "",

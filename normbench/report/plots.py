@@ -45,8 +45,12 @@ def strategy_palette(strategies) -> dict[str, tuple]:
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    """Save ``fig`` as PNG at ``path``: never through a link there, an error (a full disk) naming the file."""
+    from ..files import naming, open_for_writing, subfolder
+
+    subfolder(path.parent)
+    with naming(path), open_for_writing(path, "wb", what="a figure") as f:
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
     plt.close(fig)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..files import write_csv
 from ..search import Search, choose, trial_score
 from ..spec import RunSpec
 from ..store import param_key
@@ -61,7 +62,7 @@ def sections(trials: list[dict], out: Path, md: list[str], section) -> list[tupl
     if not trials:
         return []
     frame = trial_frame(trials)
-    frame.to_csv(out / "tables" / "search_trials.csv", index=False)
+    write_csv(frame, out / "tables" / "search_trials.csv", index=False)
     searched = [c for c in frame.columns if c not in ("dataset", "model", "strategy", "seed", "status",
                                                       "val_accuracy", "run_id")]
     seeds = sorted(frame.seed.unique())
@@ -76,7 +77,7 @@ def sections(trials: list[dict], out: Path, md: list[str], section) -> list[tupl
            f"`tables/search_trials.csv`.", ""]
     with section(md, "Learning-rate search"):
         chosen = choices_frame(trials)
-        chosen.to_csv(out / "tables" / "search_choices.csv", index=False)
+        write_csv(chosen, out / "tables" / "search_choices.csv", index=False)
         mean = frame.groupby(["dataset", "model", "strategy", *searched], dropna=False).val_accuracy.mean().reset_index()
         edges = chosen[chosen.at_edge != ""]
         if len(edges):
