@@ -75,6 +75,22 @@ def handling(deferred: bool = True):
         reset()
 
 
+@contextlib.contextmanager
+def kept_handlers():
+    """Put SIGINT's and SIGTERM's handlers back after a library call that replaces them (``ray.init`` sets a
+    SIGTERM handler that exits at once, and left on, a SIGTERM after ``ray.shutdown`` killed the process)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:  # None: set outside Python, cannot be put back from here
+                signal.signal(sig, handler)
+
+
 def requested() -> int | None:
     """The signal number of a pending stop request, or None."""
     return _requested

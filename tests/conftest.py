@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,28 @@ def jax_checks(tmp_path_factory, data_dir):
 def torch_checks(tmp_path_factory, data_dir):
     """The torch side's measurements (no engine check there: the scan engine is JAX's), made once."""
     return other_backend("torch", tmp_path_factory, data_dir)
+
+
+def default_sigint() -> None:
+    """preexec_fn for a test's normbench subprocess: SIGINT back to its default.
+
+    A shell without job control starts background commands (`cmd &`, nohup) with SIGINT ignored, and Python
+    keeps an inherited SIG_IGN: normbench would then never see the test's Ctrl-C (a CI script run in the
+    background failed this way). The test's normbench gets the default, as from a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def default_signal_handlers():
+    """SIGINT and SIGTERM at their defaults for an in-process signal test, whatever the test process inherited
+    (SIGINT ignored in a background CI shell) or an earlier test left (ray.init's SIGTERM handler); put back after."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for sig, handler in saved.items():
+        if handler is not None:
+            signal.signal(sig, handler)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from normbench import store
+from normbench import stop, store
 from normbench.errors import ConfigError
 from normbench.executors import FAULT_ENV
 from normbench.grid import run_grid
@@ -32,7 +32,8 @@ def ray_instance(data_dir):
     env = {"TF_CPP_MIN_LOG_LEVEL": "3", FAULT_ENV: DOOMED.run_id}
     if data_dir:
         env["NORMBENCH_DATA_DIR"] = data_dir
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    with stop.kept_handlers():  # ray.init's SIGTERM handler outlived ray.shutdown: a later SIGTERM killed pytest
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     yield ray
     ray.shutdown()
 

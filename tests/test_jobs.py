@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from conftest import default_sigint
 
 from normbench import store
 from normbench.executors import FAULT_ENV
@@ -63,16 +64,9 @@ def _cmd(results, *extra):
 LONGER = ("--epochs", "6")  # the last --epochs wins
 
 
-def _default_sigint() -> None:
-    # A shell without job control starts background commands (`cmd &`, nohup) with SIGINT ignored, and Python
-    # keeps an inherited SIG_IGN: normbench would then never see the test's Ctrl-C (a CI script run in the
-    # background failed this way twice). The test's normbench gets the default, as from a terminal.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _cli(results, *extra, env=None):
     return subprocess.Popen(_cmd(results, *extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True, preexec_fn=_default_sigint)
+                            start_new_session=True, preexec_fn=default_sigint)
 
 
 def _wait_for_records(folder, n, proc, timeout=240):

@@ -15,6 +15,7 @@ import sys
 import time
 
 import pytest
+from conftest import default_sigint
 
 from normbench import stop, store
 
@@ -25,7 +26,8 @@ def _signal_run(tmp_path, signum: int, delay: float, data_dir: str | None, extra
     """Start the grid, send ``signum`` after ``delay`` seconds; (return code, stderr, records, alive at the signal)."""
     env = {**os.environ, **({"NORMBENCH_DATA_DIR": data_dir} if data_dir else {})}
     proc = subprocess.Popen([sys.executable, "-m", "normbench.cli", *GRID, *extra, "--results", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=default_sigint)
     time.sleep(delay)
     alive = proc.poll() is None
     if alive:
@@ -42,8 +44,10 @@ def _check_stopped(code, output, records, alive, signum):
         return  # finished before the signal could be sent
     if code == 0:  # only when every run had finished before the signal (nothing left to stop)
         assert len(records) == 3, f"the signal was lost: exit 0 with {len(records)} of 3 runs\n{output[-3000:]}"
-    elif code in (-signum,):  # Python start-up, before normbench installed its handler: nothing had started
-        assert not records
+    elif code in (-signum,):  # outside the grid, where the default handler is in force: nothing may be lost
+        if records:  # interpreter teardown after the grid had finished (its summary printed): all 3 runs kept
+            assert len(records) == 3 and "3 ok" in output, output[-3000:]
+        # else Python start-up, before normbench installed its handler: nothing had started
     else:
         assert code == 128 + signum, (code, output[-3000:])
         assert "interrupted" in output and "resume" in output
@@ -71,7 +75,7 @@ def test_a_stop_request_reaches_a_grid_of_worker_processes(tmp_path, data_dir):
         _check_stopped(code, output, records, alive, signal.SIGTERM)
 
 
-def test_the_first_request_waits_for_a_safe_point_the_second_stops_at_once():
+def test_the_first_request_waits_for_a_safe_point_the_second_stops_at_once(default_signal_handlers):
     with stop.handling():
         os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler before the next line
         assert stop.requested() == signal.SIGTERM  # recorded, nothing raised
@@ -81,11 +85,11 @@ def test_the_first_request_waits_for_a_safe_point_the_second_stops_at_once():
         with pytest.raises(stop.StopRequested):
             os.kill(os.getpid(), signal.SIGINT)  # a second request raises where it lands
             time.sleep(1)
-    assert stop.requested() is None and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert stop.requested() is None and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # put back
     stop.checkpoint()  # forgotten on leaving: nothing raised
 
 
-def test_a_stop_request_ends_training_after_the_current_step(rng):
+def test_a_stop_request_ends_training_after_the_current_step(rng, default_signal_handlers):
     """The watched model's fit() returns after one step when a stop is requested mid-epoch."""
     import keras
 

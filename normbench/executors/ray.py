@@ -56,7 +56,8 @@ def ray(todo, ctx):
     started_here = not ray_lib.is_initialized()
     if started_here:
         kwargs = {"address": address} if address else {"num_cpus": opts.get("local_cpus")}
-        ray_lib.init(runtime_env={"env_vars": env}, log_to_driver=False, include_dashboard=False, **kwargs)
+        with stop.kept_handlers():  # ray.init sets a SIGTERM handler (sys.exit) over the safe-point one
+            ray_lib.init(runtime_env={"env_vars": env}, log_to_driver=False, include_dashboard=False, **kwargs)
         resources = ray_lib.cluster_resources()
         ctx.log(f"ray: {'connected to ' + address if address else 'local instance'} "
                 f"({resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)"
