@@ -393,3 +393,18 @@ def test_every_committed_baseline_rule_guards_some_run():
 
     base = Path(__file__).resolve().parents[1] / "results" / "baseline"
     check.check_guards(check.parse_rules(base / "rules.txt"), load_records(base))
+
+
+def test_no_committed_baseline_row_is_unguarded():
+    """Every accuracy row of the CI baseline can fail: a run that learned nothing would be caught (issue: the mlp16
+    smoke rows at 0.10-0.24 with a 0.15 tolerance passed anything)."""
+    from pathlib import Path
+
+    from normbench.store import load_records
+
+    base = Path(__file__).resolve().parents[1] / "results" / "baseline"
+    records = load_records(base)
+    rules = check.parse_rules(base / "rules.txt")
+    unguarded = [(r["run_id"], rule.text) for r in records for rule in check.rules_for(rules, r)
+                 if rule.unguarded(r)]
+    assert records and not unguarded, unguarded
