@@ -376,3 +376,25 @@ def test_a_missing_data_folder_from_the_variable_names_the_variable(tmp_path, mo
     with pytest.raises(DataError) as e:
         real_data_dir()
     assert "(from NORMBENCH_DATA_DIR)" in str(e.value) and "--data-dir" not in str(e.value)
+
+
+# --- a results folder that grew: runs of other settings are never pooled as seeds -----------------------------------
+
+@pytest.mark.parametrize("change", [{"momentum": 0.5}, {"precision": "mixed_bfloat16"}, {"weight_decay": 1e-4},
+                                    {"input_scaling": "unit"}, {"eval_limit": 100}])
+def test_runs_of_one_strategy_with_other_settings_are_separate_cells_of_the_report(tmp_path, change):
+    """A suite whose two grids differ in momentum (same seeds) was reported as one cell, n=2: the momentum 0.9 and 0.5
+    runs averaged as if they were two seeds of one configuration. Only batch size, rate, optimizer, epochs and limit
+    told runs apart."""
+    import csv
+
+    for spec, accuracy in ((NONE, 0.5), (NONE.with_(**change), 0.7)):
+        rec = complete(spec)
+        rec["test"]["accuracy"] = accuracy
+        rec["suite"] = {"name": "two", "definition_hash": "h"}
+        store.save_record(tmp_path / "rec", rec)
+    assert main(["report", "--results", str(tmp_path / "rec"), "--out", str(tmp_path / "out")]) == 0
+    rows = list(csv.DictReader((tmp_path / "out" / "tables" / "accuracy.csv").open()))
+    (name, value), = change.items()
+    assert sorted((r["strategy"], r["n"], r["mean"]) for r in rows) == sorted(
+        [(f"none[{name}={getattr(NONE, name)}]", "1", "0.5"), (f"none[{name}={value}]", "1", "0.7")]), rows
