@@ -398,3 +398,23 @@ def test_runs_of_one_strategy_with_other_settings_are_separate_cells_of_the_repo
     (name, value), = change.items()
     assert sorted((r["strategy"], r["n"], r["mean"]) for r in rows) == sorted(
         [(f"none[{name}={getattr(NONE, name)}]", "1", "0.5"), (f"none[{name}={value}]", "1", "0.7")]), rows
+
+
+# --- settings the machine cannot hold: said before anything trains ------------------------------------------------
+
+def test_more_jobs_than_the_machine_holds_is_warned_about_before_training_naming_the_fix(tmp_path, capsys,
+                                                                                          monkeypatch):
+    """`run --jobs 64` on 2 cores and 23 GiB started 60 TensorFlow workers without a word: more than the memory holds
+    at 3 GiB a job (workers killed mid-run, recorded as errors), and 30 jobs to a core."""
+    from normbench.executors import processes
+
+    monkeypatch.setattr(processes, "cpu_cores", lambda: [0, 1])
+    monkeypatch.setattr(processes, "memory_gib", lambda: 23.0)
+    monkeypatch.setattr(processes, "visible_gpus", lambda: 0)
+    grid = ["run", "--models", "mlp8,mlp16", "--strategies", "*", "--limit", "300", "--dry-run", "--results",
+            str(tmp_path)]
+    assert main([*grid, "--jobs", "64"]) == 0
+    err = capsys.readouterr().err
+    assert "--jobs 64: 30 runs at once" in err and "23 GiB of memory" in err and "2 CPU core(s)" in err, err
+    assert "Use --jobs auto (2 here) or --jobs 2" in err, err
+    assert main([*grid, "--jobs", "2"]) == 0 and "warning" not in capsys.readouterr().err
