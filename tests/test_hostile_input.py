@@ -418,3 +418,24 @@ def test_more_jobs_than_the_machine_holds_is_warned_about_before_training_naming
     assert "--jobs 64: 30 runs at once" in err and "23 GiB of memory" in err and "2 CPU core(s)" in err, err
     assert "Use --jobs auto (2 here) or --jobs 2" in err, err
     assert main([*grid, "--jobs", "2"]) == 0 and "warning" not in capsys.readouterr().err
+
+
+# --- a rules file reordered: the same verdict or a refusal ----------------------------------------------------------
+
+@pytest.mark.parametrize("order", [(1, 2), (2, 1)])
+def test_two_scoped_rules_matching_one_run_are_refused_whatever_their_order(tmp_path, capsys, order):
+    """`[model=mlp8] test_accuracy: -0.04` and `[strategy=batchnorm] test_accuracy: -0.01` both match mlp8/batchnorm:
+    the later line judged it, so swapping the two lines turned a regression (exit 1) into a pass (exit 0)."""
+    for spec in (NONE, BN):
+        store.save_record(tmp_path / "base", complete(spec))
+        rec = complete(spec)
+        rec["test"]["accuracy"] -= 0.02 if spec is BN else 0.0
+        store.save_record(tmp_path / "cur", rec)
+    scoped = {1: "[model=mlp8] test_accuracy: -0.04", 2: "[strategy=batchnorm] test_accuracy: -0.01"}
+    rules = tmp_path / "rules.txt"
+    rules.write_text("test_accuracy: -0.05\n" + "".join(f"{scoped[i]}\n" for i in order))
+    assert main(["check", "--baseline", str(tmp_path / "base"), "--current", str(tmp_path / "cur"),
+                 "--rules", str(rules)]) == 2
+    err = capsys.readouterr().err
+    assert f"rules file {rules}" in err and scoped[1] in err and scoped[2] in err, err
+    assert "mnist/mlp8/batchnorm/seed0" in err and "order of the lines" in err, err
