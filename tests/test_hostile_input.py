@@ -439,3 +439,26 @@ def test_two_scoped_rules_matching_one_run_are_refused_whatever_their_order(tmp_
     err = capsys.readouterr().err
     assert f"rules file {rules}" in err and scoped[1] in err and scoped[2] in err, err
     assert "mnist/mlp8/batchnorm/seed0" in err and "order of the lines" in err, err
+
+
+# --- a pack file with a column twice -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,column", [(pack.RUNS, "test"), (pack.HISTORY, "val_accuracy"), (pack.STATS, "value")])
+def test_a_pack_file_with_a_column_twice_is_refused_naming_it(packed, tmp_path, capsys, name, column):
+    """runs.csv.gz with a second `test` column (accuracy 0.99) was read with the last one: the report's table said
+    0.99 for every run, with no word; csv.DictReader keeps the last of two columns of one name."""
+    import csv
+    import io
+    import json
+
+    path = packed / name
+    rows = list(csv.reader(io.StringIO(gzip.decompress(path.read_bytes()).decode())))
+    i = rows[0].index(column)
+    twin = [(json.dumps({**json.loads(r[i]), "accuracy": 0.99}) if column == "test" else "0.99") for r in rows[1:]]
+    pack._write(path, [*rows[0], column], [[*r, t] for r, t in zip(rows[1:], twin)])
+    for reader in (store.load_records, store.completed_ids):
+        with pytest.raises(NormbenchError, match=f"{path}: column.s. {column} appear more than once"):
+            reader(packed)
+    assert main(["report", "--results", str(packed), "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "normbench pack" in err and "Traceback" not in err, err
