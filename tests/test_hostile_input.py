@@ -462,3 +462,26 @@ def test_a_pack_file_with_a_column_twice_is_refused_naming_it(packed, tmp_path, 
     assert main(["report", "--results", str(packed), "--out", str(tmp_path / "report")]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "normbench pack" in err and "Traceback" not in err, err
+
+
+# --- a JSON record with a key twice ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["top", "history row"])
+def test_a_record_with_a_key_twice_is_refused_naming_the_file_and_retrained_on_resume(tmp_path, capsys, where):
+    """A record with a second `"test": {"accuracy": 0.99, ...}` appended was read with the last one: the report said
+    0.99 for the run, and resume counted it complete. json.loads keeps the last of two keys silently."""
+    path = store.save_record(tmp_path / "rec", complete(NONE))
+    text = path.read_text()
+    if where == "top":
+        text = text[:text.rindex("}")].rstrip() + ', "test": {"loss": 0.1, "accuracy": 0.99}}'
+    else:
+        text = text.replace('"val_accuracy": 0.5', '"val_accuracy": 0.5, "val_accuracy": 0.99', 1)
+    path.write_text(text)
+    with pytest.raises(NormbenchError, match=f"{path.name} .the JSON repeats the key.s. '(test|val_accuracy)'"):
+        store.load_records(tmp_path / "rec")
+    warnings = []
+    assert store.completed_ids(tmp_path / "rec", warn=warnings.append) == set()
+    assert path.name in warnings[0] and "repeats the key" in warnings[0] and "trained again" in warnings[0], warnings
+    assert main(["report", "--results", str(tmp_path / "rec"), "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert path.name in err and "delete or re-run" in err and "Traceback" not in err, err
