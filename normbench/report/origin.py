@@ -139,14 +139,13 @@ def _device_word(agg: dict) -> str:
 
 def contention_text(agg: dict) -> str:
     """How many runs shared the device, as recorded, and that nothing else about other work is."""
-    rows = agg["runs_sharing_the_device"]
+    rows, note = agg["runs_sharing_the_device"], CONTENTION_NOTE.format(device=_device_word(agg))
     if len(rows) == 1 and rows[0]["source"] == "recorded by the run":
-        shown = rows[0]["runs_sharing_the_device"]
-    else:
-        shown = ", ".join(f"{row['runs_sharing_the_device']} ({_runs(row['runs'])}"
-                          + ("" if row["source"] in ("recorded by the run", NOT_RECORDED) else f", {row['source']}")
-                          + ")" for row in rows)
-    return f"{shown} ({CONTENTION_NOTE.format(device=_device_word(agg))})"
+        return f"{rows[0]['runs_sharing_the_device']} ({note})"
+    shown = ", ".join(f"{row['runs_sharing_the_device']} ({_runs(row['runs'])}"
+                      + ("" if row["source"] in ("recorded by the run", NOT_RECORDED) else f", {row['source']}")
+                      + ")" for row in rows)
+    return f"{shown}; {note}"
 
 
 def statuses_text(agg: dict) -> str:
