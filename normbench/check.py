@@ -312,10 +312,31 @@ def refuse_incomparable(baseline: list[dict], current: list[dict]) -> None:
 
 
 def rules_for(rules: list[Rule], record: dict) -> list[Rule]:
-    """The rules that judge one run: for each metric, the last scoped rule that matches the run replaces
-    the unscoped ones (e.g. a wider accuracy tolerance for a family known to be sensitive to round-off)."""
+    """The rules that judge one run: for each metric, the scoped rule that matches the run (at most one:
+    :func:`check_overlaps`) replaces the unscoped ones (e.g. a wider accuracy tolerance for a family known to be sensitive to round-off)."""
     scoped = {r.metric: r for r in rules if r.scope and r.applies(record)}
     return [r for r in rules if not r.scope and r.metric not in scoped] + list(scoped.values())
+
+
+def check_overlaps(rules: list[Rule], records: list[dict], where: str = "rules file") -> None:
+    """No run may be matched by two scoped rules of one metric: :func:`rules_for` would take the later line, so
+    reordering the rules file would change the verdict. A ConfigError naming both lines and a run they share."""
+    labels = distinct_labels(records)
+    problems = {}
+    for rec in records:
+        scoped: dict[str, list[Rule]] = {}
+        for rule in rules:
+            if rule.scope and rule.applies(rec):
+                scoped.setdefault(rule.metric, []).append(rule)
+        for metric, both in scoped.items():
+            if len(both) > 1:
+                lines = tuple(r.line for r in both)
+                problems.setdefault(lines, f"lines {', '.join(f'{r.line} ({r.text!r})' for r in both)} all set "
+                                           f"{metric} for {labels[_run_id(rec)]}")
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems.values()) + ". Which one judges such a run would depend on "
+                          f"the order of the lines: narrow the scopes so that one rule of a metric matches each run "
+                          f"(e.g. '[model=mlp8,strategy=batchnorm]' for the runs of both), or delete one.")
 
 
 def check_scopes(rules: list[Rule], baseline: list[dict], where: str = "rules file") -> None:
@@ -496,6 +517,7 @@ def run_check(baseline_dir, current_dir, rules_path=None, out=print) -> int:
             raise NormbenchError(f"the {side} folder {d} holds no records: {fixes[side]}.")
     refuse_incomparable(baseline, current)
     check_scopes(rules, baseline, f"rules file {rules_path}")
+    check_overlaps(rules, baseline + current, f"rules file {rules_path}")
     check_guards(rules, baseline, f"rules file {rules_path}")
     rows = compare(baseline, current, rules)
     error, notes = _uncompared(rules, rows, f"rules file {rules_path}")

@@ -294,6 +294,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--executor local runs one run at a time; drop --executor (or use processes) for "
                           f"--jobs {args.jobs}")
     check_backend(args.results, backend, force=args.force)
+    if args.jobs not in (1, "auto") and args.executor != "ray":  # before anything trains, for a dry run too
+        from .executors.processes import too_many_jobs
+
+        warning = too_many_jobs(args.jobs, len(specs))
+        if warning:
+            print(f"normbench: warning: {warning}", file=sys.stderr, flush=True)
     check_available(sorted({s.dataset for s in specs}), args.data_dir)
     check_output_folder("--results", args.results, create=not args.dry_run)
     if args.dry_run:  # a dry run lists only a grid that would run: it passed the same checks, nothing was created

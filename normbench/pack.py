@@ -145,7 +145,15 @@ def _rows(path: Path):
     csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
     try:
         with gzip.open(path, "rt", newline="") as f:
-            yield from csv.DictReader(f)
+            reader = csv.DictReader(f)
+            names = reader.fieldnames or []
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:  # csv.DictReader would keep the last of each silently
+                raise NormbenchError(f"{path}: column(s) {', '.join(twice)} appear more than once in its header, which "
+                                     f"`normbench pack` never writes (a reader would take one of them silently). "
+                                     f"Re-create the pack from the original records with `normbench pack`, or restore "
+                                     f"it from version control")
+            yield from reader
     except (OSError, EOFError, zlib.error, csv.Error, UnicodeDecodeError) as e:
         kind = "zlib.error" if isinstance(e, zlib.error) else type(e).__name__
         why = "it is missing" if isinstance(e, FileNotFoundError) else "the file is damaged"

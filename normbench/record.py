@@ -110,6 +110,17 @@ def _finite(text: str) -> float:
     return value
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object whose keys are distinct (json.loads would keep the last of two silently: no writer repeats one)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        twice = sorted({k for k, _ in pairs if sum(1 for j, _ in pairs if j == k) > 1})
+        raise ValueError(f"the JSON repeats the key(s) {', '.join(map(repr, twice))} in one object, which no "
+                         f"normbench writer writes (a reader would take the last silently): the file was edited or "
+                         f"written by something else")
+    return out
+
+
 def _what(v: Any) -> str:
     return f"{type(v).__name__} {v!r}"[:80]
 
@@ -245,10 +256,11 @@ def loads(text: str | bytes) -> Any:
     """JSON text read from disk (a record, a pack's cell) as the writers write it (ValueError otherwise):
     no ``NaN``, ``Infinity``, ``-Infinity`` or numbers that overflow to infinity (the writers store a non-finite
     value as null: :func:`normbench.store.clean`, ``allow_nan=False``, so such a token means an edited or foreign
-    file), and no nesting deeper than :data:`MAX_DEPTH` (100,000 brackets make the parser itself, or any later
+    file), no key twice in one object (json.loads would keep the last), and no nesting deeper than
+    :data:`MAX_DEPTH` (100,000 brackets make the parser itself, or any later
     recursive reader, overflow the stack)."""
     try:
-        value = json.loads(text, parse_constant=_not_json_number, parse_float=_finite)
+        value = json.loads(text, parse_constant=_not_json_number, parse_float=_finite, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise ValueError(f"JSON nested too deeply to parse (a record nests at most {MAX_DEPTH} levels)") from None
     if nesting(value) > MAX_DEPTH:

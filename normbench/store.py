@@ -370,13 +370,28 @@ def runs_frame(records: list[dict]):
         )
     df = pd.DataFrame(rows)
     if len(df):
-        groups = df.groupby(["dataset", "model", "strategy"])
-        varying = [f for f in VARIANT_FIELDS if groups[f].nunique(dropna=False).max() > 1]
+        # every spec setting, as comparable text (a field an older record lacks has its default): any that differs
+        # between runs of one (dataset, model, strategy) joins the key, whatever it is (momentum, precision, ...)
+        specs = [rec["spec"] for rec in records]
+        settings = {f: [json.dumps(s.get(f, _spec_default(f)), sort_keys=True) for s in specs] for f in SETTING_FIELDS}
+        keyed = pd.DataFrame({"dataset": df.dataset, "model": df.model, "strategy": df.strategy, **settings})
+        groups = keyed.groupby(["dataset", "model", "strategy"])
+        varying = [f for f in SETTING_FIELDS if groups[f].nunique(dropna=False).max() > 1]
         if varying:
-            df["strategy"] = [param_key(row.strategy_name, {**row.strategy_params, **{f: row[f] for f in varying}})
-                              for _, row in df.iterrows()]
+            df["strategy"] = [param_key(row.strategy_name, {**row.strategy_params,
+                                                            **{f: s.get(f, _spec_default(f)) for f in varying}})
+                              for (_, row), s in zip(df.iterrows(), specs)]
     return df.drop(columns=["strategy_params"]) if len(df) else df
 
 
-# Training settings that may differ between runs of one (dataset, model, strategy) in a suite.
-VARIANT_FIELDS = ("batch_size", "learning_rate", "optimizer", "epochs", "limit")
+def _spec_default(name: str):
+    import dataclasses
+
+    field = RunSpec.__dataclass_fields__[name]
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+
+
+# Training settings that may differ between runs of one (dataset, model, strategy): every RunSpec field but the
+# run's identity and the parameters already in the model and strategy keys. Seeds are the only thing pooled.
+SETTING_FIELDS = tuple(f for f in RunSpec.__dataclass_fields__
+                       if f not in ("model", "strategy", "dataset", "seed", "model_params", "strategy_params"))

@@ -75,3 +75,25 @@ def test_a_dying_worker_is_retried_then_recorded_as_error_and_the_grid_goes_on(r
 
 def test_fault_injection_is_inert_outside_tests():
     assert os.environ.get(FAULT_ENV) is None
+
+
+@pytest.mark.parametrize("options,phrase", [({"num_gpus": 1}, "--gpus-per-run 1, but the local Ray instance has 0 GPUs"),
+                                            ({"num_cpus": 4}, "--cpus-per-run 4, but the local Ray instance has 2 CPUs")])
+def test_a_run_that_ray_could_never_schedule_is_refused_not_waited_for(ray_instance, tmp_path, options, phrase):
+    """`run --executor ray --gpus-per-run 1` without a GPU printed "local instance (2 CPUs, 0 GPUs)" and then waited
+    forever: Ray keeps a task that asks for more than the cluster has pending, so nothing ever trained or failed."""
+    import signal
+
+    def give_up(*_):
+        raise TimeoutError("the grid waited for a run Ray cannot schedule")
+
+    old = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(60)
+    try:
+        with pytest.raises(ConfigError, match=phrase) as e:
+            run_grid(SPECS[:1], tmp_path, executor="ray", executor_options=options, log=_quiet)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert "wait forever" in str(e.value) and "--address" in str(e.value)
+    assert not list(tmp_path.glob("*.json"))

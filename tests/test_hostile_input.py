@@ -376,3 +376,112 @@ def test_a_missing_data_folder_from_the_variable_names_the_variable(tmp_path, mo
     with pytest.raises(DataError) as e:
         real_data_dir()
     assert "(from NORMBENCH_DATA_DIR)" in str(e.value) and "--data-dir" not in str(e.value)
+
+
+# --- a results folder that grew: runs of other settings are never pooled as seeds -----------------------------------
+
+@pytest.mark.parametrize("change", [{"momentum": 0.5}, {"precision": "mixed_bfloat16"}, {"weight_decay": 1e-4},
+                                    {"input_scaling": "unit"}, {"eval_limit": 100}])
+def test_runs_of_one_strategy_with_other_settings_are_separate_cells_of_the_report(tmp_path, change):
+    """A suite whose two grids differ in momentum (same seeds) was reported as one cell, n=2: the momentum 0.9 and 0.5
+    runs averaged as if they were two seeds of one configuration. Only batch size, rate, optimizer, epochs and limit
+    told runs apart."""
+    import csv
+
+    for spec, accuracy in ((NONE, 0.5), (NONE.with_(**change), 0.7)):
+        rec = complete(spec)
+        rec["test"]["accuracy"] = accuracy
+        rec["suite"] = {"name": "two", "definition_hash": "h"}
+        store.save_record(tmp_path / "rec", rec)
+    assert main(["report", "--results", str(tmp_path / "rec"), "--out", str(tmp_path / "out")]) == 0
+    rows = list(csv.DictReader((tmp_path / "out" / "tables" / "accuracy.csv").open()))
+    (name, value), = change.items()
+    assert sorted((r["strategy"], r["n"], r["mean"]) for r in rows) == sorted(
+        [(f"none[{name}={getattr(NONE, name)}]", "1", "0.5"), (f"none[{name}={value}]", "1", "0.7")]), rows
+
+
+# --- settings the machine cannot hold: said before anything trains ------------------------------------------------
+
+def test_more_jobs_than_the_machine_holds_is_warned_about_before_training_naming_the_fix(tmp_path, capsys,
+                                                                                          monkeypatch):
+    """`run --jobs 64` on 2 cores and 23 GiB started 60 TensorFlow workers without a word: more than the memory holds
+    at 3 GiB a job (workers killed mid-run, recorded as errors), and 30 jobs to a core."""
+    from normbench.executors import processes
+
+    monkeypatch.setattr(processes, "cpu_cores", lambda: [0, 1])
+    monkeypatch.setattr(processes, "memory_gib", lambda: 23.0)
+    monkeypatch.setattr(processes, "visible_gpus", lambda: 0)
+    grid = ["run", "--models", "mlp8,mlp16", "--strategies", "*", "--limit", "300", "--dry-run", "--results",
+            str(tmp_path)]
+    assert main([*grid, "--jobs", "64"]) == 0
+    err = capsys.readouterr().err
+    assert "--jobs 64: 30 runs at once" in err and "23 GiB of memory" in err and "2 CPU core(s)" in err, err
+    assert "Use --jobs auto (2 here) or --jobs 2" in err, err
+    assert main([*grid, "--jobs", "2"]) == 0 and "warning" not in capsys.readouterr().err
+
+
+# --- a rules file reordered: the same verdict or a refusal ----------------------------------------------------------
+
+@pytest.mark.parametrize("order", [(1, 2), (2, 1)])
+def test_two_scoped_rules_matching_one_run_are_refused_whatever_their_order(tmp_path, capsys, order):
+    """`[model=mlp8] test_accuracy: -0.04` and `[strategy=batchnorm] test_accuracy: -0.01` both match mlp8/batchnorm:
+    the later line judged it, so swapping the two lines turned a regression (exit 1) into a pass (exit 0)."""
+    for spec in (NONE, BN):
+        store.save_record(tmp_path / "base", complete(spec))
+        rec = complete(spec)
+        rec["test"]["accuracy"] -= 0.02 if spec is BN else 0.0
+        store.save_record(tmp_path / "cur", rec)
+    scoped = {1: "[model=mlp8] test_accuracy: -0.04", 2: "[strategy=batchnorm] test_accuracy: -0.01"}
+    rules = tmp_path / "rules.txt"
+    rules.write_text("test_accuracy: -0.05\n" + "".join(f"{scoped[i]}\n" for i in order))
+    assert main(["check", "--baseline", str(tmp_path / "base"), "--current", str(tmp_path / "cur"),
+                 "--rules", str(rules)]) == 2
+    err = capsys.readouterr().err
+    assert f"rules file {rules}" in err and scoped[1] in err and scoped[2] in err, err
+    assert "mnist/mlp8/batchnorm/seed0" in err and "order of the lines" in err, err
+
+
+# --- a pack file with a column twice -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,column", [(pack.RUNS, "test"), (pack.HISTORY, "val_accuracy"), (pack.STATS, "value")])
+def test_a_pack_file_with_a_column_twice_is_refused_naming_it(packed, tmp_path, capsys, name, column):
+    """runs.csv.gz with a second `test` column (accuracy 0.99) was read with the last one: the report's table said
+    0.99 for every run, with no word; csv.DictReader keeps the last of two columns of one name."""
+    import csv
+    import io
+    import json
+
+    path = packed / name
+    rows = list(csv.reader(io.StringIO(gzip.decompress(path.read_bytes()).decode())))
+    i = rows[0].index(column)
+    twin = [(json.dumps({**json.loads(r[i]), "accuracy": 0.99}) if column == "test" else "0.99") for r in rows[1:]]
+    pack._write(path, [*rows[0], column], [[*r, t] for r, t in zip(rows[1:], twin)])
+    for reader in (store.load_records, store.completed_ids):
+        with pytest.raises(NormbenchError, match=f"{path}: column.s. {column} appear more than once"):
+            reader(packed)
+    assert main(["report", "--results", str(packed), "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "normbench pack" in err and "Traceback" not in err, err
+
+
+# --- a JSON record with a key twice ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["top", "history row"])
+def test_a_record_with_a_key_twice_is_refused_naming_the_file_and_retrained_on_resume(tmp_path, capsys, where):
+    """A record with a second `"test": {"accuracy": 0.99, ...}` appended was read with the last one: the report said
+    0.99 for the run, and resume counted it complete. json.loads keeps the last of two keys silently."""
+    path = store.save_record(tmp_path / "rec", complete(NONE))
+    text = path.read_text()
+    if where == "top":
+        text = text[:text.rindex("}")].rstrip() + ', "test": {"loss": 0.1, "accuracy": 0.99}}'
+    else:
+        text = text.replace('"val_accuracy": 0.5', '"val_accuracy": 0.5, "val_accuracy": 0.99', 1)
+    path.write_text(text)
+    with pytest.raises(NormbenchError, match=f"{path.name} .the JSON repeats the key.s. '(test|val_accuracy)'"):
+        store.load_records(tmp_path / "rec")
+    warnings = []
+    assert store.completed_ids(tmp_path / "rec", warn=warnings.append) == set()
+    assert path.name in warnings[0] and "repeats the key" in warnings[0] and "trained again" in warnings[0], warnings
+    assert main(["report", "--results", str(tmp_path / "rec"), "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert path.name in err and "delete or re-run" in err and "Traceback" not in err, err

@@ -112,3 +112,22 @@ def test_the_snn_verdict_reads_the_papers_training_loss(tmp_path, data_dir):
         assert float(cells[6]) == pytest.approx(rec["history"][-1]["train_loss"], abs=6e-4)
     assert "| input standardization | per feature (pixel) |" in section
     assert (tmp_path / "out" / "figures" / "paper_snn_inference_loss.png").stat().st_size > 0
+
+
+def test_a_papers_section_counts_every_records_commit(tmp_path, data_dir):
+    import json
+
+    tiny = dict(limit=100, eval_limit=100, val_size=100, probe_size=20, train_eval_size=100, epochs=1)
+    specs = [RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "width": 16}, **tiny),
+             RunSpec("mlp", "maxnorm", "mnist", model_params={"depth": 2, "width": 16}, **tiny),
+             RunSpec("mlp", "maxnorm", "mnist", model_params={"depth": 2, "width": 16}, strategy_params={"c": 2.0}, **tiny)]
+    run_grid(specs, tmp_path / "paper-maxnorm", data_dir=data_dir, log=lambda _m: None)
+    for i, p in enumerate(sorted((tmp_path / "paper-maxnorm").glob("*.json"))):  # two runs at one commit, one at another
+        rec = json.loads(p.read_text())
+        rec["environment"].update(git_commit=("b" if i else "a") * 40, git_dirty=bool(i))
+        p.write_text(json.dumps(rec))
+    md = make_papers_report(tmp_path, tmp_path / "out", log=lambda _m: None).read_text()
+    records = next(line for line in md.split("## Dropout and max-norm")[1].splitlines() if line.startswith("Records:"))
+    assert "commit bbbbbbbbbb (2 runs, 2 with uncommitted changes), aaaaaaaaaa (1 run);" in records
+    assert "seeds 0;" in records and "epochs 1;" in records and "training samples 100;" in records
+    assert "other work on the machine is not recorded" in records

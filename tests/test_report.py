@@ -238,3 +238,68 @@ def test_a_batch_size_sweep_is_tabled_by_batch_size_and_never_pooled(tmp_path, d
     assert "need batch statistics: batchnorm." in text and "error_vs_batch_size.png" in text
     assert "| training | sgd lr 0.0025 momentum 0.9, batch 8, sgd lr 0.01 momentum 0.9, batch 32 |" in text
     assert (tmp_path / "report" / "figures" / "error_vs_batch_size.png").stat().st_size > 0
+
+
+def _two_commits(records_dir, folder):
+    """The fixture's records, copied to ``folder``: the first 6 made at commit a... with uncommitted changes, the rest
+    at commit b... without; returns the records as written."""
+    folder.mkdir()
+    written = []
+    for i, p in enumerate(sorted(records_dir.glob("*.json"))):
+        rec = json.loads(p.read_text())
+        rec["environment"].update(git_commit=("a" if i < 6 else "b") * 40, git_dirty=i < 6)
+        (folder / p.name).write_text(json.dumps(rec))
+        written.append(rec)
+    return written
+
+
+def test_the_header_counts_every_records_commit_and_its_uncommitted_changes(records_dir, tmp_path):
+    written = _two_commits(records_dir, tmp_path / "runs")
+    assert len(written) == 10
+    make_report(tmp_path / "runs", tmp_path / "out", log=_quiet)
+    md = (tmp_path / "out" / "README.md").read_text()
+    assert "| commit | aaaaaaaaaa (6 runs, 6 with uncommitted changes), bbbbbbbbbb (4 runs) |" in md
+    sharing = next(line for line in md.splitlines() if line.startswith("| runs sharing the device |"))
+    assert sharing.startswith("| runs sharing the device | 1 (") and "other work on the machine is not recorded" in sharing
+
+
+def test_tex_captions_state_the_provenance_of_their_own_tables_runs(tmp_path, data_dir):
+    specs = [RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "width": 16}, **TINY),
+             RunSpec("mlp", "none", "mnist_binary", model_params={"depth": 2, "width": 16}, **{**TINY, "epochs": 2})]
+    run_grid(specs, tmp_path / "runs", data_dir=data_dir, suite={"name": "mixed", "definition_hash": "z"}, log=_quiet)
+    make_report(tmp_path / "runs", tmp_path / "out", log=_quiet)
+    env = store.load_records(tmp_path / "runs")[0]["environment"]
+    for dataset, epochs in (("mnist", 1), ("mnist_binary", 2)):
+        for table in ("accuracy", "time_to_threshold"):
+            caption = next(line for line in (tmp_path / "out" / "tables" / f"{table}_{dataset}.tex").read_text()
+                           .splitlines() if line.startswith(r"\caption{"))
+            assert f"; epochs: {epochs}; " in caption, (table, dataset, caption)
+            assert "1 run;" in caption and f"backend: {env['backend']} {env['backend_version']};" in caption
+            assert f"commit: {env['git_commit'][:10]} (1 run" in caption and "device: CPU" in caption
+    accuracy = (tmp_path / "out" / "tables" / "accuracy_mnist.tex").read_text()
+    assert r"half-width of the 95\% t confidence interval of the mean" in accuracy
+    assert r"$\pm$ is not a standard deviation" in accuracy
+
+
+def test_provenance_json_beside_the_csv_tables_counts_every_record(records_dir, report):
+    from normbench.report import origin
+
+    out, _ = report
+    path = out / "tables" / "provenance.json"
+    assert sorted(p.name for p in path.parent.glob("*.csv"))  # beside the CSV tables
+    recs = [json.loads(p.read_text()) for p in sorted(records_dir.glob("*.json"))]
+    data = json.loads(path.read_text())
+    assert data["runs"] == len(recs) == 10
+    commit = recs[0]["environment"]["git_commit"]
+    assert data["commits"] == {commit: {"runs": 10, "uncommitted_changes": sum(r["environment"]["git_dirty"] for r in recs),
+                                        "changes_not_recorded": 0}}
+    assert data["seeds"] == {str(s): sum(r["spec"]["seed"] == s for r in recs) for s in {r["spec"]["seed"] for r in recs}}
+    assert data["epochs"] == {"1": 10}
+    assert data["devices"] == {recs[0]["environment"]["device"]: 10}
+    assert data["libraries"]["keras"] == {recs[0]["environment"]["keras"]: 10}
+    assert data["training_samples"] == {"100": 10}
+    assert data["statuses"] == {"diverged": 1, "error": 1, "ok": 8}
+    assert data["other_work_on_the_machine"] == "not recorded"
+    # plain JSON with sorted keys, the same bytes whatever order the records were read in
+    assert path.read_text() == origin.to_json(origin.gather(recs[::-1]))
+    assert path.read_text() == json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"

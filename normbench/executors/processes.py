@@ -82,6 +82,33 @@ def auto_jobs(n_runs: int, *, gpus: int | None = None, cores: int | None = None,
     return n, why
 
 
+def too_many_jobs(jobs: int, n_runs: int, *, gpus: int | None = None, cores: int | None = None,
+                  mem_gib: float | None = None) -> str | None:
+    """Why ``--jobs jobs`` is more than this machine holds (a warning given before anything trains), or None.
+
+    More jobs than ``auto`` would start on a CPU only split the same cores (each run slower, and its seconds
+    measured under contention); more than the host memory holds at :data:`JOB_MEMORY_GIB` each risks the kernel
+    killing workers mid-run (each such run is recorded as an error and trained again on resume)."""
+    n = min(jobs, n_runs)
+    best, _ = auto_jobs(n_runs, gpus=gpus, cores=cores, mem_gib=mem_gib)
+    if n <= best:
+        return None
+    gpus = visible_gpus() if gpus is None else gpus
+    cores = len(cpu_cores()) if cores is None else cores
+    mem_gib = memory_gib() if mem_gib is None else mem_gib
+    problems = []
+    if n * JOB_MEMORY_GIB > mem_gib:
+        problems.append(f"at up to {JOB_MEMORY_GIB:g} GiB each they need more than this machine's {mem_gib:.0f} GiB "
+                        f"of memory: the system may kill workers mid-run (each such run is recorded as an error)")
+    if not gpus and n > cores:
+        problems.append(f"they share {cores} CPU core(s), so each run is slower and its seconds are measured under "
+                        f"contention")
+    elif gpus and n > best:
+        problems.append(f"more than the {best} that `--jobs auto` puts on {gpus} GPU(s) with {cores} CPU cores")
+    return (f"--jobs {jobs}: {n} runs at once; " + "; ".join(problems)
+            + f". Use --jobs auto ({best} here) or --jobs {best}.")
+
+
 def sharing_env(n: int, *, gpu: bool, threads: int | None = None) -> dict[str, str]:
     """Environment for a worker that shares the device with ``n - 1`` others (set before its backend starts)."""
     env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "TF_FORCE_GPU_ALLOW_GROWTH": "true"}

@@ -62,6 +62,17 @@ def ray(todo, ctx):
         ctx.log(f"ray: {'connected to ' + address if address else 'local instance'} "
                 f"({resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)"
                 + (f"; up to {share} runs share each GPU" if share > 1 else ""))
+    resources = ray_lib.cluster_resources()
+    short = [f"{option} {need:g}, but the {'cluster' if address else 'local Ray instance'} has "
+             f"{resources.get(kind, 0):g} {kind}s" for option, need, kind in
+             (("--gpus-per-run", num_gpus, "GPU"), ("--cpus-per-run", num_cpus, "CPU"))
+             if need > resources.get(kind, 0)]
+    if short:  # Ray would keep the tasks pending forever: no run could ever start
+        fix = ("start the cluster's GPU/CPU nodes first (`ray start --address=...` on each)" if address else
+               "give --address of a cluster that has them, or ask for less (--gpus-per-run 0 on a machine without a "
+               "GPU)")
+        raise ConfigError(f"{'; '.join(short)}: Ray could never schedule a run, and the grid would wait forever. "
+                          f"{fix[0].upper() + fix[1:]}.")
     # The most runs that can share one device: by GPU fraction on a GPU, else by CPUs per run on a node (an upper bound).
     if num_gpus > 0:
         concurrent = min(share, len(todo))

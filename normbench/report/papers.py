@@ -15,7 +15,7 @@ import pandas as pd
 
 from .. import store
 from ..files import subfolder, write_text
-from . import plots
+from . import origin, plots
 from .render import markdown_table
 
 # Published: Srivastava et al. 2014, MNIST, 784-1024-1024-2048-10 ReLU net (test error, %).
@@ -70,20 +70,11 @@ def _records(folder: Path) -> list[dict]:
     return store.load_records(folder) if has_records(folder) else []
 
 
-def _provenance(records: list[dict]) -> str:
-    r = records[0]
-    env = r.get("environment") or {}
-    epochs = sorted({x["spec"]["epochs"] for x in records})
-    return (f"{len(records)} runs ({', '.join(sorted({x['status'] for x in records}))}); epochs {epochs}; data "
-            f"{', '.join(sorted({(x.get('data') or {}).get('source', '?') for x in records}))}; {env.get('backend')} "
-            f"{env.get('backend_version')} on {env.get('device')}; commit {str(env.get('git_commit'))[:10]}")
-
-
 def _header(title: str, suite: str, records: list[dict]) -> list[str]:
     """A section's title, then where its numbers come from, or that the suite was not (fully) run."""
     if not records:
         return [f"## {title}", "", f"Not run: `normbench run --suite {suite} --results runs/{suite}`.", ""]
-    md = [f"## {title}", "", f"Records: {_provenance(records)}.", ""]
+    md = [f"## {title}", "", f"Records: {origin.sentence(origin.gather(records))}.", ""]
     try:
         from ..suites import get_suite
 
