@@ -130,7 +130,8 @@ def test_diverged_runs_are_not_in_n_and_are_said():
 
 def test_gap_to_batch_norm_has_a_welch_interval_in_points():
     runs = _runs(("batchnorm", [0.80, 0.85, 0.83, 0.86]), ("selu", [0.90, 0.92, 0.94]), ("groupnorm", [0.7]),
-                 ("none", [], ["diverged"]))
+                 ("none", [], ["diverged"]), ("maxnorm", [0.80, 0.85, 0.83], ["diverged"]),
+                 ("rmsnorm", [0.80, 0.85, 0.83, 0.86]))
     gaps = sig.gap_to_reference(runs).set_index("strategy")
     va, vb = 0.0004 / 3, 0.0007 / 4
     half = 100 * stats.t.ppf(0.975, (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 3)) * math.sqrt(va + vb)
@@ -138,8 +139,13 @@ def test_gap_to_batch_norm_has_a_welch_interval_in_points():
     assert (gaps.ci95_low["selu"], gaps.ci95_high["selu"]) == pytest.approx((8.5 - half, 8.5 + half))
     assert gaps.gap_points["groupnorm"] == pytest.approx(-13.5) and math.isnan(gaps.ci95_low["groupnorm"])
     cells = tables.gap_cells(gaps.reset_index(), "mnist").loc["mlp8 (8 layers)"].to_dict()
-    assert cells == {"batchnorm": "reference", "groupnorm": "-13.50", "none": "1 diverged",
-                     "selu": f"+8.50 [{8.5 - half:+.2f}, {8.5 + half:+.2f}]"}
+    # a side with fewer finished runs than BN says how many, and why (full's none/mlp32 showed n = 2 nowhere)
+    assert cells == {"batchnorm": "reference", "groupnorm": "-13.50 (n=1 vs 4)", "none": "1 diverged",
+                     "selu": f"+8.50 [{8.5 - half:+.2f}, {8.5 + half:+.2f}] (n=3 vs 4)",
+                     "maxnorm": cells["maxnorm"].split(" (")[0] + " (n=3 vs 4; 1 diverged)",
+                     "rmsnorm": cells["rmsnorm"]}
+    assert cells["maxnorm"].startswith("-0.")  # a gap with its interval, then the note
+    assert cells["rmsnorm"].startswith("+0.00 [") and "(n=" not in cells["rmsnorm"]  # equal n: no note
     assert sig.gap_to_reference(_runs(("selu", [0.9, 0.91]), ("none", [0.8, 0.81]))).empty  # no BN beside them
 
 

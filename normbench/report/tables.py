@@ -63,15 +63,18 @@ def accuracy_cells(summary: pd.DataFrame, verdicts: pd.DataFrame, dataset: str) 
 
 def gap_cells(gaps: pd.DataFrame, dataset: str) -> pd.DataFrame:
     """Wide table (rows model, columns strategy) of the gap to batch norm with its 95% interval, e.g.
-    '-16.31 [-18.02, -14.60]', '-16.31' (n < 2 on a side: no interval) or '1 diverged'."""
+    '-16.31 [-18.02, -14.60]', '-16.31' (n < 2 on a side: no interval), '+0.64 [+0.25, +1.03] (n=2 vs 3; 1 diverged)'
+    (fewer finished runs than batch norm) or '1 diverged'."""
     d = gaps[gaps.dataset == dataset].copy()
     d["row"] = [model_label(m, dep) for m, dep in zip(d.model, d.depth)]
     d = d.sort_values(["depth", "model"])
     text = pd.DataFrame("", index=list(dict.fromkeys(d.row)), columns=sorted(d.strategy.unique()))
     for r in d.itertuples():
         interval = f" [{r.ci95_low:+.2f}, {r.ci95_high:+.2f}]" if not math.isnan(r.ci95_low) else ""
+        # a side with fewer finished runs than the other (a diverged seed) says so: its mean rests on fewer seeds
+        fewer = f" (n={r.n} vs {r.n_ref}" + (f"; {r.failed})" if r.failed else ")") if r.n and r.n != r.n_ref else ""
         text.loc[r.row, r.strategy] = ("reference" if r.strategy == REFERENCE else
-                                       f"{r.gap_points:+.2f}{interval}" if r.n else (r.failed or "no run"))
+                                       f"{r.gap_points:+.2f}{interval}{fewer}" if r.n else (r.failed or "no run"))
     return text
 
 
