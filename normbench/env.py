@@ -10,6 +10,8 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+FAULT_ENV = "NORMBENCH_FAULT_INJECT_RUN"  # tests only: a worker running this run id dies at once
+
 BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 

@@ -87,7 +87,7 @@ def pack(results_dir: str | Path, out_dir: str | Path, records: list[dict] | Non
     (:data:`DIGESTS`), which :func:`read` checks.
     """
     from .files import naming
-    from .store import clean, load_records
+    from .store import load_records
 
     records = records if records is not None else load_records(results_dir)
     if not records:
@@ -124,7 +124,7 @@ def pack(results_dir: str | Path, out_dir: str | Path, records: list[dict] | Non
         _write(staged[HISTORY], ["run_id", "epoch", *metrics], history_rows(), name=out / HISTORY)
         _write(staged[STATS], ["run_id", *rec_mod.STATS_COLUMNS], stats_rows(), name=out / STATS)
         _write(staged[RUNS], [*SCALARS, *JSON_SECTIONS, *OPTIONAL_SECTIONS, *DIGESTS],
-               ([_num(r.get(k)) for k in SCALARS] + [json.dumps(clean(r.get(k)), sort_keys=True, separators=(",", ":"))
+               ([_num(r.get(k)) for k in SCALARS] + [json.dumps(rec_mod.clean(r.get(k)), sort_keys=True, separators=(",", ":"))
                                                      for k in (*JSON_SECTIONS, *OPTIONAL_SECTIONS)]
                 + [h.hexdigest() for h in digests[r["run_id"]]] for r in records), name=out / RUNS)
         for name in (HISTORY, STATS, RUNS):  # runs.csv.gz last: it is what marks a folder as a pack

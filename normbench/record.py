@@ -255,7 +255,7 @@ def nesting(value: Any) -> int:
 def loads(text: str | bytes) -> Any:
     """JSON text read from disk (a record, a pack's cell) as the writers write it (ValueError otherwise):
     no ``NaN``, ``Infinity``, ``-Infinity`` or numbers that overflow to infinity (the writers store a non-finite
-    value as null: :func:`normbench.store.clean`, ``allow_nan=False``, so such a token means an edited or foreign
+    value as null: :func:`clean`, ``allow_nan=False``, so such a token means an edited or foreign
     file), no key twice in one object (json.loads would keep the last), and no nesting deeper than
     :data:`MAX_DEPTH` (100,000 brackets make the parser itself, or any later
     recursive reader, overflow the stack)."""
@@ -340,3 +340,16 @@ def concurrent_runs(rec: dict) -> int | None:
 def engine(rec: dict) -> str:
     """The training engine that produced the record (``fit`` or ``scan``)."""
     return (rec.get("performance") or {}).get("engine", "fit")
+
+
+def clean(obj: Any) -> Any:
+    """Strict JSON: non-finite floats become None (the run's status says why)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean(v) for v in obj]
+    if hasattr(obj, "item"):  # numpy scalars
+        return clean(obj.item())
+    return obj

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import sys
 import tempfile
@@ -20,21 +19,8 @@ from typing import Any
 
 from . import record as rec_mod
 from .errors import ConfigError, NormbenchError
-from .record import COMPLETE, STATS_COLUMNS
+from .record import COMPLETE, STATS_COLUMNS, clean
 from .spec import RunSpec
-
-
-def clean(obj: Any) -> Any:
-    """Strict JSON: non-finite floats become None (the run's status says why)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [clean(v) for v in obj]
-    if hasattr(obj, "item"):  # numpy scalars
-        return clean(obj.item())
-    return obj
 
 
 def record_filename(spec: RunSpec) -> str:

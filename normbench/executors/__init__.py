@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ..registry import EXECUTORS
 
-FAULT_ENV = "NORMBENCH_FAULT_INJECT_RUN"  # tests only: a worker running this run id dies at once
+from ..env import FAULT_ENV  # noqa: F401  (tests import it from here)
 
 Log = Callable[[str], None]
 

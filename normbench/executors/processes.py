@@ -26,7 +26,7 @@ from .. import record as rec_mod
 from .. import stop
 from ..errors import ConfigError
 from ..registry import EXECUTORS
-from . import FAULT_ENV
+from ..env import FAULT_ENV
 
 GPU_MEMORY_SHARE = 0.9  # of the device's memory, split between the jobs
 MAX_GPU_JOBS = 12  # the most jobs `auto` puts on one GPU (the H100 run used 8-12)
@@ -150,7 +150,6 @@ def _worker(wid: int, tasks, results, env: dict, cores: list[int], parent: int, 
             torch.cuda.set_per_process_memory_fraction(float(fraction))
     from ..runner import run
     from ..spec import RunSpec
-    from ..store import clean
 
     def log(msg: str) -> None:
         results.put(("log", wid, msg))
@@ -163,7 +162,7 @@ def _worker(wid: int, tasks, results, env: dict, cores: list[int], parent: int, 
         if os.environ.get(FAULT_ENV) == spec.run_id:
             os._exit(17)  # tests only: a worker that dies mid-run
         record = run(spec, data_dir=data_dir, log=log, engine=engine, concurrent_runs=concurrent)
-        results.put(("done", wid, json.dumps(clean(record))))
+        results.put(("done", wid, json.dumps(rec_mod.clean(record))))
 
 
 class _Job:

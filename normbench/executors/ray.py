@@ -17,7 +17,7 @@ from .. import stop
 from ..errors import ConfigError
 from ..registry import EXECUTORS
 from ..spec import RunSpec
-from . import FAULT_ENV
+from ..env import FAULT_ENV
 
 
 def _ray_task(spec_dict: dict, data_dir: str | None, engine: str | None, concurrent: int | None) -> dict:
