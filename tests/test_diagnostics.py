@@ -98,6 +98,7 @@ def test_unknown_diagnostics_are_refused_before_training(tmp_path):
         RunSpec("mlp", "none", "mnist", diagnostics="spectra")
 
 
+@pytest.mark.slow
 def test_the_report_tables_and_draws_the_spectra(tmp_path, data_dir):
     from normbench.grid import run_grid
     from normbench.report import make_report
@@ -167,6 +168,7 @@ def test_kernel_gradients_match_a_finite_difference(rng):
     assert {(layer, q) for layer, q, _ in rows} == {(l, q) for l in (0, 1, -1) for q in ("grad_norm", "grad_ratio", "input_grad_rms")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_gradients_on_other_backends(backend, request):
     r = request.getfixturevalue(f"{backend}_checks").get("gradients")
@@ -203,6 +205,7 @@ def test_sharpness_is_recorded_and_seeded(data_dir):
                                                                          rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_hessian_vector_products_on_other_backends(backend, request):
     r = request.getfixturevalue(f"{backend}_checks").get("hessian")

@@ -43,6 +43,7 @@ def _values(rec):
     return rec["status"], h, rec["test"], rec["stats"]["rows"]
 
 
+@pytest.mark.slow
 def test_ray_gives_the_same_records_as_local(ray_instance, tmp_path, data_dir):
     run_grid(SPECS, tmp_path / "local", data_dir=data_dir, log=_quiet)
     counts = run_grid(SPECS, tmp_path / "ray", data_dir=data_dir, executor="ray", log=_quiet)
@@ -60,6 +61,7 @@ def test_ray_gives_the_same_records_as_local(ray_instance, tmp_path, data_dir):
         assert [r[4] for r in ra if r[0] == 0] == pytest.approx([r[4] for r in rb if r[0] == 0], rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_a_dying_worker_is_retried_then_recorded_as_error_and_the_grid_goes_on(ray_instance, tmp_path, data_dir):
     lines = []
     counts = run_grid([DOOMED, *SPECS], tmp_path, data_dir=data_dir, executor="ray",

@@ -28,6 +28,7 @@ def _metrics(rec):
     return [(h["epoch"], h["train_loss"], h["val_loss"]) for h in rec["history"]], rec["test"]
 
 
+@pytest.mark.slow
 def test_two_jobs_give_the_same_runs_and_metrics_as_one(tmp_path, data_dir, monkeypatch):
     lines = []
     one = run_grid(SPECS, tmp_path / "one", data_dir=data_dir, log=_quiet)
@@ -45,6 +46,7 @@ def test_two_jobs_give_the_same_runs_and_metrics_as_one(tmp_path, data_dir, monk
         assert ta["loss"] == pytest.approx(tb["loss"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_a_dying_worker_is_recorded_as_error_and_the_grid_goes_on(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv(FAULT_ENV, SPECS[0].run_id)  # the spawned workers inherit it
     counts = run_grid(SPECS, tmp_path, data_dir=data_dir, jobs=2, log=_quiet)
@@ -85,6 +87,7 @@ def _workers_of(pgid):
     return [line for line in out.splitlines() if line.split()[1] == str(pgid) and "multiprocessing" in line]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["kill -9", "ctrl-c", "sigterm"])
 def test_interrupting_the_parent_loses_no_record_and_resume_completes(tmp_path, data_dir, how):
     env = {**os.environ, **({"NORMBENCH_DATA_DIR": data_dir} if data_dir else {})}
@@ -126,6 +129,7 @@ def test_sharing_env_caps_gpu_memory_per_job_and_splits_cpu_threads():
     assert env["OMP_NUM_THREADS"] == "1" and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in env
 
 
+@pytest.mark.slow
 def test_a_closed_output_pipe_stops_the_grid_like_ctrl_c(tmp_path, data_dir):
     env = {**os.environ, **({"NORMBENCH_DATA_DIR": data_dir} if data_dir else {})}
     proc = subprocess.Popen(_cmd(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -143,6 +147,7 @@ def test_a_closed_output_pipe_stops_the_grid_like_ctrl_c(tmp_path, data_dir):
         pass
 
 
+@pytest.mark.slow
 def test_diagnostics_are_measured_in_worker_processes(tmp_path, data_dir):
     """A spawned worker knows every registered diagnostic (it failed every run with 'unknown diagnostic')."""
     results = tmp_path / "runs"

@@ -12,6 +12,8 @@ from normbench.runner import build_compiled, run
 from normbench.spec import RunSpec
 from normbench.suites import get_suite, register_suites
 
+from _tiers import covering
+
 SHAPES = {"mnist": (28, 28, 1), "mnist_binary": (28, 28, 1), "cifar10": (32, 32, 3)}
 PAPER_SUITES = ["paper-snn", "paper-snn-full", "paper-bn", "paper-maxnorm", "paper-maxnorm-full"]
 
@@ -26,7 +28,15 @@ def _configs():
     return list(seen.values())
 
 
-@pytest.mark.parametrize("suite, spec", _configs(), ids=lambda v: v if isinstance(v, str) else v.label + str(v.model_params) + str(v.strategy_params))
+def _size(case) -> int:
+    params = case[1].model_params
+    return params.get("depth", 1) * params.get("width", 1)
+
+
+# `make test` trains the smallest configuration of each suite, dataset, model and strategy; `make test-all` all.
+@pytest.mark.parametrize("suite, spec", covering(sorted(_configs(), key=_size),
+                                                 lambda c: (c[0], c[1].dataset, c[1].model, c[1].strategy),
+                                                 ids=lambda c: c[1].label + str(c[1].model_params) + str(c[1].strategy_params)))
 def test_every_paper_configuration_builds_and_trains_a_step(suite, spec, rng):
     assert spec.dataset in DATASETS
     model, strategy = build_compiled(spec, SHAPES[spec.dataset], 10)
@@ -70,6 +80,7 @@ def test_step_probes_land_on_the_right_steps(data_dir, every):
     assert any(r[3] == "u0_p50" and r[2] == "pre" for r in rec["step_stats"]["rows"])
 
 
+@pytest.mark.slow
 def test_papers_report_tables_come_from_records(tmp_path, data_dir):
     tiny = dict(limit=100, eval_limit=100, val_size=100, probe_size=20, train_eval_size=100)
     specs = [RunSpec("mlp", s, "mnist", epochs=1, model_params={"depth": 2, "width": 16}, **tiny)
@@ -114,6 +125,7 @@ def test_the_snn_verdict_reads_the_papers_training_loss(tmp_path, data_dir):
     assert (tmp_path / "out" / "figures" / "paper_snn_inference_loss.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_a_papers_section_counts_every_records_commit(tmp_path, data_dir):
     import json
 

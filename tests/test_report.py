@@ -219,6 +219,7 @@ def test_a_corrupt_pack_is_refused_with_the_fix(tmp_path):
         store.load_records(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_batch_size_sweep_is_tabled_by_batch_size_and_never_pooled(tmp_path, data_dir):
     specs = [RunSpec("mlp", strategy, "mnist", model_params={"depth": 2, "width": 16},
                      **{**TINY, "batch_size": bs, "learning_rate": 0.01 * bs / 32})
@@ -263,6 +264,7 @@ def test_the_header_counts_every_records_commit_and_its_uncommitted_changes(reco
     assert sharing.startswith("| runs sharing the device | 1 (") and "other work on the machine is not recorded" in sharing
 
 
+@pytest.mark.slow
 def test_tex_captions_state_the_provenance_of_their_own_tables_runs(tmp_path, data_dir):
     specs = [RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "width": 16}, **TINY),
              RunSpec("mlp", "none", "mnist_binary", model_params={"depth": 2, "width": 16}, **{**TINY, "epochs": 2})]

@@ -215,6 +215,7 @@ def test_progress_lines_show_each_runs_share_of_the_work_and_a_cost_weighted_eta
     assert "ETA" in headers[1] and "ETA" not in headers[0]
 
 
+@pytest.mark.slow
 def test_a_terminal_gets_a_progress_bar_with_the_lines_above_it(tmp_path, data_dir):
     import io
 
