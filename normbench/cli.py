@@ -1,4 +1,10 @@
-"""Command line: ``normbench list | run``. Thin: parsing, then calls into the library.
+"""Command line: ``normbench list | run | report | pack | check``.
+
+Not thin: besides argument parsing it holds the backend choice, the pre-flight of ``run`` (everything a
+grid can check before it trains: the GPU for ``--device gpu``, engines, specs, executor and ``--jobs`` options, data,
+the results folder and the backend its records were made with), the redirection of the backend's native
+log output (file descriptors) into the results folder, and the exit statuses. Training, reports, packs
+and checks are the library's.
 
 The Keras backend is chosen here (``--backend`` or ``KERAS_BACKEND``) before Keras is
 first imported. Bad input exits with status 2 and a one-paragraph message.
