@@ -1,4 +1,10 @@
-"""Command line: ``normbench list | run``. Thin: parsing, then calls into the library.
+"""Command line: ``normbench list | run | report | pack | check``.
+
+Not thin: besides argument parsing it holds the backend choice, the pre-flight of ``run`` (everything a
+grid can check before it trains: the GPU for ``--device gpu``, engines, specs, executor and ``--jobs`` options, data,
+the results folder and the backend its records were made with), the redirection of the backend's native
+log output (file descriptors) into the results folder, and the exit statuses. Training, reports, packs
+and checks are the library's.
 
 The Keras backend is chosen here (``--backend`` or ``KERAS_BACKEND``) before Keras is
 first imported. Bad input exits with status 2 and a one-paragraph message.
@@ -82,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_parser = sub.add_parser
     sub.add_parser = lambda *a, **k: _add_parser(*a, parents=[common], **k)  # every sub-command takes them too
 
-    ls = sub.add_parser("list", help="list registered models, strategies, datasets or suites")
+    ls = sub.add_parser("list", help="list registered models, strategies, datasets, diagnostics or suites")
     ls.add_argument("what", nargs="?", default="all",
                     choices=["all", "models", "strategies", "datasets", "diagnostics", "suites"])
 
@@ -157,7 +163,7 @@ def _select_backend(args: argparse.Namespace) -> None:
 
     if importlib.util.find_spec(backend) is None:
         extra = {"jax": 'pip install -e ".[jax]"', "torch": 'pip install -e ".[torch]" (CPU-only machines: install the '
-                 "CPU wheel first, see the README)", "tensorflow": 'pip install -e .'}[backend]
+                 "CPU wheel first, see docs/backends.md)", "tensorflow": 'pip install -e .'}[backend]
         raise ConfigError(f"the {backend} backend is not installed in this environment; install it with {extra}, "
                           f"or choose another with --backend")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
@@ -274,7 +280,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             found = accelerator(backend)
         if found is None:
             raise ConfigError(
-                f"--device gpu: the {backend} backend sees no GPU. Install its CUDA build (see the README), "
+                f"--device gpu: the {backend} backend sees no GPU. Install its CUDA build (see docs/backends.md), "
                 f"check that the driver works, or run with --device auto/cpu."
             )
     from .datasets import check_available
