@@ -16,12 +16,10 @@ from normbench.executors.processes import auto_jobs, sharing_env
 from normbench.grid import run_grid
 from normbench.spec import RunSpec
 
-TINY = dict(epochs=1, limit=100, eval_limit=100, val_size=100, probe_size=16, train_eval_size=100, batch_size=32)
+from _tiny import quiet, tiny
+
+TINY = tiny()
 SPECS = [RunSpec("mlp", s, "mnist", model_params={"depth": 2, "width": 16}, **TINY) for s in ("none", "selu", "batchnorm")]
-
-
-def _quiet(_msg):
-    pass
 
 
 def _metrics(rec):
@@ -31,7 +29,7 @@ def _metrics(rec):
 @pytest.mark.slow
 def test_two_jobs_give_the_same_runs_and_metrics_as_one(tmp_path, data_dir, monkeypatch):
     lines = []
-    one = run_grid(SPECS, tmp_path / "one", data_dir=data_dir, log=_quiet)
+    one = run_grid(SPECS, tmp_path / "one", data_dir=data_dir, log=quiet)
     two = run_grid(SPECS, tmp_path / "two", data_dir=data_dir, jobs=2, log=lines.append)
     assert one["ok"] == two["ok"] == 3
     assert any("[job 2]" in line for line in lines) and any("processes: 2 jobs" in line for line in lines)
@@ -49,12 +47,12 @@ def test_two_jobs_give_the_same_runs_and_metrics_as_one(tmp_path, data_dir, monk
 @pytest.mark.slow
 def test_a_dying_worker_is_recorded_as_error_and_the_grid_goes_on(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv(FAULT_ENV, SPECS[0].run_id)  # the spawned workers inherit it
-    counts = run_grid(SPECS, tmp_path, data_dir=data_dir, jobs=2, log=_quiet)
+    counts = run_grid(SPECS, tmp_path, data_dir=data_dir, jobs=2, log=quiet)
     assert counts == {"skipped": 0, "ok": 2, "diverged": 0, "error": 1}
     rec = store.find_record(tmp_path, SPECS[0])
     assert rec["status"] == "error" and "worker process died (exit code 17)" in rec["error"]
     monkeypatch.delenv(FAULT_ENV)
-    again = run_grid(SPECS, tmp_path, data_dir=data_dir, jobs=2, log=_quiet)  # resume retries the failed run only
+    again = run_grid(SPECS, tmp_path, data_dir=data_dir, jobs=2, log=quiet)  # resume retries the failed run only
     assert again == {"skipped": 2, "ok": 1, "diverged": 0, "error": 0}
 
 
