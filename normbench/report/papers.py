@@ -248,9 +248,11 @@ def snn_section(records: list[dict], figures: Path) -> list[str]:
            "with lr 1e-5 only the first part of the paper's curves is covered.", ""]
     md += _differences("snn")
     d = fit.rename(columns={"value": "train_loss"})
-    path = plots.training_loss(d[["run_id", "epoch", "train_loss"]], runs, figures / "paper_snn_training_loss.png")
+    path = plots.training_loss(d[["run_id", "epoch", "train_loss"]], runs, figures / "paper_snn_training_loss.png",
+                               quantity="fit_loss: per-batch mean, BN in training mode")
     d = hist.rename(columns={"value": "train_loss"})
-    path_inf = plots.training_loss(d[["run_id", "epoch", "train_loss"]], runs, figures / "paper_snn_inference_loss.png")
+    path_inf = plots.training_loss(d[["run_id", "epoch", "train_loss"]], runs, figures / "paper_snn_inference_loss.png",
+                                   quantity="inference mode")
     return md + [f"![SNN Figure 1 format: fit_loss, the paper's quantity](figures/{path.name})", "",
                  f"![The same runs' inference-mode training loss (epoch 0 = initialization)](figures/{path_inf.name})", ""]
 
