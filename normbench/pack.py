@@ -30,7 +30,6 @@ import zlib
 from pathlib import Path
 
 from . import record as rec_mod
-from .diagnostics import record_sections
 from .errors import NormbenchError
 
 RUNS, HISTORY, STATS = "runs.csv.gz", "history.csv.gz", "stats.csv.gz"
@@ -44,6 +43,8 @@ SCALARS = ("run_id", "schema_version", "status", "error", "diverged_epoch", "par
 def optional_sections() -> tuple[str, ...]:
     """The sections some records have, each a column of runs.csv.gz (a pack made before one existed lacks its
     column): the diagnostics' rows, the tables the registered diagnostics declare, their errors, the step probes."""
+    from .diagnostics import record_sections  # here: importing the diagnostics imports NumPy, which a pack needs not
+
     return ("diagnostics", *record_sections(), "diagnostics_errors", "steps", "step_stats")
 
 

@@ -29,8 +29,6 @@ import json
 import math
 from typing import Any
 
-from .diagnostics import record_sections
-
 SCHEMA_VERSION = 3  # bump when the record layout or a run's computation changes; comparisons across versions are refused
 READABLE_VERSIONS = (1, 2, 3)  # versions that readers upgrade in memory
 STATS_COLUMNS = ["epoch", "layer", "tap", "quantity", "value"]
@@ -81,6 +79,8 @@ SECTION_TYPES: dict[str, type] = {
 
 def section_types() -> dict[str, type]:
     """:data:`SECTION_TYPES` and the table sections the registered diagnostics declare (each an object)."""
+    from .diagnostics import record_sections  # here: importing the diagnostics imports NumPy, which a record needs not
+
     return {**SECTION_TYPES, **{name: dict for name in record_sections()}}
 # Inner values that readers sort, slice or compare: each a string (or null) when present.
 _TEXT_FIELDS = {"data": ("source",), "suite": ("name", "definition_hash"), "environment": ("git_commit",),

@@ -68,7 +68,8 @@ def _schedule() -> str:
         names = [f"`{n}`" for n in DIAGNOSTICS if DIAGNOSTICS.get(n).when == when]
         if names:
             verb = ("runs " if len(names) == 1 else "run ") if not phrases else ""
-            phrases.append(f"{' and '.join(names)} {verb}once {what}")
+            listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+            phrases.append(f"{listed} {verb}once {what}")
     return ", ".join(phrases) + ", the others at every epoch." if phrases else "Each runs at every epoch."
 
 
