@@ -64,6 +64,7 @@ _fraction = _argument(float, lambda v: v > 0 and (v <= 1 or v == int(v)),
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .diagnostics import DIAGNOSTICS  # importing the package registers every diagnostic (numpy only, no Keras)
     from .executors import executor_names
 
     from . import __version__
@@ -104,8 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lr", type=float, help="learning rate (overrides the suite)")
     r.add_argument("--optimizer", choices=["sgd", "adam", "rmsprop"], help="optimizer (overrides the suite)")
     r.add_argument("--diagnostics", metavar="NAMES",
-                   help="comma list of opt-in measurements at every probe epoch (see `normbench list diagnostics`): "
-                        "spectra (weight spectra: power-law alpha, spectral norm, stable rank)")
+                   help="comma list of opt-in measurements, each at every probe epoch unless said (see `normbench list "
+                        "diagnostics`): " + ", ".join(n + {"epoch": "", "init": " (at initialization only)",
+                                                          "end": " (after the last epoch only)"}[DIAGNOSTICS.get(n).when]
+                                                      for n in DIAGNOSTICS))
     r.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"],
                    help="dtype policy (default float32); mixed precision changes results and is named in every table")
     r.add_argument("--results", type=_path, default="runs", help="folder for the records (default: runs)")
