@@ -82,7 +82,7 @@ def test_spectra_are_recorded_every_epoch_and_leave_training_unchanged(data_dir,
     (tmp_path / "runs").mkdir()
     for rec in (plain, diag):
         (tmp_path / "runs" / f"{rec['run_id']}.json").write_text(json.dumps(rec))
-    pack.pack(tmp_path / "runs", tmp_path / "pack")
+    pack.pack(store.load_records(tmp_path / "runs"), tmp_path / "pack")
     back = {r["run_id"]: r for r in store.load_records(tmp_path / "pack")}
     assert back[diag["run_id"]]["diagnostics"]["rows"] == rows and "diagnostics" not in back[plain["run_id"]]
     assert back[diag["run_id"]]["landscape"] == diag["landscape"]
@@ -90,7 +90,7 @@ def test_spectra_are_recorded_every_epoch_and_leave_training_unchanged(data_dir,
 
 def test_unknown_diagnostics_are_refused_before_training(tmp_path):
     from normbench.errors import ConfigError
-    from normbench.grid import validate_specs
+    from normbench.preflight import validate_specs
 
     with pytest.raises(ConfigError, match="unknown diagnostic 'hessian'|diagnostic 'hessian'"):
         validate_specs([RunSpec("mlp", "none", "mnist", diagnostics=["hessian"])])

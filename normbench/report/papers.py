@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 from .. import store
+from ..pack import is_pack
+from ..suites import get_suite
 from ..files import subfolder, write_text
 from . import origin, plots
 from .render import markdown_table
@@ -61,8 +63,6 @@ def _differences(paper: str) -> list[str]:
 
 def has_records(folder: Path) -> bool:
     """``folder`` holds records: JSON files or a pack (``normbench pack``)."""
-    from ..pack import is_pack
-
     return folder.is_dir() and (any(folder.glob("*.json")) or is_pack(folder))
 
 
@@ -76,8 +76,6 @@ def _header(title: str, suite: str, records: list[dict]) -> list[str]:
         return [f"## {title}", "", f"Not run: `normbench run --suite {suite} --results runs/{suite}`.", ""]
     md = [f"## {title}", "", f"Records: {origin.sentence(origin.gather(records))}.", ""]
     try:
-        from ..suites import get_suite
-
         expected = {s.run_id for s in get_suite(suite).specs}
     except Exception:  # no suite files (installed without a checkout): nothing to compare with
         return md
