@@ -6,7 +6,7 @@ RESULTS ?= runs
 EXTRAS ?= test
 JOBS ?= 1
 
-.PHONY: install test bench report smoke check baseline papers papers-report perf perf-grid full-report norms norms-report tuned tuned-report cifar-resnet-cpu cifar-resnet-cpu-report diagnostics diagnostics-report overhead diagnostics-overhead clean
+.PHONY: install test test-slow test-all bench report smoke check baseline papers papers-report perf perf-grid full-report norms norms-report tuned tuned-report cifar-resnet-cpu cifar-resnet-cpu-report diagnostics diagnostics-report overhead diagnostics-overhead clean
 
 $(BIN)/normbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,17 @@ $(BIN)/normbench: pyproject.toml
 
 install: $(BIN)/normbench
 
+# The fast tier (about 8 minutes on 2 cores): every module, every registered model and strategy built once.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# The slow tier alone: other backends' numerical checks, grids of runs in worker processes, signals, the rest of
+# the registry cross product (tests marked `slow`, see tests/_tiers.py).
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+# Every test, as CI runs them: the fast tier, then the slow one (each prints its own time).
+test-all: test test-slow
 
 # The main job: the standard grid on real MNIST and CIFAR-10 (resumes if interrupted),
 # then the report (tables and figures) into results/.

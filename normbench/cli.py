@@ -1,4 +1,10 @@
-"""Command line: ``normbench list | run``. Thin: parsing, then calls into the library.
+"""Command line: ``normbench list | run | report | pack | check``.
+
+Not thin: besides argument parsing it holds the backend choice, the pre-flight of ``run`` (the GPU for
+``--device gpu``, the executor and ``--jobs`` options, then :mod:`normbench.preflight`'s checks of engines,
+specs, data, the results folder and the backend its records were made with, which ``run_grid`` calls too),
+the redirection of the backend's native log output (file descriptors) into the results folder, and the exit
+statuses. Training, reports, packs and checks are the library's.
 
 The Keras backend is chosen here (``--backend`` or ``KERAS_BACKEND``) before Keras is
 first imported. Bad input exits with status 2 and a one-paragraph message.
@@ -72,6 +78,8 @@ _fraction = _argument(float, lambda v: v > 0 and (v <= 1 or v == int(v)),
 
 
 def build_parser() -> argparse.ArgumentParser:
+    load_builtins()  # the --diagnostics help lists the registered diagnostics and when each runs
+
     def global_options(parser: argparse.ArgumentParser, default) -> None:
         # accepted before and after the sub-command; after it, only when given (SUPPRESS keeps the earlier value)
         parser.add_argument("--backend", choices=BACKENDS, default=default and None,
@@ -92,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_parser = sub.add_parser
     sub.add_parser = lambda *a, **k: _add_parser(*a, parents=[common], **k)  # every sub-command takes them too
 
-    ls = sub.add_parser("list", help="list registered models, strategies, datasets or suites")
+    ls = sub.add_parser("list", help="list registered models, strategies, datasets, diagnostics or suites")
     ls.add_argument("what", nargs="?", default="all",
                     choices=["all", "models", "strategies", "datasets", "diagnostics", "suites"])
 
@@ -108,8 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lr", type=float, help="learning rate (overrides the suite)")
     r.add_argument("--optimizer", choices=["sgd", "adam", "rmsprop"], help="optimizer (overrides the suite)")
     r.add_argument("--diagnostics", metavar="NAMES",
-                   help="comma list of opt-in measurements at every probe epoch (see `normbench list diagnostics`): "
-                        "spectra (weight spectra: power-law alpha, spectral norm, stable rank)")
+                   help="comma list of opt-in measurements, each at every probe epoch unless said (see `normbench list "
+                        "diagnostics`): " + ", ".join(n + {"epoch": "", "init": " (at initialization only)",
+                                                          "end": " (after the last epoch only)"}[DIAGNOSTICS.get(n).when]
+                                                      for n in DIAGNOSTICS))
     r.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"],
                    help="dtype policy (default float32); mixed precision changes results and is named in every table")
     r.add_argument("--results", type=_path, default="runs", help="folder for the records (default: runs)")
@@ -165,7 +175,7 @@ def _select_backend(args: argparse.Namespace) -> None:
         raise ConfigError(f"KERAS_BACKEND={backend!r} is not one of {BACKENDS}")
     if importlib.util.find_spec(backend) is None:
         extra = {"jax": 'pip install -e ".[jax]"', "torch": 'pip install -e ".[torch]" (CPU-only machines: install the '
-                 "CPU wheel first, see the README)", "tensorflow": 'pip install -e .'}[backend]
+                 "CPU wheel first, see docs/backends.md)", "tensorflow": 'pip install -e .'}[backend]
         raise ConfigError(f"the {backend} backend is not installed in this environment; install it with {extra}, "
                           f"or choose another with --backend")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
@@ -275,7 +285,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             found = accelerator(backend)
         if found is None:
             raise ConfigError(
-                f"--device gpu: the {backend} backend sees no GPU. Install its CUDA build (see the README), "
+                f"--device gpu: the {backend} backend sees no GPU. Install its CUDA build (see docs/backends.md), "
                 f"check that the driver works, or run with --device auto/cpu."
             )
     from .preflight import check_run

@@ -36,12 +36,18 @@ from .files import naming, open_for_writing
 
 RUNS, HISTORY, STATS = "runs.csv.gz", "history.csv.gz", "stats.csv.gz"
 JSON_SECTIONS = ("spec", "layers", "data", "test", "timings", "environment", "suite", "performance", "strategy_config")
-OPTIONAL_SECTIONS = ("diagnostics", "landscape", "diagnostics_errors", "steps", "step_stats")  # rows some records have;
-# a pack made before they existed lacks the column
 DIGESTS = ("history_sha256", "stats_sha256")  # per run: the SHA-256 of its rows in history.csv.gz and stats.csv.gz;
 # a pack made before they existed lacks the columns
 TABLE_FILES = {"history": HISTORY, "stats": STATS}  # the file that holds a record section (the rest: runs.csv.gz)
 SCALARS = ("run_id", "schema_version", "status", "error", "diverged_epoch", "param_count", "finished_at")
+
+
+def optional_sections() -> tuple[str, ...]:
+    """The sections some records have, each a column of runs.csv.gz (a pack made before one existed lacks its
+    column): the diagnostics' rows, the tables the registered diagnostics declare, their errors, the step probes."""
+    from .diagnostics import record_sections  # here: importing the diagnostics imports NumPy, which a pack needs not
+
+    return ("diagnostics", *record_sections(), "diagnostics_errors", "steps", "step_stats")
 
 
 def is_pack(folder: str | Path) -> bool:
@@ -119,9 +125,10 @@ def pack(records: list[dict], out_dir: str | Path, shared_device: int | None = N
     try:
         _write(staged[HISTORY], ["run_id", "epoch", *metrics], history_rows(), name=out / HISTORY)
         _write(staged[STATS], ["run_id", *rec_mod.STATS_COLUMNS], stats_rows(), name=out / STATS)
-        _write(staged[RUNS], [*SCALARS, *JSON_SECTIONS, *OPTIONAL_SECTIONS, *DIGESTS],
+        optional = optional_sections()
+        _write(staged[RUNS], [*SCALARS, *JSON_SECTIONS, *optional, *DIGESTS],
                ([_num(r.get(k)) for k in SCALARS] + [json.dumps(rec_mod.clean(r.get(k)), sort_keys=True, separators=(",", ":"))
-                                                     for k in (*JSON_SECTIONS, *OPTIONAL_SECTIONS)]
+                                                     for k in (*JSON_SECTIONS, *optional)]
                 + [h.hexdigest() for h in digests[r["run_id"]]] for r in records), name=out / RUNS)
         for name in (HISTORY, STATS, RUNS):  # runs.csv.gz last: it is what marks a folder as a pack
             with naming(out / name):  # over a link, the link itself is replaced: nothing is written through it
@@ -183,7 +190,7 @@ def _int(name: str, text: str) -> int:
 def _run_row(row: dict) -> dict:
     """The record (without history and stats) of one row of ``runs.csv.gz``; ValueError naming the bad cell."""
     rec = {}
-    for k in (*JSON_SECTIONS, *(k for k in OPTIONAL_SECTIONS if row.get(k) and row[k] != "null")):
+    for k in (*JSON_SECTIONS, *(k for k in optional_sections() if row.get(k) and row[k] != "null")):
         try:
             rec[k] = rec_mod.loads(row[k])
         except ValueError as e:

@@ -70,13 +70,21 @@ def error_record(spec, message: str) -> dict:
 
 
 # The type of each section a reader relies on. Every one may be missing or null (normalized() fills it in),
-# except run_id; a present section of another type makes the record unreadable (check_layout).
+# except run_id; a present section of another type makes the record unreadable (check_layout). The tables a
+# diagnostic writes (each an object) are declared with the diagnostic: see section_types().
 SECTION_TYPES: dict[str, type] = {
     "run_id": str, "error": str, "diverged_epoch": int, "param_count": int, "finished_at": str,
     "layers": list, "data": dict, "history": list, "test": dict, "stats": dict, "timings": dict,
     "environment": dict, "suite": dict, "performance": dict, "strategy_config": dict,
-    "diagnostics": dict, "landscape": dict, "diagnostics_errors": list, "steps": dict, "step_stats": dict,
+    "diagnostics": dict, "diagnostics_errors": list, "steps": dict, "step_stats": dict,
 }
+
+
+def section_types() -> dict[str, type]:
+    """:data:`SECTION_TYPES` and the table sections the registered diagnostics declare (each an object)."""
+    from .diagnostics import record_sections  # here: importing the diagnostics imports NumPy, which a record needs not
+
+    return {**SECTION_TYPES, **{name: dict for name in record_sections()}}
 # Inner values that readers sort, slice or compare: each a string (or null) when present.
 _TEXT_FIELDS = {"data": ("source",), "suite": ("name", "definition_hash"), "environment": ("git_commit",),
                 "performance": ("engine",)}
@@ -132,7 +140,7 @@ def check_layout(rec: Any) -> None:
     """Raise :class:`LayoutError` (a ValueError) unless ``rec`` looks like a normbench record of a readable version.
 
     Besides the identity (schema version, spec, run id, status) it checks what every reader relies
-    on: each section's type (:data:`SECTION_TYPES`), history rows that are objects with an integer
+    on: each section's type (:func:`section_types`), history rows that are objects with an integer
     ``epoch`` and finite (or null) metrics, stats rows with the schema's columns (:data:`STATS_COLUMNS`:
     integer epoch and layer, text tap and quantity, a finite or null value), finite or null test
     metrics, a string ``finished_at``, and tables that fit the run (:func:`check_epochs`). A record that
@@ -147,7 +155,7 @@ def check_layout(rec: Any) -> None:
         raise LayoutError(f"unknown status {rec.get('status')!r}")
     if not isinstance(rec.get("run_id"), str):
         raise LayoutError(f"run_id is {_what(rec.get('run_id'))}, not a string")
-    for key, kind in SECTION_TYPES.items():
+    for key, kind in section_types().items():
         value = rec.get(key)
         if value is not None and not (_is_int(value) if kind is int else isinstance(value, kind)):
             raise LayoutError(f"{key} is {_what(value)}, not {_TYPE_NAMES[kind]}", key)

@@ -132,7 +132,8 @@ def gradients_check():
     import keras
 
     from normbench.builtins import load_builtins
-    from normbench.diagnostics import _kernels, gradients
+    from normbench.diagnostics import kernels
+    from normbench.diagnostics.gradients import gradients
     from normbench.runner import build
     from normbench.spec import RunSpec
 
@@ -146,7 +147,7 @@ def gradients_check():
     from normbench.diagnostics import kernel_gradients
 
     g = kernel_gradients(model, x, y)[0][1, 2]
-    kernel = _kernels(model)[0][1]
+    kernel = kernels(model)[0][1]
     w = keras.ops.convert_to_numpy(kernel).astype("float64")
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     losses = []

@@ -49,8 +49,33 @@ def data_dir():
 CHECKS = Path(__file__).with_name("_backend_checks.py")
 
 
-def other_backend(backend, tmp_path_factory, data_dir):
-    """Run tests/_backend_checks.py under ``backend`` (skip if it is not installed) and return its JSON."""
+SLOW_FIXTURES = {"jax_checks", "torch_checks"}  # each one subprocess of minutes, made once per session
+
+
+_RUNNING: dict = {}  # the test being set up or run
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that asks for another backend's checks by fixture name is slow (see tests/_tiers.py)."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _RUNNING["item"] = item  # before any fixture of the test is made
+
+
+def other_backend(backend, request, tmp_path_factory, data_dir):
+    """Run tests/_backend_checks.py under ``backend`` (skip if it is not installed) and return its JSON.
+
+    The run takes minutes (about 6 on JAX on 2 cores): a test not marked slow that reaches it through
+    ``request.getfixturevalue`` (which the collection hook cannot see) fails here, naming the fix."""
+    test = _RUNNING.get("item")
+    if test is not None and test.get_closest_marker("slow") is None:
+        pytest.fail(f"a test outside the slow tier asked for the {backend} checks (minutes): mark it "
+                    f"@pytest.mark.slow or take {backend}_checks as a fixture argument")
     pytest.importorskip(backend)
     out = tmp_path_factory.mktemp(backend) / "checks.json"
     env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": "-1"}
@@ -63,15 +88,15 @@ def other_backend(backend, tmp_path_factory, data_dir):
 
 
 @pytest.fixture(scope="session")
-def jax_checks(tmp_path_factory, data_dir):
+def jax_checks(request, tmp_path_factory, data_dir):
     """The JAX side's measurements, made once per test session."""
-    return other_backend("jax", tmp_path_factory, data_dir)
+    return other_backend("jax", request, tmp_path_factory, data_dir)
 
 
 @pytest.fixture(scope="session")
-def torch_checks(tmp_path_factory, data_dir):
+def torch_checks(request, tmp_path_factory, data_dir):
     """The torch side's measurements (no engine check there: the scan engine is JAX's), made once."""
-    return other_backend("torch", tmp_path_factory, data_dir)
+    return other_backend("torch", request, tmp_path_factory, data_dir)
 
 
 def default_sigint() -> None:

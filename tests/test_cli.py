@@ -95,6 +95,7 @@ def test_a_missing_backend_names_the_extra_to_install():
     _refused(done, 'pip install -e ".[jax]"')
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_held_folder_stops_and_a_stale_lock_is_taken_over(tmp_path, data_dir):
     import fcntl
 

@@ -1,5 +1,7 @@
 """Diagnostics: the weight-spectra estimator on matrices with known answers, and runs they leave unchanged."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -98,6 +100,7 @@ def test_unknown_diagnostics_are_refused_before_training(tmp_path):
         RunSpec("mlp", "none", "mnist", diagnostics="spectra")
 
 
+@pytest.mark.slow
 def test_the_report_tables_and_draws_the_spectra(tmp_path, data_dir):
     from normbench.grid import run_grid
     from normbench.report import make_report
@@ -138,7 +141,8 @@ def test_the_report_tables_and_draws_the_spectra(tmp_path, data_dir):
 def test_kernel_gradients_match_a_finite_difference(rng):
     import keras
 
-    from normbench.diagnostics import _kernels, gradients, kernel_gradients
+    from normbench.diagnostics import kernel_gradients, kernels
+    from normbench.diagnostics.gradients import gradients
     from normbench.runner import build
 
     model, _ = build(RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "width": 8}), (6,), 3)
@@ -150,7 +154,7 @@ def test_kernel_gradients_match_a_finite_difference(rng):
     def loss():
         return float(keras.ops.convert_to_numpy(loss_fn(y, model(x, training=False))))
 
-    (_, kernel), g = _kernels(model)[0], grads[0]
+    (_, kernel), g = kernels(model)[0], grads[0]
     w = keras.ops.convert_to_numpy(kernel).astype("float64")
     eps = 1e-2
     for i, j in [(0, 0), (3, 5)]:
@@ -167,6 +171,7 @@ def test_kernel_gradients_match_a_finite_difference(rng):
     assert {(layer, q) for layer, q, _ in rows} == {(l, q) for l in (0, 1, -1) for q in ("grad_norm", "grad_ratio", "input_grad_rms")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_gradients_on_other_backends(backend, request):
     r = request.getfixturevalue(f"{backend}_checks").get("gradients")
@@ -203,6 +208,7 @@ def test_sharpness_is_recorded_and_seeded(data_dir):
                                                                          rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_hessian_vector_products_on_other_backends(backend, request):
     r = request.getfixturevalue(f"{backend}_checks").get("hessian")
@@ -221,7 +227,8 @@ def test_input_gradients_match_closed_forms(rng):
     import keras
     import tensorflow as tf
 
-    from normbench.diagnostics import gradients, loss_gradients
+    from normbench.diagnostics import loss_gradients
+    from normbench.diagnostics.gradients import gradients
     from normbench.runner import build
 
     model, _ = build(RunSpec("mlp", "batchnorm", "mnist", model_params={"depth": 3, "width": 16}), (6,), 4)
@@ -321,7 +328,7 @@ def test_mean_field_prediction_matches_a_wide_random_network(strategy, rng):
     (finite width: log q of a ReLU net fluctuates with variance about 5 depth / width, Hanin 2018)."""
     import keras
 
-    from normbench.diagnostics import meanfield
+    from normbench.diagnostics.meanfield import meanfield
     from normbench.probe import ActivationProbe
     from normbench.runner import build
 
@@ -337,7 +344,8 @@ def test_mean_field_prediction_matches_a_wide_random_network(strategy, rng):
 
 
 def test_mean_field_says_why_it_makes_no_prediction_where_the_recursion_does_not_hold():
-    from normbench.diagnostics import NotApplicable, meanfield
+    from normbench.diagnostics import NotApplicable
+    from normbench.diagnostics.meanfield import meanfield
     from normbench.runner import build
 
     for name, params, shape, why in [("convnet", {"filters": [4], "dense": 8}, (8, 8, 3), "a Conv2D layer"),
@@ -363,12 +371,12 @@ def test_mean_field_on_a_conv_net_is_recorded_and_logged_as_not_applicable(data_
 
 
 def test_a_failing_diagnostic_is_recorded_and_the_run_goes_on(data_dir, monkeypatch):
-    import normbench.diagnostics
+    from normbench.diagnostics import spectra
 
     def broken(kernel):
         raise np.linalg.LinAlgError("SVD did not converge")
 
-    monkeypatch.setattr(normbench.diagnostics, "spectrum_summary", broken)
+    monkeypatch.setattr(spectra, "spectrum_summary", broken)
     spec = RunSpec("mlp", "none", "mnist", epochs=2, limit=300, eval_limit=100, val_size=100, probe_size=16,
                    train_eval_size=100, model_params={"depth": 2, "width": 16}, diagnostics=["spectra", "gradients"])
     rec = run(spec, data_dir=data_dir, log=lambda _m: None)
@@ -404,3 +412,63 @@ def test_a_batch_norm_with_population_statistics_standardizes_in_the_recursion()
         assert standardized[0][1]["pre_m2"] == pytest.approx(0.64)
         scaled = propagate_chain(q, [("linear", 2.0, 0.0), ("scale", 0.64, 0.0), ("act", "relu", 0)])
         assert scaled[0][1]["pre_m2"] == pytest.approx(2.0 * q * 0.64)
+
+
+def test_what_a_diagnostic_declares_carries_it_through_record_pack_report_and_help(tmp_path, monkeypatch, capsys):
+    """A diagnostic registered with a table and a report section (here one only this test knows) is type-checked by
+    the record's layout check, kept by pack, reported by the report's own call and named by `run --help`, with none
+    of those modules edited; a table it does not declare is refused when it runs."""
+    import pandas as pd
+
+    from normbench import pack, record, store
+    from normbench.cli import build_parser
+    from normbench.diagnostics import register
+    from normbench.report import make_report
+
+    monkeypatch.setattr(DIAGNOSTICS, "_items", dict(DIAGNOSTICS._items))  # the registration ends with the test
+
+    def report(view):
+        frame = view.frame("probe_test")
+        with view.section("Probe test"):
+            view.table("probe_test", "## Probe test (the `probe_test` diagnostic)", "The value per run.",
+                       frame.assign(row=frame.dataset + " / " + frame.model + " / " + frame.strategy)
+                       .pivot_table(index="row", columns="quantity", values="value"))
+
+    @register("probe_test", when="end", tables=("probe_table",), report=report)
+    def probe_test(model, context):
+        return {"rows": [(None, "width", 3.0)], "tables": {"probe_table": {"columns": ["a"], "rows": [[1.0]]}}}
+
+    @register("probe_undeclared")
+    def probe_undeclared(model, context):
+        return {"rows": [], "tables": {"probe_table": {"columns": ["a"], "rows": []}}}
+
+    assert probe_test(None, {})["rows"] == [(None, "width", 3.0)] and DIAGNOSTICS.get("probe_test").at_end
+    with pytest.raises(ValueError, match="probe_table.*does not\\s+declare"):
+        probe_undeclared(None, {})
+    assert record.section_types()["probe_table"] is dict and "probe_table" in pack.optional_sections()
+
+    published = Path(__file__).resolve().parents[1] / "results" / "diagnostics" / "records"
+    records = sorted(store.load_records(published), key=lambda r: r["run_id"])[:2]
+    for rec in records:  # two published records, their diagnostics replaced by this one's
+        rec.pop("landscape")
+        rec["diagnostics"]["rows"] = [[rec["spec"]["epochs"], None, "probe_test", "width", 3.0]]
+        rec["timings"]["diagnostics_s"] = {"probe_test": 0.5}
+        rec["probe_table"] = {"columns": ["epoch", "a"], "rows": [[rec["spec"]["epochs"], 1.0]]}
+    with pytest.raises(record.LayoutError, match="probe_table is list"):
+        record.check_layout({**records[0], "probe_table": []})
+    pack.pack(tmp_path / "none", tmp_path / "pack", records=records)
+    back = {r["run_id"]: r for r in store.load_records(tmp_path / "pack")}
+    assert [back[r["run_id"]]["probe_table"] for r in records] == [r["probe_table"] for r in records]
+
+    make_report(tmp_path / "pack", tmp_path / "report", log=lambda _m: None)
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert "## Probe test (the `probe_test` diagnostic)" in readme and "## Weight spectra" not in readme
+    [schedule] = [line for line in readme.splitlines() if "the others at every epoch" in line]
+    assert "`probe_test` run once at the end" in schedule and "`meanfield` once at initialization" in schedule
+    table = pd.read_csv(tmp_path / "report" / "tables" / "probe_test.csv", index_col=0)
+    assert len(table) >= 1 and (table.width == 3.0).all()
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "probe_test (after the last epoch only)" in help_text and "meanfield (at initialization only)" in help_text

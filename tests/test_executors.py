@@ -11,19 +11,17 @@ from normbench.executors import FAULT_ENV
 from normbench.grid import run_grid
 from normbench.spec import RunSpec
 
-TINY = dict(epochs=1, limit=100, eval_limit=100, val_size=100, probe_size=16, train_eval_size=100, batch_size=32)
+from _tiny import quiet, tiny
+
+TINY = tiny()
 SPECS = [RunSpec("mlp", s, "mnist", model_params={"depth": 2, "width": 16}, **TINY) for s in ("none", "selu")]
 DOOMED = RunSpec("mlp", "maxnorm", "mnist", model_params={"depth": 2, "width": 16}, **TINY)
-
-
-def _quiet(_msg):
-    pass
 
 
 def test_ray_executor_without_ray_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(ConfigError, match=r"pip install 'normbench\[ray\]'"):
-        run_grid(SPECS[:1], tmp_path, executor="ray", log=_quiet)
+        run_grid(SPECS[:1], tmp_path, executor="ray", log=quiet)
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +41,10 @@ def _values(rec):
     return rec["status"], h, rec["test"], rec["stats"]["rows"]
 
 
+@pytest.mark.slow
 def test_ray_gives_the_same_records_as_local(ray_instance, tmp_path, data_dir):
-    run_grid(SPECS, tmp_path / "local", data_dir=data_dir, log=_quiet)
-    counts = run_grid(SPECS, tmp_path / "ray", data_dir=data_dir, executor="ray", log=_quiet)
+    run_grid(SPECS, tmp_path / "local", data_dir=data_dir, log=quiet)
+    counts = run_grid(SPECS, tmp_path / "ray", data_dir=data_dir, executor="ray", log=quiet)
     assert counts["ok"] == 2
     for spec in SPECS:
         a, b = store.find_record(tmp_path / "local", spec), store.find_record(tmp_path / "ray", spec)
@@ -60,6 +59,7 @@ def test_ray_gives_the_same_records_as_local(ray_instance, tmp_path, data_dir):
         assert [r[4] for r in ra if r[0] == 0] == pytest.approx([r[4] for r in rb if r[0] == 0], rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_a_dying_worker_is_retried_then_recorded_as_error_and_the_grid_goes_on(ray_instance, tmp_path, data_dir):
     lines = []
     counts = run_grid([DOOMED, *SPECS], tmp_path, data_dir=data_dir, executor="ray",
@@ -69,7 +69,7 @@ def test_a_dying_worker_is_retried_then_recorded_as_error_and_the_grid_goes_on(r
     assert rec["status"] == "error" and "after 1 retries" in rec["error"]
     assert any("maxnorm" in line and "error" in line for line in lines)
     # resume: completed runs are skipped before anything is submitted; the failed one is retried
-    again = run_grid(SPECS, tmp_path, data_dir=data_dir, executor="ray", log=_quiet)
+    again = run_grid(SPECS, tmp_path, data_dir=data_dir, executor="ray", log=quiet)
     assert again["skipped"] == 2 and again["ok"] == 0
 
 
@@ -91,7 +91,7 @@ def test_a_run_that_ray_could_never_schedule_is_refused_not_waited_for(ray_insta
     signal.alarm(60)
     try:
         with pytest.raises(ConfigError, match=phrase) as e:
-            run_grid(SPECS[:1], tmp_path, executor="ray", executor_options=options, log=_quiet)
+            run_grid(SPECS[:1], tmp_path, executor="ray", executor_options=options, log=quiet)
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)

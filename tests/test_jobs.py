@@ -16,21 +16,20 @@ from normbench.executors.processes import auto_jobs, sharing_env
 from normbench.grid import run_grid
 from normbench.spec import RunSpec
 
-TINY = dict(epochs=1, limit=100, eval_limit=100, val_size=100, probe_size=16, train_eval_size=100, batch_size=32)
+from _tiny import quiet, tiny
+
+TINY = tiny()
 SPECS = [RunSpec("mlp", s, "mnist", model_params={"depth": 2, "width": 16}, **TINY) for s in ("none", "selu", "batchnorm")]
-
-
-def _quiet(_msg):
-    pass
 
 
 def _metrics(rec):
     return [(h["epoch"], h["train_loss"], h["val_loss"]) for h in rec["history"]], rec["test"]
 
 
+@pytest.mark.slow
 def test_two_jobs_give_the_same_runs_and_metrics_as_one(tmp_path, data_dir, monkeypatch):
     lines = []
-    one = run_grid(SPECS, tmp_path / "one", data_dir=data_dir, log=_quiet)
+    one = run_grid(SPECS, tmp_path / "one", data_dir=data_dir, log=quiet)
     two = run_grid(SPECS, tmp_path / "two", data_dir=data_dir, jobs=2, log=lines.append)
     assert one["ok"] == two["ok"] == 3
     assert any("[job 2]" in line for line in lines) and any("processes: 2 jobs" in line for line in lines)
@@ -45,14 +44,15 @@ def test_two_jobs_give_the_same_runs_and_metrics_as_one(tmp_path, data_dir, monk
         assert ta["loss"] == pytest.approx(tb["loss"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_a_dying_worker_is_recorded_as_error_and_the_grid_goes_on(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv(FAULT_ENV, SPECS[0].run_id)  # the spawned workers inherit it
-    counts = run_grid(SPECS, tmp_path, data_dir=data_dir, jobs=2, log=_quiet)
+    counts = run_grid(SPECS, tmp_path, data_dir=data_dir, jobs=2, log=quiet)
     assert counts == {"skipped": 0, "ok": 2, "diverged": 0, "error": 1}
     rec = store.find_record(tmp_path, SPECS[0])
     assert rec["status"] == "error" and "worker process died (exit code 17)" in rec["error"]
     monkeypatch.delenv(FAULT_ENV)
-    again = run_grid(SPECS, tmp_path, data_dir=data_dir, jobs=2, log=_quiet)  # resume retries the failed run only
+    again = run_grid(SPECS, tmp_path, data_dir=data_dir, jobs=2, log=quiet)  # resume retries the failed run only
     assert again == {"skipped": 2, "ok": 1, "diverged": 0, "error": 0}
 
 
@@ -85,6 +85,7 @@ def _workers_of(pgid):
     return [line for line in out.splitlines() if line.split()[1] == str(pgid) and "multiprocessing" in line]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["kill -9", "ctrl-c", "sigterm"])
 def test_interrupting_the_parent_loses_no_record_and_resume_completes(tmp_path, data_dir, how):
     env = {**os.environ, **({"NORMBENCH_DATA_DIR": data_dir} if data_dir else {})}
@@ -126,6 +127,7 @@ def test_sharing_env_caps_gpu_memory_per_job_and_splits_cpu_threads():
     assert env["OMP_NUM_THREADS"] == "1" and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in env
 
 
+@pytest.mark.slow
 def test_a_closed_output_pipe_stops_the_grid_like_ctrl_c(tmp_path, data_dir):
     env = {**os.environ, **({"NORMBENCH_DATA_DIR": data_dir} if data_dir else {})}
     proc = subprocess.Popen(_cmd(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -143,6 +145,7 @@ def test_a_closed_output_pipe_stops_the_grid_like_ctrl_c(tmp_path, data_dir):
         pass
 
 
+@pytest.mark.slow
 def test_diagnostics_are_measured_in_worker_processes(tmp_path, data_dir):
     """A spawned worker knows every registered diagnostic (it failed every run with 'unknown diagnostic')."""
     results = tmp_path / "runs"

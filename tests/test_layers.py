@@ -30,11 +30,13 @@ def test_weight_and_spectral_norm_identities_on_tensorflow():
     _check_reparametrization(reparametrization())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_weight_and_spectral_norm_identities_on_other_backends(backend, request):
     _check_reparametrization(request.getfixturevalue(f"{backend}_checks")["reparametrization"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_norm_layers_match_the_numpy_reference_on_other_backends(backend, request):
     """tests/test_norm_numerics.py's comparison (every kind, Dense and Conv, training and inference) there."""
@@ -44,6 +46,7 @@ def test_norm_layers_match_the_numpy_reference_on_other_backends(backend, reques
     assert len(errors) == 4 * len(KINDS) and max(errors.values()) < TOLERANCE, errors
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_weight_standardization_and_agc_match_numpy_on_other_backends(backend, request):
     """tests/test_norm_free.py's comparisons (both standardizations on Dense and Conv, AGC's step) there."""
@@ -183,6 +186,7 @@ def test_probe_taps_each_inception_concatenation(rng):
     assert model.get_layer("h06_concat").output.shape[-1] == sum(max(1, round(f * 0.25)) for f in (16, 24, 8, 8))
 
 
+@pytest.mark.slow
 def test_a_tiny_grid_of_the_new_families_runs_end_to_end(tmp_path, data_dir):
     """The residual and inception builders through the real runner, records and report (1 epoch, 100 images)."""
     from normbench import store

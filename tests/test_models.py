@@ -12,6 +12,8 @@ from normbench.registry import MODELS, NORMS
 from normbench.runner import build_compiled
 from normbench.spec import RunSpec
 
+from _tiers import covering
+
 # Narrow settings keep the grid of pairs fast; builders missing here run with their defaults.
 SMALL = {
     "mlp": {"depth": 3, "width": 16},
@@ -39,8 +41,10 @@ EXPECTED_DEPTH = {"mlp": 3, "mlp8": 8, "mlp16": 16, "mlp32": 32, "bn_paper_mlp":
                   "inception": 31}
 
 
-@pytest.mark.parametrize("strategy", NORMS.list())
-@pytest.mark.parametrize("model_name", MODELS.list())
+# Every pair runs in `make test-all`; `make test` keeps the pairs that cover each model and each strategy once.
+@pytest.mark.parametrize("model_name, strategy",
+                         covering([(m, s) for m in MODELS.list() for s in NORMS.list()], lambda c: c,
+                                  ids=lambda c: f"{c[0]}-{c[1]}"))
 def test_every_pair_builds_compiles_and_trains_a_step(model_name, strategy, rng):
     spec = RunSpec(model_name, strategy, "mnist", model_params=SMALL.get(model_name, {}), learning_rate=0.01)
     model, _ = build_compiled(spec, (16, 16, 1), 10)

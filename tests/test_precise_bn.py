@@ -11,13 +11,11 @@ from normbench.registry import NORMS
 from normbench.runner import build
 from normbench.spec import RunSpec
 
-TINY = dict(epochs=2, limit=300, eval_limit=100, val_size=200, probe_size=32, train_eval_size=100, batch_size=32)
+from _tiny import quiet, tiny
+
+TINY = tiny(epochs=2, limit=300, val_size=200, probe_size=32)
 load_builtins()
 BATCH_STRATEGIES = [s for s in NORMS.expand("*") if NORMS.get(s)().norm in BATCH_STATISTICS]
-
-
-def _quiet(_msg):
-    pass
 
 
 @pytest.mark.parametrize("strategy", BATCH_STRATEGIES)
@@ -61,7 +59,7 @@ def test_runs_record_both_evaluations_and_training_is_unchanged(tmp_path, data_d
     precise = RunSpec("mlp", "batchnorm", "mnist", **model, **TINY)
     moving = precise.with_(precise_bn_batches=0)
     plain = RunSpec("mlp", "none", "mnist", **model, **TINY)
-    run_grid([precise, moving, plain], tmp_path, data_dir=data_dir, log=_quiet)
+    run_grid([precise, moving, plain], tmp_path, data_dir=data_dir, log=quiet)
     a, b, c = (store.find_record(tmp_path, s) for s in (precise, moving, plain))
     assert a["data"]["bn_statistics"] == {"method": "precise", "layers": 4, "batches": 9, "samples": 288}
     assert b["data"]["bn_statistics"] == {"method": "moving", "layers": 4}

@@ -61,6 +61,7 @@ def test_sgd_with_a_momentum_ramp_and_decay_makes_the_numpy_updates():
     assert r["max_rel_err"] < 1e-5, r
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_sgd_with_a_momentum_ramp_on_other_backends(backend, request):
     r = request.getfixturevalue(f"{backend}_checks").get("momentum_ramp")

@@ -14,11 +14,9 @@ from normbench.report import make_report, plots
 from normbench.grid import run_grid
 from normbench.spec import RunSpec
 
-TINY = dict(epochs=1, limit=100, eval_limit=100, val_size=100, probe_size=32, train_eval_size=100, batch_size=32)
+from _tiny import quiet, tiny
 
-
-def _quiet(_msg):
-    pass
+TINY = tiny(probe_size=32)
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +29,7 @@ def records_dir(tmp_path_factory, data_dir):
     specs.append(RunSpec("mlp", "none", "mnist", learning_rate=1e6, model_params={"depth": 3, "width": 32}, **TINY))
     # an error: Keras knows no activation "nope3" (the pre-flight checks only that it is a string)
     specs.append(RunSpec("mlp", "batchnorm", "mnist", model_params={"depth": 2, "width": 8, "activation": "nope3"}, **TINY))
-    run_grid(specs, out, data_dir=data_dir, suite={"name": "test", "definition_hash": "x"}, log=_quiet)
+    run_grid(specs, out, data_dir=data_dir, suite={"name": "test", "definition_hash": "x"}, log=quiet)
     return out
 
 
@@ -47,7 +45,7 @@ def report(records_dir, tmp_path_factory):
 
     mp = pytest.MonkeyPatch()
     mp.setattr(plots, "_save", spy)
-    make_report(records_dir, out, log=_quiet)
+    make_report(records_dir, out, log=quiet)
     mp.undo()
     return out, dict(captured)
 
@@ -135,7 +133,7 @@ def test_verdicts_pairwise_tests_and_ranks_come_from_per_seed_values(records_dir
 
 def test_empty_and_mixed_folders_give_clear_errors(tmp_path, records_dir):
     with pytest.raises(NormbenchError, match="holds no records"):
-        make_report(tmp_path, tmp_path / "out", log=_quiet)
+        make_report(tmp_path, tmp_path / "out", log=quiet)
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     for i, p in enumerate(sorted(records_dir.glob("*.json"))[:2]):
@@ -143,7 +141,7 @@ def test_empty_and_mixed_folders_give_clear_errors(tmp_path, records_dir):
         rec["suite"] = {"name": f"suite{i}", "definition_hash": str(i)}
         (mixed / p.name).write_text(json.dumps(rec))
     with pytest.raises(NormbenchError, match="mixes records of several suites"):
-        make_report(mixed, tmp_path / "out", log=_quiet)
+        make_report(mixed, tmp_path / "out", log=quiet)
     (mixed / "broken.json").write_text("{not json")
     with pytest.raises(NormbenchError, match="unreadable record"):
         store.load_records(mixed)
@@ -151,8 +149,8 @@ def test_empty_and_mixed_folders_give_clear_errors(tmp_path, records_dir):
 
 def test_a_single_strategy_folder_reports_and_says_why_there_is_no_test(tmp_path, data_dir):
     spec = RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "width": 16}, **TINY)
-    run_grid([spec], tmp_path / "runs", data_dir=data_dir, log=_quiet)
-    make_report(tmp_path / "runs", tmp_path / "out", log=_quiet)
+    run_grid([spec], tmp_path / "runs", data_dir=data_dir, log=quiet)
+    make_report(tmp_path / "runs", tmp_path / "out", log=quiet)
     md = (tmp_path / "out" / "README.md").read_text()
     assert "Rank test: need two strategies with finished runs; these records have 1 (none)" in md
     assert "mnist / mlp[depth=2,width=16]: nothing to compare, only `none` has finished runs" in md
@@ -162,9 +160,9 @@ def test_a_single_strategy_folder_reports_and_says_why_there_is_no_test(tmp_path
 def test_a_folder_of_errors_reports_what_it_can_and_says_what_it_cannot(tmp_path, data_dir):
     specs = [RunSpec("mlp", s, "mnist", model_params={"depth": 2, "width": 8, "activation": "nope3"}, **TINY)
              for s in ("none", "batchnorm")]
-    counts = run_grid(specs, tmp_path / "runs", data_dir=data_dir, log=_quiet)
+    counts = run_grid(specs, tmp_path / "runs", data_dir=data_dir, log=quiet)
     assert counts["error"] == 2
-    make_report(tmp_path / "runs", tmp_path / "out", log=_quiet)
+    make_report(tmp_path / "runs", tmp_path / "out", log=quiet)
     md = (tmp_path / "out" / "README.md").read_text()
     assert "## Runs that did not finish" in md and "cannot be made from these records" in md
     assert "need two strategies" in md
@@ -181,7 +179,7 @@ def test_a_failing_report_leaves_the_previous_one_untouched(records_dir, tmp_pat
 
     monkeypatch.setattr("normbench.report.markdown_table", broken)  # fails outside any optional section
     with pytest.raises(OSError):
-        make_report(records_dir, out, log=_quiet)
+        make_report(records_dir, out, log=quiet)
     assert (out / "README.md").read_text() == "the previous report"
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "papers.md"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.report-")]
@@ -203,7 +201,7 @@ def test_a_pack_round_trips_the_records_and_rebuilds_the_same_tables(records_dir
         va, vb = [r[4] for r in a["stats"]["rows"]], [r[4] for r in b["stats"]["rows"]]
         assert [x is None for x in va] == [x is None for x in vb]
         assert [x for x in vb if x is not None] == pytest.approx([x for x in va if x is not None], rel=1e-8, abs=1e-12)
-    make_report(tmp_path / "pack", tmp_path / "from_pack", log=_quiet)
+    make_report(tmp_path / "pack", tmp_path / "from_pack", log=quiet)
     out, _ = report
     for table in ("accuracy.csv", "drift.csv", "ranks.csv"):
         a = pd.read_csv(out / "tables" / table)
@@ -219,15 +217,16 @@ def test_a_corrupt_pack_is_refused_with_the_fix(tmp_path):
         store.load_records(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_batch_size_sweep_is_tabled_by_batch_size_and_never_pooled(tmp_path, data_dir):
     specs = [RunSpec("mlp", strategy, "mnist", model_params={"depth": 2, "width": 16},
                      **{**TINY, "batch_size": bs, "learning_rate": 0.01 * bs / 32})
              for strategy in ("none", "batchnorm") for bs in (8, 32)]
-    run_grid(specs, tmp_path / "runs", data_dir=data_dir, suite={"name": "sweep", "definition_hash": "y"}, log=_quiet)
+    run_grid(specs, tmp_path / "runs", data_dir=data_dir, suite={"name": "sweep", "definition_hash": "y"}, log=quiet)
     runs = store.runs_frame(store.load_records(tmp_path / "runs"))
     assert sorted(runs.strategy) == ["batchnorm[batch_size=32,learning_rate=0.01]", "batchnorm[batch_size=8,learning_rate=0.0025]",
                                      "none[batch_size=32,learning_rate=0.01]", "none[batch_size=8,learning_rate=0.0025]"]
-    make_report(tmp_path / "runs", tmp_path / "report", log=_quiet)
+    make_report(tmp_path / "runs", tmp_path / "report", log=quiet)
     table = pd.read_csv(tmp_path / "report" / "tables" / "batch_size.csv", index_col=0)
     assert list(table.columns) == ["batch 8", "batch 32"]
     for (row, column), value in table.stack().items():
@@ -256,18 +255,19 @@ def _two_commits(records_dir, folder):
 def test_the_header_counts_every_records_commit_and_its_uncommitted_changes(records_dir, tmp_path):
     written = _two_commits(records_dir, tmp_path / "runs")
     assert len(written) == 10
-    make_report(tmp_path / "runs", tmp_path / "out", log=_quiet)
+    make_report(tmp_path / "runs", tmp_path / "out", log=quiet)
     md = (tmp_path / "out" / "README.md").read_text()
     assert "| commit | aaaaaaaaaa (6 runs, 6 with uncommitted changes), bbbbbbbbbb (4 runs) |" in md
     sharing = next(line for line in md.splitlines() if line.startswith("| runs sharing the device |"))
     assert sharing.startswith("| runs sharing the device | 1 (") and "other work on the machine is not recorded" in sharing
 
 
+@pytest.mark.slow
 def test_tex_captions_state_the_provenance_of_their_own_tables_runs(tmp_path, data_dir):
     specs = [RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "width": 16}, **TINY),
              RunSpec("mlp", "none", "mnist_binary", model_params={"depth": 2, "width": 16}, **{**TINY, "epochs": 2})]
-    run_grid(specs, tmp_path / "runs", data_dir=data_dir, suite={"name": "mixed", "definition_hash": "z"}, log=_quiet)
-    make_report(tmp_path / "runs", tmp_path / "out", log=_quiet)
+    run_grid(specs, tmp_path / "runs", data_dir=data_dir, suite={"name": "mixed", "definition_hash": "z"}, log=quiet)
+    make_report(tmp_path / "runs", tmp_path / "out", log=quiet)
     env = store.load_records(tmp_path / "runs")[0]["environment"]
     for dataset, epochs in (("mnist", 1), ("mnist_binary", 2)):
         for table in ("accuracy", "time_to_threshold"):

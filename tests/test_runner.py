@@ -13,11 +13,9 @@ from normbench.record import SCHEMA_VERSION
 from normbench.spec import RunSpec
 from normbench.suites import get_suite
 
-TINY = dict(epochs=2, limit=200, eval_limit=100, val_size=200, probe_size=32, train_eval_size=100, batch_size=32)
+from _tiny import quiet, tiny
 
-
-def _quiet(_msg):
-    pass
+TINY = tiny(epochs=2, limit=200, val_size=200, probe_size=32)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +23,7 @@ def grid_dir(tmp_path_factory, data_dir):
     """Records of a small real grid, shared by the tests that only read them."""
     out = tmp_path_factory.mktemp("grid")
     specs = [RunSpec("mlp", s, "mnist", model_params={"depth": 3, "width": 32}, **TINY) for s in ("none", "selu")]
-    run_grid(specs, out, data_dir=data_dir, log=_quiet)
+    run_grid(specs, out, data_dir=data_dir, log=quiet)
     return out, specs
 
 
@@ -65,15 +63,15 @@ def test_records_round_trip_into_one_dataframe(grid_dir):
 
 def test_resume_skips_completed_runs_and_force_reruns(grid_dir, data_dir):
     out, specs = grid_dir
-    counts = run_grid(specs, out, data_dir=data_dir, log=_quiet)
+    counts = run_grid(specs, out, data_dir=data_dir, log=quiet)
     assert counts == {"skipped": 2, "ok": 0, "diverged": 0, "error": 0}
-    counts = run_grid(specs[:1], out, force=True, data_dir=data_dir, log=_quiet)
+    counts = run_grid(specs[:1], out, force=True, data_dir=data_dir, log=quiet)
     assert counts["ok"] == 1 and counts["skipped"] == 0
 
 
 def test_same_seed_reproduces_initialization_statistics(grid_dir, data_dir):
     out, specs = grid_dir
-    again = run(specs[0], data_dir=data_dir, log=_quiet)
+    again = run(specs[0], data_dir=data_dir, log=quiet)
     first = store.find_record(out, specs[0])
     init = lambda rec: [list(r) for r in rec["stats"]["rows"] if r[0] == 0]  # noqa: E731
     assert init(again) == init(first)
@@ -82,7 +80,7 @@ def test_same_seed_reproduces_initialization_statistics(grid_dir, data_dir):
 
 def test_divergence_is_a_status_not_a_crash(data_dir):
     spec = RunSpec("mlp", "none", "mnist", learning_rate=1e6, momentum=0.9, model_params={"depth": 3, "width": 32}, **TINY)
-    rec = run(spec, data_dir=data_dir, log=_quiet)
+    rec = run(spec, data_dir=data_dir, log=quiet)
     assert rec["status"] == "diverged" and rec["diverged_epoch"] in (1, 2)
     assert rec["test"] is None
     assert not math.isfinite(rec["history"][-1]["fit_loss"]) or not math.isfinite(rec["history"][-1]["train_loss"])
@@ -93,7 +91,7 @@ def test_a_grid_with_unbuildable_specs_fails_before_training_listing_each_once(t
     bad = [good.with_(model_params={"depth": 2, "heigth": 4}), good.with_(model_params={"depth": 2, "heigth": 4}, seed=1),
            good.with_(strategy="maxnorm", strategy_params={"radius": 2})]
     with pytest.raises(ConfigError) as e:
-        run_grid([*bad, good], tmp_path, data_dir=data_dir, log=_quiet)
+        run_grid([*bad, good], tmp_path, data_dir=data_dir, log=quiet)
     message = str(e.value)
     assert "nothing was trained" in message and message.count("heigth") == 1 and "(2 runs" in message and "radius" in message
     assert not list(tmp_path.glob("*.json"))
@@ -103,12 +101,12 @@ def test_an_error_is_recorded_and_the_grid_goes_on(tmp_path, data_dir):
     # passes the pre-flight (a string), fails when Keras builds the layer
     bad = RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "width": 8, "activation": "nope4"}, **TINY)
     good = RunSpec("mlp", "none", "mnist", model_params={"depth": 2, "width": 8}, **TINY)
-    counts = run_grid([bad, good], tmp_path, data_dir=data_dir, log=_quiet)
+    counts = run_grid([bad, good], tmp_path, data_dir=data_dir, log=quiet)
     assert counts["error"] == 1 and counts["ok"] == 1
     rec = store.find_record(tmp_path, bad)
     assert rec["status"] == "error" and "nope4" in rec["error"]
     # an error is not a result: resume retries it, but not the finished run
-    assert run_grid([bad, good], tmp_path, data_dir=data_dir, log=_quiet)["skipped"] == 1
+    assert run_grid([bad, good], tmp_path, data_dir=data_dir, log=quiet)["skipped"] == 1
 
 
 def test_interrupted_write_leaves_no_partial_record(tmp_path, monkeypatch):
@@ -167,7 +165,7 @@ def test_mixed_precision_is_opt_in_part_of_the_id_and_reset_after_the_run(data_d
 
     spec = RunSpec("mlp", "selu", "mnist", precision="mixed_bfloat16", model_params={"depth": 2, "width": 16}, **TINY)
     assert spec.run_id != spec.with_(precision="float32").run_id
-    rec = run(spec, data_dir=data_dir, log=_quiet)
+    rec = run(spec, data_dir=data_dir, log=quiet)
     assert rec["status"] == "ok", rec["error"]
     assert rec["spec"]["precision"] == "mixed_bfloat16"
     assert keras.mixed_precision.global_policy().name == "float32"
@@ -184,7 +182,7 @@ def test_a_record_is_known_by_its_content_not_its_file_name(grid_dir, tmp_path, 
     first.rename(folder / "renamed.json")  # and its canonical file gone
     recs = store.load_records(folder)
     assert sorted(r["run_id"] for r in recs) == sorted(s.run_id for s in specs)  # each run once
-    counts = run_grid(specs, folder, data_dir=data_dir, log=_quiet)  # the renamed record still counts for resume
+    counts = run_grid(specs, folder, data_dir=data_dir, log=quiet)  # the renamed record still counts for resume
     assert counts["skipped"] == 2 and counts["ok"] == 0
     forged = json.loads((folder / "renamed.json").read_text())
     forged["spec"]["epochs"] = 99  # a record whose spec no longer hashes to its run id
@@ -215,6 +213,7 @@ def test_progress_lines_show_each_runs_share_of_the_work_and_a_cost_weighted_eta
     assert "ETA" in headers[1] and "ETA" not in headers[0]
 
 
+@pytest.mark.slow
 def test_a_terminal_gets_a_progress_bar_with_the_lines_above_it(tmp_path, data_dir):
     import io
 

@@ -89,6 +89,7 @@ def test_the_choice_is_the_best_mean_validation_accuracy_and_never_reads_test():
     assert choose(search, grid, {trials[0].run_id: 0.5})[1] == ["mnist/mlp8/none"]
 
 
+@pytest.mark.slow
 def test_a_tiny_tuning_study_runs_end_to_end_through_the_cli(tmp_path, data_dir):
     path = _suite(tmp_path, TINY_SUITE)
     results = tmp_path / "runs"

@@ -55,6 +55,7 @@ def _check_stopped(code, output, records, alive, signum):
 
 @pytest.mark.parametrize("signum,delays", [(signal.SIGTERM, (0.5, 3.0, 6.0, 10.0, 14.0)),
                                            (signal.SIGINT, (4.0, 9.0))])
+@pytest.mark.slow
 def test_a_stop_request_at_any_moment_is_never_lost_nor_a_failed_run(tmp_path, data_dir, signum, delays):
     if not data_dir:
         pytest.skip("needs the real MNIST (NORMBENCH_DATA_DIR)")
@@ -66,6 +67,7 @@ def test_a_stop_request_at_any_moment_is_never_lost_nor_a_failed_run(tmp_path, d
     assert codes.count(128 + signum) >= len(delays) - 1, codes  # most moments fall inside the grid
 
 
+@pytest.mark.slow
 def test_a_stop_request_reaches_a_grid_of_worker_processes(tmp_path, data_dir):
     if not data_dir:
         pytest.skip("needs the real MNIST (NORMBENCH_DATA_DIR)")

@@ -77,8 +77,8 @@ def auto_jobs(n_runs: int, *, gpus: int | None = None, cores: int | None = None,
         why = (f"{gpus} GPU(s) visible, {cores} CPU cores, {mem_gib:.0f} GiB: {n} jobs share the GPU "
                f"(at most {MAX_GPU_JOBS}, a core each for dispatch, {JOB_MEMORY_GIB:g} GiB of host memory each)")
     else:
-        # one core per job: on the 2-core CPU here, 2 jobs of 1 core finished the grid-bench suite 1.3x sooner
-        # than 1 job of 2 cores (benchmarks/grid.py, results/perf.md): small steps do not use 2 cores well
+        # one core per job: small steps do not use 2 cores well, so 2 jobs of 1 core finish a grid sooner than 1 job
+        # of 2 cores (measured by `make perf-grid`: results/perf.md, "Grid wall time")
         n = max(1, min(n_runs, cores, by_memory))
         why = f"no GPU, {cores} CPU cores, {mem_gib:.0f} GiB: {n} job(s) of {max(1, cores // n)} core(s) each"
     return n, why

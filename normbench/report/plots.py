@@ -56,26 +56,38 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def training_loss(history: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path:
-    """Training loss (inference mode, fixed training subset) against epoch, log scale; one panel per dataset."""
+def training_loss(history: pd.DataFrame, runs: pd.DataFrame, path: Path,
+                  quantity: str = "inference mode, fixed training subset") -> Path:
+    """Training loss (by default in inference mode on a fixed training subset; ``quantity`` names what ``history``'s
+    ``train_loss`` holds) against epoch, log scale; one panel per dataset, one line style per model in every panel."""
     plt, sns = _mpl()
     d = history.merge(runs[["run_id", "dataset", "model", "strategy", "depth"]], on="run_id")
     d = d[np.isfinite(d.train_loss.astype(float))]
-    d["model"] = [f"{m} ({int(x)})" if pd.notna(x) else m for m, x in zip(d.model, d.depth)]
+    def labels(models):
+        return [f"{m} ({int(x)})" if pd.notna(x) else m for m, x in zip(models, d.depth)]
+
+    # mlp[depth=8,width=784] (8) -> mlp (8) where no two models of a panel differ in more than their depth (the SNN
+    # suite's widths differ per dataset only): then a line style means one depth in every panel
+    short = labels(d.model.str.replace(r"\[.*\]", "", regex=True))
+    full = labels(d.model)
+    same = all(g.full.nunique() == g.short.nunique() for _, g in d.assign(short=short, full=full).groupby("dataset"))
+    d["model"] = short if same else full
+    models = sorted(d.model.unique(), key=lambda m: (len(m), m))  # one order, so a style means one model everywhere
     datasets = sorted(d.dataset.unique())
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets) + 2, 4.8), squeeze=False,
+                             layout="constrained")
     palette = strategy_palette(d.strategy.unique())
     for ax, dataset in zip(axes[0], datasets):
         sub = d[d.dataset == dataset]
         sns.lineplot(data=sub, x="epoch", y="train_loss", hue="strategy", style="model", palette=palette,
-                     hue_order=[s for s in palette if s in set(sub.strategy)], markers=True, dashes=True,
-                     errorbar=None, ax=ax)
+                     hue_order=[s for s in palette if s in set(d.strategy)], style_order=models, markers=True,
+                     dashes=True, errorbar=None, ax=ax, legend=ax is axes[0][-1])
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_yscale("log")
-        ax.set_title(f"{dataset}: training loss")
-        ax.set_xlabel("epoch (0 = initialization)")
+        ax.set_title(f"{dataset}: training loss ({quantity})")
+        ax.set_xlabel("epoch (0 = initialization)" if (sub.epoch == 0).any() else "epoch")
         ax.set_ylabel("cross-entropy (log scale)")
-        ax.legend(fontsize=7, ncol=2)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside the data
     fig.suptitle("Training loss per epoch, one line per strategy and model (depth in layers)")
     return _save(fig, path)
 
@@ -141,17 +153,22 @@ def accuracy_vs_depth(runs: pd.DataFrame, path: Path) -> Path:
     d["family"] = d.builder.str.rstrip("0123456789").str.rstrip("_")
     datasets = sorted(runs.dataset.unique())
     palette = strategy_palette(runs.strategy.unique())
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets) + 2, 4.2), squeeze=False,
+                             layout="constrained")
+    families = sorted(d.family.unique())
     for ax, dataset in zip(axes[0], datasets):
         sub = d[d.dataset == dataset]
+        seeds = sub.groupby(["strategy", "builder"]).seed.nunique().max() if len(sub) else 0
         if len(sub):
             sns.lineplot(data=sub, x="depth", y="test_accuracy", hue="strategy", style="family", palette=palette,
-                         markers=True, errorbar=("sd", 1) if sub.seed.nunique() > 1 else None, ax=ax)
-        ax.set_title(f"{dataset}: test accuracy vs depth")
+                         hue_order=[s for s in palette if s in set(d.strategy)], style_order=families,
+                         markers=True, errorbar=("sd", 1) if seeds > 1 else None, ax=ax)
+        band = f"; band: mean ± 1 sd over up to {seeds} seeds" if seeds > 1 else "; one seed, no band"
+        ax.set_title(f"{dataset}: test accuracy vs depth{band}", fontsize=10)
         ax.set_xlabel("hidden layers")
         ax.set_ylabel("test accuracy (fraction)")
         if ax.get_legend():
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside the data
     return _save(fig, path)
 
 
