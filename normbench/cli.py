@@ -78,7 +78,10 @@ _fraction = _argument(float, lambda v: v > 0 and (v <= 1 or v == int(v)),
 
 
 def build_parser() -> argparse.ArgumentParser:
-    load_builtins()  # the --diagnostics help lists the registered diagnostics and when each runs
+    try:
+        load_builtins()  # the --diagnostics help lists the registered diagnostics and when each runs
+    except NormbenchError:  # a bad NORMBENCH_SUITES_DIR (filled last): the command that reads suites reports it
+        pass
 
     def global_options(parser: argparse.ArgumentParser, default) -> None:
         # accepted before and after the sub-command; after it, only when given (SUPPRESS keeps the earlier value)

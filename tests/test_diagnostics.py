@@ -456,7 +456,7 @@ def test_what_a_diagnostic_declares_carries_it_through_record_pack_report_and_he
         rec["probe_table"] = {"columns": ["epoch", "a"], "rows": [[rec["spec"]["epochs"], 1.0]]}
     with pytest.raises(record.LayoutError, match="probe_table is list"):
         record.check_layout({**records[0], "probe_table": []})
-    pack.pack(tmp_path / "none", tmp_path / "pack", records=records)
+    pack.pack(records, tmp_path / "pack")
     back = {r["run_id"]: r for r in store.load_records(tmp_path / "pack")}
     assert [back[r["run_id"]]["probe_table"] for r in records] == [r["probe_table"] for r in records]
 
