@@ -268,6 +268,8 @@ def distinct_labels(records: list[dict]) -> dict[str, str]:
 MIXED_FIX = {
     "schema version": "re-run those runs into a fresh folder with this normbench, so that all records are of one "
                       "schema version (for the baseline: `make baseline`)",
+    "suite": "keep each suite's records in its own folder (normbench run --suite NAME --results DIR) and check that "
+             "folder against a baseline of the same suite (for the baseline: `make baseline`)",
     "benchmark definition": "the records come from different suites, or from a suite edited between runs; keep each "
                             "suite's records in its own folder (normbench run --suite NAME --results DIR) and check "
                             "that folder (for the baseline: `make baseline`)",
@@ -286,6 +288,7 @@ def _one(records: list[dict], what: str, side: str) -> str | None:
 
 WHAT = {
     "schema version": lambda r: r.get("schema_version"),
+    "suite": lambda r: (r.get("suite") or {}).get("name"),
     "benchmark definition": lambda r: (r.get("suite") or {}).get("definition_hash"),
     "backend": lambda r: (r.get("environment") or {}).get("backend"),
 }
@@ -295,9 +298,18 @@ def _sources(records: list[dict]) -> str:
     return ", ".join(sorted({str((r.get("data") or {}).get("source")) for r in records}))
 
 
+# May differ between the sides: the definition hash is the hash of the suite's run ids, and runs are matched by run
+# id (the hash of every setting), so a suite with runs added or changed is still compared run by run: a run only in
+# the current results is new (listed, not judged), a baseline run that is missing (or whose settings changed, so
+# that its id did) fails. Within one folder, two definitions mean two grids mixed, and are refused.
+PER_SIDE_ONLY = ("benchmark definition",)
+
+
 def refuse_incomparable(baseline: list[dict], current: list[dict]) -> None:
-    """Schema version, benchmark definition (suite hash) and backend must match on both sides."""
+    """Schema version, suite name, backend and data sources must match on both sides; each side must hold one
+    benchmark definition (suite hash), which may differ between the sides (:data:`PER_SIDE_ONLY`)."""
     pairs = {what: (_one(baseline, what, "baseline"), _one(current, what, "current")) for what in WHAT}
+    pairs = {what: pair for what, pair in pairs.items() if what not in PER_SIDE_ONLY}
     pairs["set of data sources"] = (_sources(baseline), _sources(current))
     for what, (b, c) in pairs.items():
         if b != c:
@@ -377,7 +389,9 @@ def compare(baseline: list[dict], current: list[dict], rules: list[Rule]) -> lis
             rows.append(dict(run=label, metric="run", baseline="present", current="missing", change="", verdict="worse", rule="a baseline run is missing"))
             continue
         if b is None:
-            rows.append(dict(run=label, metric="run", baseline="missing", current="present", change="", verdict="new", rule="not in the baseline"))
+            current_status = "present" if c.get("status") == "ok" else f"present ({c.get('status')})"
+            rows.append(dict(run=label, metric="run", baseline="missing", current=current_status, change="",
+                             verdict="new", rule="not in the baseline"))
             continue
         if b["status"] != c["status"]:
             verdict = "worse" if b["status"] == "ok" else "improved" if c["status"] == "ok" else "worse"
@@ -476,6 +490,19 @@ def _uncompared(rules: list[Rule], rows: list[dict], where: str) -> tuple[str | 
     return error, notes
 
 
+def definition_notes(baseline: list[dict], current: list[dict], rows: list[dict]) -> list[str]:
+    """Notes for a suite whose definition changed since the baseline: what that means for the rows."""
+    b, c = _one(baseline, "benchmark definition", "baseline"), _one(current, "benchmark definition", "current")
+    if b == c:
+        return []
+    new = sum(r["verdict"] == "new" for r in rows)
+    missing = sum(r["metric"] == "run" and r["current"] == "missing" for r in rows)
+    return [f"note: the benchmark definition changed since the baseline ({b} -> {c}); runs are matched by run id "
+            f"(every setting), so {new} run(s) only in the current results are listed as new and not judged, and "
+            f"{missing} baseline run(s) absent from them (removed, or with a changed setting) are missing. Refresh the "
+            f"baseline with `make baseline` to judge the new runs."]
+
+
 def _num(v) -> str:
     return "n/a" if v is None else f"{v:.6g}"
 
@@ -529,7 +556,7 @@ def run_check(baseline_dir, current_dir, rules_path=None, out=print) -> int:
         + (f", {counts[NA]} not comparable" if counts[NA] else "")
         + (f", {counts['new']} new runs" if counts["new"] else "")
         + f" ({len({r['run'] for r in rows})} runs, {len(rules)} rules)")
-    for note in notes:
+    for note in notes + definition_notes(baseline, current, rows):
         out(note)
     if counts["worse"]:
         out("REGRESSION: see the rows marked 'worse'. If the change is intended, refresh the baseline with "

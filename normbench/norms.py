@@ -13,19 +13,143 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from .errors import ConfigError
 from .registry import NORMS, check_arguments
 
-NORM_KINDS = (None, "batch", "mean_batch", "layer", "group", "rms", "dyt", "derf")
-POINTWISE = {"dyt": "tanh", "derf": "erf"}  # kinds that replace a normalization by an element-wise function
 PLACEMENTS = ("pre", "post")
 KERNEL_PARAMETRIZATIONS = (None, "weight", "spectral", "standardize", "scaled_standardize")
-BATCH_STATISTICS = ("batch", "mean_batch")  # kinds whose output depends on the other samples of the batch
-CENTERING = ("batch", "mean_batch", "layer", "group")  # kinds with a learned shift: a bias before them is redundant
 DROPOUT_KINDS = (None, "standard", "alpha")
+
+# --- normalization kinds: one table entry each ------------------------------------------------
+#
+# A kind is everything the rest of normbench needs to know about one normalization layer: how to build it, whether
+# its output depends on the other samples of the batch, whether it centres (so a bias before it is dropped), and the
+# uses it refuses. Adding a kind is adding one entry to NORM_KIND_TABLE (and its reference in
+# tests/test_norm_numerics.py); NORM_KINDS, BATCH_STATISTICS, CENTERING and norm_layer follow from the table.
+
+
+@dataclass(frozen=True)
+class NormUse:
+    """One normalization layer to build: the strategy, the input's shape (batch axis first), the layer's name, and
+    whether its learned gain starts at 0 (a residual branch that starts as the identity)."""
+
+    strategy: "NormStrategy"
+    shape: tuple
+    name: str
+    zero_scale: bool = False
+
+    @property
+    def gamma(self) -> str:
+        return "zeros" if self.zero_scale else "ones"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A use a kind cannot serve: when ``when(use)`` holds, building it raises a ConfigError with ``message``
+    (``str.format`` fields: strategy, the strategy's name; kind; name, the layer's; shape)."""
+
+    when: Callable[[NormUse], bool]
+    message: str
+
+
+@dataclass(frozen=True)
+class NormKind:
+    """One normalization kind: its name (a strategy's ``norm``), its layer factory, and its facts."""
+
+    name: str
+    layer: Callable[[NormUse], Any]  # builds the Keras layer for one use
+    batch_statistics: bool  # its output depends on the other samples of the batch (precise BN re-estimates it)
+    centres: bool  # subtracts a mean and learns a shift: a bias before it is redundant, so the linear layer has none
+    refusals: tuple[Refusal, ...] = ()
+
+
+ONE_VALUE_PER_SAMPLE = Refusal(
+    lambda use: math.prod(int(d) for d in use.shape[1:]) == 1,
+    "strategy {strategy!r}: {kind} norm over one value per sample ({name}, shape {shape}) would output a constant; "
+    "give the layer more units")
+NO_SCALE_TO_ZERO = Refusal(
+    lambda use: use.zero_scale,
+    "zero-initialized residual branches need a normalization with a scale; mean-only batch norm has none")
+
+
+def _batch(use: NormUse):
+    """Keras' BatchNormalization: per channel over the batch and positions, epsilon 1e-3 (Keras' default)."""
+    import keras
+
+    return keras.layers.BatchNormalization(gamma_initializer=use.gamma, name=use.name)
+
+
+def _mean_batch(use: NormUse):
+    """Mean-only batch norm (``layers.MeanOnlyBatchNormalization``): the batch mean off, a learned shift, no scale."""
+    from .layers import MeanOnlyBatchNormalization
+
+    return MeanOnlyBatchNormalization(name=use.name)
+
+
+def _layer(use: NormUse):
+    """Layer norm over every non-batch axis with a gain and shift per channel; on a feature map that is group norm
+    with one group (the group-norm paper's definition; Keras' LayerNormalization over those axes would learn one
+    gain per position and channel)."""
+    import keras
+
+    from .layers import NORM_EPSILON
+
+    if len(use.shape) > 2:
+        return keras.layers.GroupNormalization(groups=1, epsilon=NORM_EPSILON, gamma_initializer=use.gamma,
+                                               name=use.name)
+    return keras.layers.LayerNormalization(epsilon=NORM_EPSILON, gamma_initializer=use.gamma, name=use.name)
+
+
+def _group(use: NormUse):
+    """Group norm, ``layers.group_count(channels, strategy.groups, strategy.min_group_channels)`` groups (the same
+    rule for a Dense layer's units), each over its channels and every position."""
+    import keras
+
+    from .layers import NORM_EPSILON, group_count
+
+    s = use.strategy
+    groups = group_count(int(use.shape[-1]), s.groups, s.min_group_channels)
+    return keras.layers.GroupNormalization(groups=groups, epsilon=NORM_EPSILON, gamma_initializer=use.gamma,
+                                           name=use.name)
+
+
+def _rms(use: NormUse):
+    """RMS norm over layer norm's axes (``layers.SampleRMSNormalization``): a gain per channel, no centring, no shift."""
+    from .layers import NORM_EPSILON, SampleRMSNormalization
+
+    return SampleRMSNormalization(epsilon=NORM_EPSILON, gamma_initializer=use.gamma, name=use.name)
+
+
+def _pointwise(function: str) -> Callable[[NormUse], Any]:
+    """A point-wise replacement (``layers.PointwiseNormalization``): no statistic, gamma * function(alpha x [+ s])
+    + beta with learned scalars and a per-channel gain and shift."""
+
+    def build(use: NormUse):
+        from .layers import PointwiseNormalization
+
+        return PointwiseNormalization(function, use.strategy.alpha_init, gamma_initializer=use.gamma, name=use.name)
+
+    return build
+
+
+NORM_KIND_TABLE: dict[str, NormKind] = {kind.name: kind for kind in (
+    NormKind("batch", _batch, batch_statistics=True, centres=True),
+    NormKind("mean_batch", _mean_batch, batch_statistics=True, centres=True, refusals=(NO_SCALE_TO_ZERO,)),
+    NormKind("layer", _layer, batch_statistics=False, centres=True, refusals=(ONE_VALUE_PER_SAMPLE,)),
+    NormKind("group", _group, batch_statistics=False, centres=True, refusals=(ONE_VALUE_PER_SAMPLE,)),
+    NormKind("rms", _rms, batch_statistics=False, centres=False, refusals=(ONE_VALUE_PER_SAMPLE,)),
+    NormKind("dyt", _pointwise("tanh"), batch_statistics=False, centres=False),
+    NormKind("derf", _pointwise("erf"), batch_statistics=False, centres=False),
+)}
+
+NORM_KINDS = (None, *NORM_KIND_TABLE)  # a strategy's norm: None (no normalization layer) or a kind of the table
+BATCH_STATISTICS = tuple(k.name for k in NORM_KIND_TABLE.values() if k.batch_statistics)
+CENTERING = tuple(k.name for k in NORM_KIND_TABLE.values() if k.centres)
+
 
 # Initializer used when a strategy leaves it to the activation.
 DEFAULT_INITIALIZER = {
@@ -293,52 +417,24 @@ def hidden_layer_name(index: int, part: str) -> str:
 def norm_layer(strategy: NormStrategy, shape: tuple, name: str, zero_scale: bool = False):
     """The strategy's normalization layer for a tensor of ``shape`` (batch axis first), or None.
 
-    Layer, group and RMS norm take their statistics per sample over every non-batch axis (all
-    units of a Dense output; every position and channel of a conv feature map, within a group of
-    channels for group norm), with epsilon ``layers.NORM_EPSILON`` (1e-5) inside the square root
-    and a learned gain per channel; layer and group norm also learn a shift per channel, RMS norm
-    does not (it does not center). So layer and RMS norm differ only in centering. Layer norm on a
-    feature map is group norm with one group (the group-norm paper's definition; Keras'
-    LayerNormalization over those axes would learn one gain per position and channel). Group norm's
-    groups: ``layers.group_count(channels, strategy.groups, strategy.min_group_channels)``, the
-    same rule for a Dense layer's units. The three refuse a tensor of one value per sample (their
-    output would not depend on it). DyT and Derf (``layers.PointwiseNormalization``) take no
-    statistic: an element-wise function with learned scalars and per-channel gain and shift. Batch kinds: per channel over the batch and positions, Keras'
-    BatchNormalization (epsilon 1e-3) and ``layers.MeanOnlyBatchNormalization``. ``zero_scale``
-    starts the learned gain at 0 (a residual branch that starts as the identity).
+    The kind's entry in :data:`NORM_KIND_TABLE` builds it, after its refusals: layer, group and RMS
+    norm take their statistics per sample over every non-batch axis, with epsilon
+    ``layers.NORM_EPSILON`` (1e-5) inside the square root and a learned gain per channel; layer and
+    group norm also learn a shift per channel, RMS norm does not (it does not center), so layer and
+    RMS norm differ only in centering. The three refuse a tensor of one value per sample (their
+    output would not depend on it). DyT and Derf take no statistic. The batch kinds normalize per
+    channel over the batch and positions. ``zero_scale`` starts the learned gain at 0 (a residual
+    branch that starts as the identity); mean-only batch norm, which has no gain, refuses it.
     """
-    import math
-
-    import keras
-
-    from .layers import (NORM_EPSILON, MeanOnlyBatchNormalization, PointwiseNormalization, SampleRMSNormalization,
-                         group_count)
-
-    kind = strategy.norm
-    gamma = "zeros" if zero_scale else "ones"
-    if kind in ("layer", "group", "rms") and math.prod(int(d) for d in shape[1:]) == 1:
-        raise ConfigError(f"strategy {strategy.name!r}: {kind} norm over one value per sample ({name}, shape "
-                          f"{tuple(shape)}) would output a constant; give the layer more units")
-    if kind == "batch":
-        return keras.layers.BatchNormalization(gamma_initializer=gamma, name=name)
-    if kind == "mean_batch":
-        if zero_scale:
-            raise ConfigError("zero-initialized residual branches need a normalization with a scale; "
-                              "mean-only batch norm has none")
-        return MeanOnlyBatchNormalization(name=name)
-    if kind == "layer":
-        if len(shape) > 2:
-            return keras.layers.GroupNormalization(groups=1, epsilon=NORM_EPSILON, gamma_initializer=gamma, name=name)
-        return keras.layers.LayerNormalization(epsilon=NORM_EPSILON, gamma_initializer=gamma, name=name)
-    if kind == "group":
-        groups = group_count(int(shape[-1]), strategy.groups, strategy.min_group_channels)
-        return keras.layers.GroupNormalization(groups=groups, epsilon=NORM_EPSILON, gamma_initializer=gamma,
-                                               name=name)
-    if kind == "rms":
-        return SampleRMSNormalization(epsilon=NORM_EPSILON, gamma_initializer=gamma, name=name)
-    if kind in POINTWISE:
-        return PointwiseNormalization(POINTWISE[kind], strategy.alpha_init, gamma_initializer=gamma, name=name)
-    return None
+    if strategy.norm is None:
+        return None
+    kind = NORM_KIND_TABLE[strategy.norm]
+    use = NormUse(strategy, tuple(shape), name, zero_scale)
+    for refusal in kind.refusals:
+        if refusal.when(use):
+            raise ConfigError(refusal.message.format(strategy=strategy.name, kind=kind.name, name=name,
+                                                     shape=use.shape))
+    return kind.layer(use)
 
 
 class LayerStack:

@@ -11,6 +11,7 @@ from normbench.norms import NormStrategy
 from normbench.registry import NORMS
 from normbench.grid import run_grid
 from normbench.spec import RunSpec
+from normbench.store import record_filename
 from normbench.suites import definition_hash
 
 TINY = dict(epochs=1, limit=200, eval_limit=200, val_size=200, probe_size=32, train_eval_size=200, batch_size=32)
@@ -78,7 +79,7 @@ def test_improvement_passes_and_is_shown(baseline, tmp_path):
 
 
 def test_mismatched_schema_suite_or_backend_is_refused(baseline, tmp_path):
-    for i, (field, value) in enumerate((("schema_version", 99), ("suite", {"name": "tiny", "definition_hash": "other"}))):
+    for i, (field, value) in enumerate((("schema_version", 99), ("suite", {**SUITE, "name": "other"}))):
         current = _copy(baseline, tmp_path / f"c{i}")
         _edit(current, "*", lambda r: r.__setitem__(field, value))
         with pytest.raises(NormbenchError, match="refusing to compare|schema version"):
@@ -87,6 +88,47 @@ def test_mismatched_schema_suite_or_backend_is_refused(baseline, tmp_path):
     _edit(current, "*", lambda r: r["environment"].__setitem__("backend", "jax"))
     with pytest.raises(NormbenchError, match="refusing to compare: the baseline has backend 'tensorflow'.*make baseline"):
         check.run_check(baseline, current, out=_quiet)
+
+
+def _set_definition(folder, specs):
+    _edit(folder, "*", lambda r: r.__setitem__("suite", {**SUITE, "definition_hash": definition_hash(specs)}))
+
+
+def test_runs_of_a_strategy_the_baseline_lacks_are_listed_as_new_and_pass(baseline, tmp_path):
+    """A strategy added to the suite changes its definition hash: the runs both sides have are still compared, and
+    the added strategy's runs are new (listed and counted, not judged), not a reason to refuse the whole folder."""
+    older = _copy(baseline, tmp_path / "older")  # the baseline of the suite before selu was added to it
+    for p in older.glob("*-selu-*.json"):
+        p.unlink()
+    _set_definition(older, SPECS[:1])
+    lines = []
+    assert check.run_check(older, baseline, out=lines.append) == 0
+    table = lines[0].splitlines()
+    (new,) = [line for line in table if "mnist/mlp/selu/seed0" in line]
+    assert " new " in f" {new} " and "not in the baseline" in new
+    assert any("mnist/mlp/none/seed0" in line and "test_accuracy" in line and " same" in line for line in table)
+    text = "\n".join(lines)
+    assert "1 new runs" in text and "benchmark definition changed" in text and "REGRESSION" not in text
+
+
+def test_a_changed_setting_of_a_baseline_run_is_still_caught(baseline, tmp_path):
+    """A run whose settings changed has another run id (the hash of every setting): the baseline's run is missing
+    (worse, exit 1) and the changed one new, though the suite's definition hash may now differ."""
+    current = _copy(baseline, tmp_path / "current")
+    changed = SPECS[1].with_(batch_size=64)
+    for p in current.glob("*-selu-*.json"):
+        rec = json.loads(p.read_text())
+        rec.update(spec=changed.to_dict(), run_id=changed.run_id)
+        p.unlink()
+        (current / record_filename(changed)).write_text(json.dumps(rec))
+    _set_definition(current, [SPECS[0], changed])
+    lines = []
+    assert check.run_check(baseline, current, out=lines.append) == 1
+    table = lines[0].splitlines()
+    (missing,) = [line for line in table if "missing" in line and "present" in line and "batch_size=32" in line]
+    assert "mnist/mlp/selu/seed0" in missing and "worse" in missing
+    assert any("batch_size=64" in line and " new " in f" {line} " for line in table)
+    assert "REGRESSION" in "\n".join(lines)
 
 
 def test_missing_run_is_reported_and_fails(baseline, tmp_path):

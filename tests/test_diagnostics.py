@@ -114,12 +114,15 @@ def test_the_report_tables_and_draws_the_spectra(tmp_path, data_dir):
 
     table = pd.read_csv(tmp_path / "report" / "tables" / "spectra.csv", index_col=0)
     assert list(table.index) == ["mnist / mlp[depth=3,width=32] / batchnorm", "mnist / mlp[depth=3,width=32] / none"]
-    assert (table["init alpha (median)"] > 0).all() and (table["final MP spikes"] >= 0).all()
+    # width 32: 32 eigenvalues per hidden layer, too few for alpha (see spectra.MIN_EIGENVALUES): blank, not drawn
+    assert (table["init alpha layers"] == 0).all() and table["init alpha (median)"].isna().all()
+    assert (table["final MP spikes"] >= 0).all() and (table["init stable rank (mean)"] > 0).all()
     assert "## Weight spectra" in (tmp_path / "report" / "README.md").read_text()
-    assert list((tmp_path / "report" / "figures").glob("spectra_*.png"))
+    assert not list((tmp_path / "report" / "figures").glob("spectra_*.png"))
     flow = pd.read_csv(tmp_path / "report" / "tables" / "gradient_flow.csv", index_col=0)
     assert list(flow.index) == list(table.index)
     assert {"init grad/weight, first layer", "final hessian top", "final hessian trace"} <= set(flow.columns)
+    assert flow["final hessian trace rel. SE"].between(0, 1).all()
     assert (flow["init hessian top"] > 0).all()
     assert "## Gradient flow and sharpness" in (tmp_path / "report" / "README.md").read_text()
     assert (flow["init input grad, first layer"] > 0).all()
@@ -133,7 +136,7 @@ def test_the_report_tables_and_draws_the_spectra(tmp_path, data_dir):
     cost = pd.read_csv(tmp_path / "report" / "tables" / "diagnostic_cost.csv")
     assert set(cost.diagnostic) == set(DIAGNOSTICS.list()) and (cost.diagnostic_s > 0).all()
     figures = {f.name.split("_")[0] for f in (tmp_path / "report" / "figures").glob("*.png")}
-    assert {"gradients", "sharpness", "landscape", "meanfield", "alpha"} <= figures
+    assert {"gradients", "sharpness", "landscape", "meanfield"} <= figures and "alpha" not in figures
     for heading in ("## Loss landscapes", "## Signal propagation against mean-field theory", "## What the diagnostics cost"):
         assert heading in readme
 
@@ -195,14 +198,35 @@ def test_hessian_of_a_linear_model_with_squared_loss(rng):
     assert trace == pytest.approx(np.trace(h), rel=0.1)
 
 
+def test_the_trace_error_covers_the_exact_trace_and_more_probes_shrink_it(rng):
+    """Hutchinson on H = 2 X^T X / n: the estimate lies within 4 standard errors of the exact trace, and asking
+    for a 2% error draws probes until the error is that small."""
+    from _backend_checks import linear_squared_loss
+
+    from normbench.diagnostics.sharpness import hutchinson_trace
+
+    hvp, h, _ = linear_squared_loss(rng)
+    exact = np.trace(h)
+    few = hutchinson_trace(hvp, [(5, 1)], np.random.default_rng(1), probes=10)
+    assert few[2] == 10 and abs(few[0] - exact) <= 4 * few[1]
+    many = hutchinson_trace(hvp, [(5, 1)], np.random.default_rng(1), probes=10, max_probes=5000, rel_se=0.02)
+    assert 10 < many[2] < 5000 and many[1] <= 0.02 * abs(many[0]) and abs(many[0] - exact) <= 4 * many[1]
+    capped = hutchinson_trace(hvp, [(5, 1)], np.random.default_rng(1), probes=10, max_probes=12, rel_se=1e-9)
+    assert capped[2] == 12  # an error it cannot reach stops at the cap, and the error says how far off it is
+
+
 def test_sharpness_is_recorded_and_seeded(data_dir):
     spec = RunSpec("mlp", "none", "mnist", epochs=1, limit=200, eval_limit=100, val_size=100, probe_size=32,
                    train_eval_size=100, model_params={"depth": 2, "width": 16}, diagnostics=["sharpness"])
     rec = run(spec, data_dir=data_dir, log=lambda _m: None)
     assert rec["status"] == "ok", rec["error"]
     rows = {(r[0], r[3]): r[4] for r in rec["diagnostics"]["rows"]}
-    assert set(rows) == {(e, q) for e in (0, 1) for q in ("hessian_top", "hessian_trace")}
+    quantities = ("hessian_top", "hessian_trace", "hessian_trace_se", "hessian_trace_probes")
+    assert set(rows) == {(e, q) for e in (0, 1) for q in quantities}
     assert all(np.isfinite(v) for v in rows.values()) and rows[(0, "hessian_top")] > 0
+    for e in (0, 1):  # probes were added until the error was within 5% of the trace, or the 50 allowed were spent
+        probes, se, trace = rows[(e, "hessian_trace_probes")], rows[(e, "hessian_trace_se")], rows[(e, "hessian_trace")]
+        assert 10 <= probes <= 50 and se > 0 and (se <= 0.05 * abs(trace) or probes == 50)
     again = run(spec, data_dir=data_dir, log=lambda _m: None)
     assert [r[4] for r in again["diagnostics"]["rows"]] == pytest.approx([r[4] for r in rec["diagnostics"]["rows"]],
                                                                          rel=1e-5)
@@ -472,3 +496,25 @@ def test_what_a_diagnostic_declares_carries_it_through_record_pack_report_and_he
         build_parser().parse_args(["run", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "probe_test (after the last epoch only)" in help_text and "meanfield (at initialization only)" in help_text
+
+
+def test_alpha_of_a_matrix_with_too_few_eigenvalues_is_left_out_of_summaries(rng):
+    """A random 27 x 16 matrix fits an alpha inside the 'well-trained' 2-6 band; it has 16 eigenvalues, so it is
+    dropped. A record without ``n_eigenvalues`` (older schema) is judged by its layer's units."""
+    import pandas as pd
+
+    from normbench.diagnostics.spectra import MIN_EIGENVALUES, reliable_alphas, spectrum_summary
+
+    small, large = spectrum_summary(rng.standard_normal((27, 16))), spectrum_summary(rng.standard_normal((512, 256)))
+    assert (small["n_eigenvalues"], large["n_eigenvalues"]) == (16, 256) and MIN_EIGENVALUES == 256
+    rows = [("new", 0, 0, q, v) for q, v in small.items()] + [("new", 0, 1, q, v) for q, v in large.items()]
+    rows += [("old", 0, layer, q, v) for layer, summary in ((0, small), (1, large))
+             for q, v in summary.items() if q != "n_eigenvalues"]
+    frame = pd.DataFrame(rows, columns=["run_id", "epoch", "layer", "quantity", "value"]).assign(
+        dataset="mnist", model="mlp", strategy="none")
+    records = [{"run_id": "old", "layers": [{"index": 0, "units": 16}, {"index": 1, "units": 256}]},
+               {"run_id": "new", "layers": []}]
+    kept = reliable_alphas(frame, records)
+    assert sorted(kept[kept.quantity == "alpha"][["run_id", "layer"]].itertuples(index=False, name=None)) == \
+        [("new", 1), ("old", 1)]
+    assert len(kept[kept.quantity != "alpha"]) == len(frame[frame.quantity != "alpha"])  # only alphas go

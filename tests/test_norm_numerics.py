@@ -28,7 +28,7 @@ import pytest
 
 from normbench.errors import ConfigError
 from normbench.layers import MIN_GROUP_CHANNELS, NORM_EPSILON, SampleRMSNormalization, group_count
-from normbench.norms import NORM_KINDS, NormStrategy, get_strategy, norm_layer
+from normbench.norms import NORM_KIND_TABLE, NORM_KINDS, NormStrategy, get_strategy, norm_layer
 from normbench.registry import NORMS
 
 BN_EPSILON = 1e-3  # Keras' BatchNormalization default
@@ -251,6 +251,52 @@ def test_sample_wise_norms_refuse_one_value_per_sample():
         with pytest.raises(ConfigError, match="one value per sample"):
             norm_layer(NormStrategy("x", norm=kind), (None, 1), "n")
         assert norm_layer(NormStrategy("x", norm=kind), (None, 4, 4, 1), "n") is not None  # positions remain
+
+
+def test_mean_only_batch_norm_refuses_a_zero_scale_it_does_not_have():
+    with pytest.raises(ConfigError, match="mean-only batch norm has none"):
+        norm_layer(NormStrategy("x", norm="mean_batch"), (None, 4), "n", zero_scale=True)
+
+
+# --- each kind's table entry states what its layer does ---------------------------------------
+
+FACTS = {  # kind: (uses batch statistics, centres): the definitions' facts, written here, not read from the table
+    "batch": (True, True), "mean_batch": (True, True), "layer": (False, True), "group": (False, True),
+    "rms": (False, False), "dyt": (False, False), "derf": (False, False),
+}
+
+
+def test_the_table_states_the_known_kinds_facts():
+    assert {kind: (NORM_KIND_TABLE[kind].batch_statistics, NORM_KIND_TABLE[kind].centres) for kind in FACTS} == FACTS
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_kinds_facts_are_what_its_layer_does(kind):
+    """Batch statistics: a sample's output in training changes with the other samples of its batch. Centring: one
+    constant added to every input value leaves the output as it was (so a bias before the layer is redundant)."""
+    x = inputs("conv")
+    layer, _ = layer_with_weights(kind, "conv")
+    y = output(layer, x, True)
+    others = x.copy()
+    others[1:] = others[1:] * 3.0 + 0.5
+    depends_on_batch = not np.allclose(output(layer, others, True)[0], y[0], rtol=1e-3, atol=1e-3)
+    centres = np.allclose(output(layer, x + 1.0, True), y, rtol=1e-3, atol=1e-3)
+    entry = NORM_KIND_TABLE[kind]
+    assert (depends_on_batch, centres) == (entry.batch_statistics, entry.centres)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_zero_scale_is_refused_or_starts_the_layer_at_a_constant(kind):
+    """A residual branch that starts as the identity needs the layer's output to start independent of its input:
+    every kind either refuses ``zero_scale`` (with a message) or starts its gain at 0."""
+    strategy = NormStrategy("zero", norm=kind)
+    try:
+        layer = norm_layer(strategy, (None, *SHAPES["conv"][1:]), "z", zero_scale=True)
+    except ConfigError as e:
+        assert "scale" in str(e)
+        return
+    a, b = output(layer, inputs("conv", seed=1), True), output(layer, inputs("conv", seed=2), True)
+    np.testing.assert_allclose(a, b, atol=1e-6)
 
 
 # --- RMS norm's own layer, and statistics in float32 under mixed precision ------------------

@@ -77,7 +77,9 @@ On the probe batch in inference mode: the norm of the loss gradient with respect
 kernel's norm (grad/weight), and the root-mean-square norm of each example's loss gradient with respect to the
 layer's input (input grad: the backpropagated signal), for the first and the last hidden layer (a first layer
 far below the last one is a vanishing gradient), and the loss Hessian's eigenvalue of largest magnitude (power
-iteration; negative where the curvature is) and trace (Hutchinson). Medians over seeds; per-layer values are in
+iteration; negative where the curvature is) and trace (Hutchinson), with the trace's relative standard error
+(probes are added, 10 to 50, until it is at most 5%; blank for records made before it was measured, which used 10
+probes: an earlier measurement on mlp8 found their estimate spread 7-14% across probe seeds). Medians over seeds; per-layer values are in
 the records and the figures. No diagnostic runs at an epoch whose loss is not finite, so a run that diverged
 shows its last finite epoch as 'final' (see 'Runs that did not finish').
 """

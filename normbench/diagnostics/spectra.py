@@ -16,9 +16,15 @@ from __future__ import annotations
 
 import numpy as np
 
+import pandas as pd
+
 from .base import linear_layers, register
 
 MIN_TAIL = 10  # fewest eigenvalues a power-law fit may rest on
+# Below this many eigenvalues alpha says nothing about training: Gaussian random N x M matrices (N = 2M, 20 each,
+# fitted as below) give a median alpha of 2.2 at M = 16, 3.0 at 32, 4.1 at 64 and 5.4 at 128, inside the 2-6
+# "well-trained" band, and 7.9 at 256 (4 of 20 still inside). Such alphas are flagged and left out of summaries.
+MIN_EIGENVALUES = 256
 
 
 def powerlaw_fit(x: np.ndarray, min_tail: int = MIN_TAIL, xmin: float | None = None) -> dict[str, float]:
@@ -64,7 +70,8 @@ def matrix_of(kernel: np.ndarray) -> np.ndarray:
 
 
 def spectrum_summary(kernel: np.ndarray) -> dict[str, float]:
-    """alpha, xmin, ks, n_tail, spectral_norm, stable_rank, mp_spikes of one kernel (see the module docstring)."""
+    """alpha, xmin, ks, n_tail, n_eigenvalues, spectral_norm, stable_rank, mp_spikes of one kernel (see the module
+    docstring)."""
     w = matrix_of(kernel)
     n, m = w.shape
     eig = np.linalg.svd(w, compute_uv=False) ** 2 / n  # eigenvalues of W^T W / N
@@ -73,6 +80,7 @@ def spectrum_summary(kernel: np.ndarray) -> dict[str, float]:
     tw_width = sigma2 * (1.0 + np.sqrt(m / n)) ** (4.0 / 3.0) * (m / n) ** (-1.0 / 6.0) * n ** (-2.0 / 3.0)
     out = powerlaw_fit(eig)
     out.update(
+        n_eigenvalues=int(m),
         spectral_norm=float(np.sqrt(eig.max() * n)),
         stable_rank=float(eig.sum() / eig.max()),
         mp_spikes=int((eig > edge + 3.0 * tw_width).sum()),
@@ -86,8 +94,33 @@ Per run and layer, the eigenvalues of W^T W / N (conv kernels unfolded); alpha i
 fitted to the spectrum's tail (Clauset et al. 2009). Martin & Mahoney read alpha between about 2 and 6 as a
 well-trained layer and large alpha (a Marchenko-Pastur bulk, as at random initialization) as an untrained one.
 MP spikes: eigenvalues beyond the bulk edge of a random matrix of the layer's shape and variance. Hidden layers
-only.
+only. alpha is used only where the matrix has at least {min_eig} eigenvalues: below that, Gaussian random matrices
+fit alphas inside the 2-6 band (median 2.2 at 16 eigenvalues, 5.4 at 128, 7.9 at 256), so such a layer's alpha
+means nothing and is left out of the medians and figures ({flagged} of {layers} layer measurements here; records
+made before ``n_eigenvalues`` was recorded are judged by the layer's units, which bound it).
 """
+
+
+def with_eigenvalue_counts(spectra: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
+    """One row per (run, epoch, layer) of ``spectra``'s quantities, with ``n_eigenvalues`` where the record lacks it
+    taken from the layer's units (an upper bound: min(fan-in, units)) and ``alpha_reliable``."""
+    wide = spectra.pivot_table(index=["run_id", "dataset", "model", "strategy", "epoch", "layer"],
+                               columns="quantity", values="value").reset_index()
+    units = {(r["run_id"], layer["index"]): layer["units"] for r in records for layer in r.get("layers") or []}
+    bound = pd.Series([units.get((run, layer), np.nan) for run, layer in zip(wide.run_id, wide.layer)], index=wide.index)
+    counts = wide["n_eigenvalues"] if "n_eigenvalues" in wide else pd.Series(np.nan, index=wide.index)
+    wide["n_eigenvalues"] = counts.fillna(bound)
+    wide["alpha_reliable"] = wide.n_eigenvalues >= MIN_EIGENVALUES
+    return wide
+
+
+def reliable_alphas(spectra: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
+    """``spectra`` without the alpha rows of matrices with fewer than :data:`MIN_EIGENVALUES` eigenvalues."""
+    wide = with_eigenvalue_counts(spectra, records)
+    bad = set(zip(wide.run_id[~wide.alpha_reliable], wide.epoch[~wide.alpha_reliable], wide.layer[~wide.alpha_reliable]))
+    flagged = np.array([k in bad for k in zip(spectra.run_id, spectra.epoch, spectra.layer)], dtype=bool)
+    drop = (spectra.quantity == "alpha").to_numpy() & flagged
+    return spectra[~drop]
 
 
 def report(view) -> None:
@@ -95,14 +128,17 @@ def report(view) -> None:
     spectra = view.frame("spectra")
     if not len(spectra):
         return
+    wide = with_eigenvalue_counts(spectra[spectra.layer >= 0], view.records)
+    used = reliable_alphas(spectra, view.records)
+    text = REPORT_TEXT.format(min_eig=MIN_EIGENVALUES, flagged=int((~wide.alpha_reliable).sum()), layers=len(wide))
     with view.section("Weight spectra"):
-        view.table("spectra", "## Weight spectra (the `spectra` diagnostic)",
-                   REPORT_TEXT, view.tables.spectra_summary(spectra))
-    for d, m in view.models_of(spectra):
-        view.figure(f"{d} / {m}: weight-spectrum alpha per layer",
-                    lambda d=d, m=m: view.plots.spectra_alpha(spectra, d, m, view.figure_path("spectra", d, m)))
-    view.figure("Weight-spectrum alpha against test accuracy",
-                lambda: view.plots.alpha_vs_accuracy(spectra, view.runs, view.figure_path("alpha_vs_accuracy")))
+        view.table("spectra", "## Weight spectra (the `spectra` diagnostic)", text, view.tables.spectra_summary(used))
+    for d, m in view.models_of(used[used.quantity == "alpha"]):
+        view.figure(f"{d} / {m}: weight-spectrum alpha per layer (layers with at least {MIN_EIGENVALUES} eigenvalues)",
+                    lambda d=d, m=m: view.plots.spectra_alpha(used, d, m, view.figure_path("spectra", d, m)))
+    if (used.quantity == "alpha").any():
+        view.figure("Weight-spectrum alpha against test accuracy",
+                    lambda: view.plots.alpha_vs_accuracy(used, view.runs, view.figure_path("alpha_vs_accuracy")))
 
 
 @register("spectra", report=report, report_order=10)

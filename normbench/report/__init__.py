@@ -20,6 +20,7 @@ from .. import record as rec_mod
 from .. import store
 from ..errors import NormbenchError
 from ..files import naming, refuse_link, write_csv, write_text
+from ..norms import BATCH_STATISTICS
 from . import diagnostics, origin, plots, significance, tables, tuning
 from .render import latex_table, markdown_table, slug
 
@@ -71,7 +72,7 @@ def bn_evaluation(record: dict) -> str | None:
     bn = (record.get("data") or {}).get("bn_statistics")
     if record.get("schema_version", 0) < 3:
         config = record.get("strategy_config") or {}  # schema 1 said batchnorm = "pre" | "post" | None
-        has_bn = config.get("norm") in ("batch", "mean_batch") or config.get("batchnorm") is not None
+        has_bn = config.get("norm") in BATCH_STATISTICS or config.get("batchnorm") is not None
         return (f"Keras' moving averages (schema-{record.get('schema_version')} records, made before precise BN: "
                 f"biased against batch norm in short runs)") if has_bn else None
     if not bn:

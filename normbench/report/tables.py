@@ -183,14 +183,18 @@ def error_by_batch_size(runs: pd.DataFrame) -> pd.DataFrame:
 
 def spectra_summary(spectra: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset / model / strategy), at initialization and at the last epoch: the median power-law alpha of
-    the hidden layers, their largest spectral norm, mean stable rank and total Marchenko-Pastur spikes."""
+    the hidden layers whose alpha rows ``spectra`` holds (the report drops unreliable ones first) and how many
+    layer measurements it rests on, their largest spectral norm, mean stable rank and total Marchenko-Pastur
+    spikes."""
     d = spectra[spectra.layer >= 0]
     out = []
     for (dataset, model, strategy), g in d.groupby(["dataset", "model", "strategy"]):
         row = {"row": f"{dataset} / {model} / {strategy}"}
         for when, epoch in (("init", g.epoch.min()), ("final", g.epoch.max())):
             e = g[g.epoch == epoch].pivot_table(index=["run_id", "layer"], columns="quantity", values="value")
-            row.update({f"{when} alpha (median)": e.alpha.median(), f"{when} spectral norm (max)": e.spectral_norm.max(),
+            alpha = e["alpha"].dropna() if "alpha" in e else pd.Series(dtype=float)  # reliable layers' only
+            row.update({f"{when} alpha (median)": alpha.median(), f"{when} alpha layers": len(alpha),
+                        f"{when} spectral norm (max)": e.spectral_norm.max(),
                         f"{when} stable rank (mean)": e.stable_rank.mean(), f"{when} MP spikes": int(e.mp_spikes.sum())})
         out.append(row)
     return pd.DataFrame(out).set_index("row")
@@ -230,6 +234,10 @@ def flow_summary(gradients: pd.DataFrame, sharpness: pd.DataFrame) -> pd.DataFra
                 v = e[e.quantity == q].value
                 if len(v):
                     row[f"{when} {q.replace('_', ' ')}"] = v.median()
+            trace = e[e.quantity == "hessian_trace"].set_index("run_id").value
+            se = e[e.quantity == "hessian_trace_se"].set_index("run_id").value
+            if len(trace):  # blank for records made before the error was measured
+                row[f"{when} hessian trace rel. SE"] = (se / trace.abs()).median() if len(se) else np.nan
         out.append(row)
     return pd.DataFrame(out).set_index("row")
 
