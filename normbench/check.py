@@ -43,8 +43,10 @@ import numpy as np
 from .errors import ConfigError, NormbenchError
 from .files import read_small_file
 from . import record
+from .datasets import TRAIN_SIZES
 from .record import SCHEMA_VERSION
 from .stats import kernel_norms, summarize, unit_summary
+from .store import load_records
 
 SCALARS = {
     "test_accuracy": lambda r: record.test_metrics(r).get("accuracy"),
@@ -139,8 +141,6 @@ UNGUARDED = "unguarded"
 def chance(record: dict) -> float | None:
     """The accuracy of guessing, 1 / the number of classes of the run's dataset (from
     :data:`normbench.datasets.TRAIN_SIZES`), or None for a dataset normbench does not know."""
-    from .datasets import TRAIN_SIZES
-
     known = TRAIN_SIZES.get((record.get("spec") or {}).get("dataset"))
     return 1 / known[1] if known else None
 
@@ -520,8 +520,6 @@ def run_check(baseline_dir, current_dir, rules_path=None, out=print) -> int:
 
     Unguarded rows (a run at chance would pass them: see the module docstring) are listed and counted but
     do not fail; a rule that guards nothing, like one that compares nothing, raises ConfigError (exit 2)."""
-    from .store import load_records
-
     baseline_dir, current_dir = Path(baseline_dir), Path(current_dir)
     fixes = {"baseline": "make one with `make baseline` (the smoke suite into results/baseline), or point --baseline "
                          "at a folder of records",

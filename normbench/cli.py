@@ -1,10 +1,10 @@
 """Command line: ``normbench list | run | report | pack | check``.
 
-Not thin: besides argument parsing it holds the backend choice, the pre-flight of ``run`` (everything a
-grid can check before it trains: the GPU for ``--device gpu``, engines, specs, executor and ``--jobs`` options, data,
-the results folder and the backend its records were made with), the redirection of the backend's native
-log output (file descriptors) into the results folder, and the exit statuses. Training, reports, packs
-and checks are the library's.
+Not thin: besides argument parsing it holds the backend choice, the pre-flight of ``run`` (the GPU for
+``--device gpu``, the executor and ``--jobs`` options, then :mod:`normbench.preflight`'s checks of engines,
+specs, data, the results folder and the backend its records were made with, which ``run_grid`` calls too),
+the redirection of the backend's native log output (file descriptors) into the results folder, and the exit
+statuses. Training, reports, packs and checks are the library's.
 
 The Keras backend is chosen here (``--backend`` or ``KERAS_BACKEND``) before Keras is
 first imported. Bad input exits with status 2 and a one-paragraph message.
@@ -15,10 +15,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import importlib.util
+import math
 import os
 import sys
+from pathlib import Path
 
+from . import __version__, stop
+from .builtins import load_builtins
+from .env import accelerator, check_environment, determinism_requested, keras_backend
 from .errors import ConfigError, NormbenchError, OutputClosed
+from .executors import executor_names
+from .executors.processes import auto_jobs, too_many_jobs
+from .files import open_for_writing
+from .registry import DATASETS, DIAGNOSTICS, MODELS, NORMS, SUITES
+
+# The rest is imported where it is used, to keep `normbench --help` fast (about 0.1 s): what imports numpy (suites,
+# pre-flight, grid, datasets, check) or pandas (report), and the model builders and the record readers and writers
+# (measured: each adds 10-30 ms). Nothing here imports Keras before the backend is chosen.
 
 BACKENDS = ("tensorflow", "jax", "torch")
 ENGINES = ("fit", "scan")
@@ -64,10 +78,10 @@ _fraction = _argument(float, lambda v: v > 0 and (v <= 1 or v == int(v)),
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .diagnostics import DIAGNOSTICS  # importing the package registers every diagnostic (numpy only, no Keras)
-    from .executors import executor_names
-
-    from . import __version__
+    try:
+        load_builtins()  # the --diagnostics help lists the registered diagnostics and when each runs
+    except NormbenchError:  # a bad NORMBENCH_SUITES_DIR (filled last): the command that reads suites reports it
+        pass
 
     def global_options(parser: argparse.ArgumentParser, default) -> None:
         # accepted before and after the sub-command; after it, only when given (SUPPRESS keeps the earlier value)
@@ -153,25 +167,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _select_backend(args: argparse.Namespace) -> None:
     if args.backend:
-        if "keras" in sys.modules and os.environ.get("KERAS_BACKEND", "tensorflow") != args.backend:
+        if "keras" in sys.modules and keras_backend() != args.backend:
             raise ConfigError("Keras is already imported with another backend; set KERAS_BACKEND before starting")
         os.environ["KERAS_BACKEND"] = args.backend
     if args.device == "cpu":  # before any backend starts: it must never see the GPU
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
         os.environ["JAX_PLATFORMS"] = "cpu"
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    backend = keras_backend()
     if backend not in BACKENDS:
         raise ConfigError(f"KERAS_BACKEND={backend!r} is not one of {BACKENDS}")
-    import importlib.util
-
     if importlib.util.find_spec(backend) is None:
         extra = {"jax": 'pip install -e ".[jax]"', "torch": 'pip install -e ".[torch]" (CPU-only machines: install the '
                  "CPU wheel first, see docs/backends.md)", "tensorflow": 'pip install -e .'}[backend]
         raise ConfigError(f"the {backend} backend is not installed in this environment; install it with {extra}, "
                           f"or choose another with --backend")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
-    from .env import check_environment, determinism_requested
-
     check_environment()
     if backend == "jax" and determinism_requested():
         flags = os.environ.get("XLA_FLAGS", "")
@@ -193,8 +203,6 @@ def _describe_suite(name: str) -> str:
 
 def cmd_list(what: str) -> None:
     from . import models
-    from .builtins import load_builtins
-    from .registry import DATASETS, DIAGNOSTICS, MODELS, NORMS, SUITES
     from .suites import get_suite
 
     load_builtins()
@@ -222,7 +230,6 @@ def _names(option: str, text: str) -> list[str]:
 
 def grid_from_args(args: argparse.Namespace) -> tuple[list, dict | None, object]:
     """The specs to run, the suite's provenance, and a tuning study's search (or None)."""
-    from . import datasets, models, norms  # noqa: F401  (registers)
     from .suites import definition_hash, expand_grid, get_suite
 
     overrides = {
@@ -274,9 +281,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if search is not None:  # a tuning study: the trials run first; the finals are known only after them
         specs = search.trials(finals)
     if args.device == "gpu":
-        from .env import accelerator
-
-        backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+        backend = keras_backend()
         # starting the backend to look for a GPU prints its C++ start-up lines; no results folder exists yet to log
         # them into, so they are dropped (shown with --verbose)
         with native_log(None, args.verbose, path=os.devnull):
@@ -286,15 +291,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"--device gpu: the {backend} backend sees no GPU. Install its CUDA build (see docs/backends.md), "
                 f"check that the driver works, or run with --device auto/cpu."
             )
-    from .datasets import check_available
-    from .engines import resolve_engine
-    from .grid import validate_specs
+    from .preflight import check_run
 
-    # everything a run can check before it trains, checked here, for a dry run too
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    for spec in specs:  # an engine the backend or a spec cannot use
-        resolve_engine(args.engine, backend, spec)
-    validate_specs(specs)
     ray_only = [o for o, v in (("--address", args.address), ("--gpus-per-run", args.gpus_per_run),
                                ("--cpus-per-run", args.cpus_per_run), ("--max-retries", args.max_retries)) if v is not None]
     if args.executor != "ray" and ray_only:
@@ -302,15 +300,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.executor == "local" and args.jobs != 1:
         raise ConfigError(f"--executor local runs one run at a time; drop --executor (or use processes) for "
                           f"--jobs {args.jobs}")
-    check_backend(args.results, backend, force=args.force)
+    # everything a run can check before it trains (normbench.preflight, which run_grid calls too), for a dry run too
+    check_run(specs, args.results, backend=keras_backend(), engine=args.engine,
+              data_dir=args.data_dir, force=args.force, create=not args.dry_run)
     if args.jobs not in (1, "auto") and args.executor != "ray":  # before anything trains, for a dry run too
-        from .executors.processes import too_many_jobs
-
         warning = too_many_jobs(args.jobs, len(specs))
         if warning:
             print(f"normbench: warning: {warning}", file=sys.stderr, flush=True)
-    check_available(sorted({s.dataset for s in specs}), args.data_dir)
-    check_output_folder("--results", args.results, create=not args.dry_run)
     if args.dry_run:  # a dry run lists only a grid that would run: it passed the same checks, nothing was created
         from .check import distinct_labels
         from .store import completed_ids
@@ -334,8 +330,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = None
     jobs = args.jobs
     if jobs == "auto":
-        from .executors.processes import auto_jobs
-
         jobs, why = auto_jobs(len(specs))
         print(f"--jobs auto: {jobs} ({why})", flush=True)
     if args.executor == "ray":
@@ -364,10 +358,6 @@ def native_log(results_dir, verbose: bool, path=None):
     if verbose:
         yield
         return
-    from pathlib import Path
-
-    from .files import open_for_writing
-
     path = Path(path) if path is not None else Path(results_dir) / "backend.log"
     try:  # never through a link: RESULTS/backend.log linked elsewhere is refused, naming it
         log = open_for_writing(path, "a", what="the backend's log")
@@ -390,54 +380,7 @@ def native_log(results_dir, verbose: bool, path=None):
         log.close()
 
 
-def check_backend(results_dir: str, backend: str, force: bool = False) -> None:
-    """A folder of records made with another Keras backend is not resumed on this one: its records would be
-    skipped as complete, and its report refuses to mix backends. Checked before anything trains."""
-    from .store import record_backends
-
-    others = record_backends(results_dir) - {backend}
-    if others and not force:
-        raise ConfigError(f"{results_dir} holds records made with the {', '.join(sorted(others))} backend; this run "
-                          f"uses {backend}, and a report never mixes backends. Give this run another --results folder "
-                          f"(or run with --backend {sorted(others)[0]} to resume it)")
-
-
-def check_output_folder(option: str, folder: str, create: bool = True) -> None:
-    """``folder`` can hold what a command writes: not a file, and writable (created when ``create``; a dry
-    run only proves that its nearest existing parent takes a file). Checked before any work starts."""
-    import tempfile
-    from pathlib import Path
-
-    path = Path(folder)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{option} {path} is a file, not a folder; give a folder")
-    if create:
-        from .store import check_writable
-
-        try:
-            check_writable(path)
-        except ConfigError as e:
-            raise ConfigError(str(e).replace("--results folder", f"{option} folder")) from None
-        return
-    parent = path
-    while not parent.exists():
-        parent = parent.parent
-    try:
-        if not parent.is_dir():
-            raise NotADirectoryError(f"{parent} is a file")
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=".write-check.")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise ConfigError(f"cannot write into {path} ({e.strerror or e}); choose a writable {option} folder") from None
-
-
 def _thresholds(items: list[str]) -> dict[str, float]:
-    import math
-
-    from .builtins import load_builtins
-    from .registry import DATASETS
-
     load_builtins()
     out = {}
     for item in items:
@@ -457,10 +400,10 @@ def _thresholds(items: list[str]) -> dict[str, float]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from .preflight import check_output_folder
+
     check_output_folder("--out", args.out)
     if args.papers:
-        from pathlib import Path
-
         from .report.papers import PAPER_SUITES, has_records, make_papers_report
 
         folder = Path(args.papers)
@@ -481,8 +424,6 @@ RESUME = " Finished runs are saved; run the same command again to resume."
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import stop
-
     args = build_parser().parse_args(argv)
     # SIGINT and SIGTERM (a scheduler, `kill`): `run` stops at its next safe point, the rest at once (normbench.stop)
     with stop.handling(deferred=args.command == "run"):
@@ -490,8 +431,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from . import stop
-
     try:
         code = _dispatch(args)
         sys.stdout.flush()  # a closed pipe or a full disk shows here, not after main returns
@@ -531,9 +470,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_report(args)
     if args.command == "pack":
         from .pack import pack
+        from .preflight import check_output_folder
+        from .store import load_records
 
         check_output_folder("--out", args.out)
-        sizes = pack(args.results, args.out, shared_device=args.shared_device)
+        records = load_records(args.results)  # the caller reads, pack writes
+        if not records:
+            raise NormbenchError(f"{args.results} holds no records to pack")
+        sizes = pack(records, args.out, shared_device=args.shared_device)
         print(f"packed {args.results} into {args.out}: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sizes.items()))
         return 0
     if args.command == "check":

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .env import DATA_DIR_ENV, cache_dir, data_dir_setting
 from .errors import DataError
 from .registry import DATASETS
 
-DATA_DIR_ENV = "NORMBENCH_DATA_DIR"
-CACHE_DIR_ENV = "NORMBENCH_CACHE_DIR"
 
 MNIST_SHA256 = {
     "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1": "Keras mnist.npz",
@@ -71,7 +70,7 @@ class Splits:
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
     """The explicit data directory, from the argument or ``NORMBENCH_DATA_DIR``; None if neither."""
-    value = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV) or None
+    value = data_dir if data_dir is not None else data_dir_setting()
     if value is None:
         return None
     path = Path(value).expanduser()
@@ -82,10 +81,6 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
             f"Point {origin} at a folder holding mnist.npz / cifar10 files, or unset it to use the Keras download."
         )
     return path
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "normbench")
 
 
 def sha256(path: Path) -> str:

@@ -1,4 +1,5 @@
-"""Run environment: library versions, backend, device, git commit. Never the hostname."""
+"""Run environment: library versions, backend, device, git commit (never the hostname); and the one place
+where normbench's environment variables are named and parsed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+from . import __version__
+from .errors import ConfigError
+
 FAULT_ENV = "NORMBENCH_FAULT_INJECT_RUN"  # tests only: a worker running this run id dies at once
+SUITES_DIR_ENV = "NORMBENCH_SUITES_DIR"  # a folder of suite .toml files (default: the checkout's benchmarks/suites)
+DATA_DIR_ENV = "NORMBENCH_DATA_DIR"  # a folder holding mnist.npz / CIFAR-10 files (default: the Keras download)
+CACHE_DIR_ENV = "NORMBENCH_CACHE_DIR"  # where downloads and converted data sets are kept (default ~/.cache/normbench)
+GPU_MEMORY_FRACTION_ENV = "NORMBENCH_GPU_MEMORY_FRACTION"  # set for --jobs workers sharing a GPU; torch reads it
+BACKEND_ENV = "KERAS_BACKEND"  # Keras' own variable: tensorflow (default), jax or torch
 
 BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
@@ -81,8 +90,6 @@ def environment() -> dict[str, object]:
 def _machine() -> dict[str, object]:
     import keras
 
-    from . import __version__
-
     backend = keras.backend.backend()
     gpu = accelerator(backend)
     env = {
@@ -110,8 +117,6 @@ MAX_STEPS_PER_EXECUTION = 10_000  # far beyond any epoch's steps here; large val
 
 
 def _invalid(name: str, expected: str):
-    from .errors import ConfigError
-
     value = os.environ[name]
     shown = repr(value) if len(value) <= 40 else f"{value[:40]!r}... ({len(value)} characters)"
     return ConfigError(f"{name}={shown} is not valid: expected {expected}; fix or unset it")
@@ -194,3 +199,29 @@ def enable_determinism() -> bool:
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far, in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def suites_dir_setting() -> str | None:
+    """$NORMBENCH_SUITES_DIR as given (None when unset or empty)."""
+    return os.environ.get(SUITES_DIR_ENV) or None
+
+
+def data_dir_setting() -> str | None:
+    """$NORMBENCH_DATA_DIR as given (None when unset or empty)."""
+    return os.environ.get(DATA_DIR_ENV) or None
+
+
+def cache_dir() -> Path:
+    """$NORMBENCH_CACHE_DIR, else ~/.cache/normbench."""
+    return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "normbench")
+
+
+def gpu_memory_fraction() -> float | None:
+    """$NORMBENCH_GPU_MEMORY_FRACTION (written by the processes executor for its workers), None when unset."""
+    value = os.environ.get(GPU_MEMORY_FRACTION_ENV)
+    return float(value) if value else None
+
+
+def keras_backend() -> str:
+    """The Keras backend this process starts (or started): $KERAS_BACKEND, default tensorflow."""
+    return os.environ.get(BACKEND_ENV, "tensorflow")

@@ -12,9 +12,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tqdm import tqdm
+
 from . import store
 from .executors import GridContext, get_executor
 from .errors import OutputClosed, say
+from .perf import run_costs
+from .preflight import check_grid
+from .runner import run
 from .search import Search, choose, finals, trial_score
 from .spec import RunSpec, definition_hash
 
@@ -26,43 +31,6 @@ def duration(seconds: float) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
-
-
-def validate_specs(specs: Sequence[RunSpec]) -> None:
-    """Everything about a grid that can be checked without data or a backend, before anything trains.
-
-    Every spec's strategy (name and parameters) and model (name and parameter names) is resolved;
-    a grid with bad specs fails listing each problem once, instead of failing run by run.
-    """
-    from .builtins import load_builtins
-    from .datasets import TRAIN_SIZES
-    from .diagnostics import check_names
-    from .errors import ConfigError, NormbenchError
-    from .models import check_model_params
-    from .norms import get_strategy
-    from .registry import DATASETS
-
-    load_builtins()
-    problems: dict[str, list[str]] = {}
-    ids = [s.run_id for s in specs]
-    if len(set(ids)) != len(ids):
-        problems.setdefault("the grid repeats a run: each run must appear once", [])
-    for spec in specs:
-        try:
-            get_strategy(spec.strategy, **spec.strategy_params)
-            DATASETS.get(spec.dataset)
-            check_model_params(spec.model, spec.model_params)
-            check_names(spec.diagnostics)
-            size, classes = TRAIN_SIZES.get(spec.dataset, (None, 0))
-            if size is not None and spec.val_size > size - classes:
-                raise ConfigError(f"val_size = {spec.val_size} leaves too few {spec.dataset} training images ({size} "
-                                  f"in all, at least one per class must stay for training); choose val_size < "
-                                  f"{size - classes}")
-        except NormbenchError as e:
-            problems.setdefault(str(e), []).append(spec.label)
-    if problems:
-        lines = [f"- {msg}" + (f" ({len(labels)} runs, e.g. {labels[0]})" if labels else "") for msg, labels in problems.items()]
-        raise ConfigError("the grid cannot be run; nothing was trained. Fix these and run again:\n" + "\n".join(lines))
 
 
 def choose_executor(executor: str | None, jobs: int) -> str:
@@ -77,8 +45,6 @@ def _costs(todo: Sequence[RunSpec], log: Log) -> dict[str, float]:
     if len(todo) < 2:
         return {}
     try:
-        from .perf import run_costs
-
         return run_costs(todo)
     except Exception as e:  # noqa: BLE001  (progress display only)
         log(f"(no cost estimate for the ETA: {type(e).__name__}: {e}; it counts runs instead)")
@@ -87,8 +53,6 @@ def _costs(todo: Sequence[RunSpec], log: Log) -> dict[str, float]:
 
 def _bar(runs: int, total_cost: float | None, stream):
     """A tqdm bar over the grid's work: percent of the estimated cost, or runs when there is no estimate."""
-    from tqdm import tqdm
-
     if total_cost:
         return tqdm(total=100.0, file=stream, unit="%", desc="grid", dynamic_ncols=True,
                     bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed} elapsed, {remaining} left{postfix}")
@@ -118,7 +82,7 @@ def run_grid(
     are printed above it. Output that is not a terminal (CI logs, a file) gets plain lines only.
     """
     results_dir = Path(results_dir)
-    validate_specs(specs)
+    check_grid(specs)  # the pre-flight the CLI runs too (normbench.preflight)
     name = choose_executor(executor, jobs)
     run_executor = get_executor(name)
     done = set() if force else store.completed_ids(results_dir, warn=log)  # known by content, not by file name
@@ -156,7 +120,7 @@ def run_grid(
                 bar.write(msg, file=_stream)
             except BrokenPipeError:  # as say(): a closed output stops the grid like Ctrl-C
                 raise OutputClosed() from None
-    ctx = GridContext(data_dir=data_dir, log=log, header=header, jobs=jobs, engine=engine,
+    ctx = GridContext(run=run, data_dir=data_dir, log=log, header=header, jobs=jobs, engine=engine,
                       options=dict(executor_options or {}))
     try:
         for spec, record in run_executor(todo, ctx):

@@ -1,6 +1,7 @@
 """A compact, committable form of a results folder: tidy rows in three gzipped CSV files.
 
-``pack(results_dir, out_dir)`` writes
+``pack(records, out_dir)`` writes the records of a results folder (read by
+:func:`normbench.store.load_records`) as
 
 - ``runs.csv.gz``: one row per run: run id, schema version, status, error, the record's
   small sections (spec, layers, data, test, timings, environment, suite, performance, strategy
@@ -31,6 +32,7 @@ from pathlib import Path
 
 from . import record as rec_mod
 from .errors import NormbenchError
+from .files import naming, open_for_writing
 
 RUNS, HISTORY, STATS = "runs.csv.gz", "history.csv.gz", "stats.csv.gz"
 JSON_SECTIONS = ("spec", "layers", "data", "test", "timings", "environment", "suite", "performance", "strategy_config")
@@ -63,8 +65,6 @@ def _num(v) -> str:
 def _write(path: Path, header: list[str], rows, name: Path | None = None) -> None:
     """Write one gzipped CSV file at ``path``, never through a link there; an error names ``name`` (default
     ``path``: the pack's file whose staged copy this is)."""
-    from .files import naming, open_for_writing
-
     with naming(name or path), open_for_writing(path, "wb", what="a pack's file") as raw, \
             gzip.open(raw, "wt", newline="", compresslevel=9) as f:
         w = csv.writer(f)
@@ -82,9 +82,9 @@ def _stats_line(cells: list[str]) -> bytes:
     return json.dumps(cells).encode() + b"\n"
 
 
-def pack(results_dir: str | Path, out_dir: str | Path, records: list[dict] | None = None,
-         shared_device: int | None = None) -> dict[str, int]:
-    """Write the pack of a results folder; return the byte size of each file.
+def pack(records: list[dict], out_dir: str | Path, shared_device: int | None = None) -> dict[str, int]:
+    """Write the pack of a results folder's ``records`` (as :func:`normbench.store.load_records` reads
+    them: the caller loads, then packs); return the byte size of each file.
 
     ``shared_device``: for records that do not say how many runs shared their device (schema 1),
     the number known from how they were made (e.g. shared/gpu-runs/README.md: up to 12); it is
@@ -92,12 +92,8 @@ def pack(results_dir: str | Path, out_dir: str | Path, records: list[dict] | Non
     Each run's row in ``runs.csv.gz`` holds the SHA-256 of its rows in the other two files
     (:data:`DIGESTS`), which :func:`read` checks.
     """
-    from .files import naming
-    from .store import load_records
-
-    records = records if records is not None else load_records(results_dir)
     if not records:
-        raise NormbenchError(f"{results_dir} holds no records to pack")
+        raise NormbenchError("no records to pack")
     if shared_device is not None:
         for r in records:
             if rec_mod.concurrent_runs(r) is None:

@@ -7,9 +7,12 @@ are recorded in every record under ``performance``. Settings that do change resu
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 
-from .env import JIT_ENV, SPE_ENV, jit_override, steps_per_execution  # noqa: F401  (the names: used through here)
+from .env import jit_override, steps_per_execution
+from .models import build_model
+from .norms import get_strategy
 
 
 @dataclass(frozen=True)
@@ -88,15 +91,11 @@ DATASET_SHAPES = {"mnist": ((28, 28, 1), 60000, 10), "mnist_binary": ((28, 28, 1
 def run_costs(specs) -> dict[str, float]:
     """Estimated FLOPs of each run (training plus its per-epoch inference passes), by run id.
 
-    Each distinct (model, dataset, model parameters) is built once, with the plain strategy, to count
-    its FLOPs per sample; a run's training samples follow from its limit and validation split. A
+    Each distinct (model, dataset, model parameters) is built once from the model registry, with the
+    plain strategy, to count its FLOPs per sample (a cost is known above the runner, never through it); a run's training samples follow from its limit and validation split. A
     dataset or model it cannot size gets the mean of the others (so an ETA still comes out).
     """
-    import json
-
     import keras
-
-    from .runner import build
 
     per_sample: dict[tuple, tuple[int, int]] = {}
     costs: dict[str, float] = {}
@@ -108,7 +107,7 @@ def run_costs(specs) -> dict[str, float]:
         if key not in per_sample:
             try:
                 keras.backend.clear_session()
-                model, _ = build(spec.with_(strategy="none", strategy_params={}), shape, classes)
+                model = build_model(spec.model, shape, classes, get_strategy("none"), **spec.model_params)
                 per_sample[key] = (training_flops(model), forward_flops(model))
             except Exception:  # noqa: BLE001  (an estimate only; the run itself reports its error)
                 continue

@@ -29,6 +29,9 @@ import json
 import math
 from typing import Any
 
+from .errors import NormbenchError
+from .spec import RunSpec
+
 SCHEMA_VERSION = 3  # bump when the record layout or a run's computation changes; comparisons across versions are refused
 READABLE_VERSIONS = (1, 2, 3)  # versions that readers upgrade in memory
 STATS_COLUMNS = ["epoch", "layer", "tap", "quantity", "value"]
@@ -197,8 +200,6 @@ def check_layout(rec: Any) -> None:
 def _planned_epochs(spec: dict) -> int | None:
     """The epochs a run's spec asks for (the spec's default when it leaves them out), or None when not an integer
     (such a spec is refused by :func:`genuine`)."""
-    from .spec import RunSpec
-
     epochs = spec.get("epochs", RunSpec.__dataclass_fields__["epochs"].default)
     return epochs if _is_int(epochs) else None
 
@@ -281,9 +282,6 @@ NOT_GENUINE = "its run_id is not the hash of its spec: edited or mislabelled"
 
 def genuine(rec: dict) -> bool:
     """Whether the record's run id is the hash of its own spec (not a hand-edited or mislabelled record)."""
-    from .errors import NormbenchError
-    from .spec import RunSpec
-
     try:
         return RunSpec.from_dict(rec["spec"]).run_id == rec["run_id"]
     except (NormbenchError, TypeError, KeyError, ValueError, AttributeError):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,8 +20,6 @@ from .errors import ConfigError, UnknownNameError
 def as_floats(func, params: dict) -> dict:
     """``params`` with each integer given for a parameter of ``func`` annotated ``float`` made a float, so that
     ``{c = 2}`` and ``{c = 2.0}`` are one setting (one run id)."""
-    import inspect
-
     signature = inspect.signature(func).parameters
     return {k: float(v) if k in signature and str(signature[k].annotation) == "float" and isinstance(v, int)
             and not isinstance(v, bool) else v for k, v in params.items()}
@@ -29,9 +29,6 @@ def check_arguments(what: str, func, params: dict, positive: bool = False) -> No
     """Each value in ``params`` has the type its parameter of ``func`` is annotated with (float: a finite
     number; int: an integer; bool; str; tuple/list: a list of integers), and with ``positive`` each number (or list
     item) is > 0. Checked before anything trains; a bad value names ``what``, the parameter and the type."""
-    import inspect
-    import math
-
     signature = inspect.signature(func).parameters
 
     def number(v, integer: bool) -> bool:

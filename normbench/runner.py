@@ -14,18 +14,24 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 import traceback
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 
 from . import precise_bn, stop
 from . import record as rec_mod
-from .env import enable_determinism, environment, peak_rss_mib
-from .perf import choose_execution, training_flops
+from .builtins import load_builtins
+from .datasets import load_splits
+from .diagnostics import NotApplicable
 from .engines import epoch_order, make_engine, resolve_engine
+from .env import enable_determinism, environment, peak_rss_mib
 from .errors import say
 from .metrics import loss_and_accuracy  # noqa: F401  (runner.loss_and_accuracy: used through here too)
+from .models import build_model, portable_initialization
+from .norms import get_strategy, hidden_layer_name
+from .perf import choose_execution, training_flops
+from .probe import ActivationProbe, hidden_blocks
+from .registry import DIAGNOSTICS
 from .spec import RunSpec
 
 Log = Callable[[str], None]
@@ -33,8 +39,7 @@ Log = Callable[[str], None]
 
 def make_optimizer(spec: RunSpec, steps_per_epoch: int | None = None):
     """The spec's optimizer, with its strategy's adaptive gradient clipping if it has one."""
-    from .norms import get_strategy
-    from .schedules import optimizer
+    from .schedules import optimizer  # Keras: imported when a model is compiled, not when the runner is
 
     return optimizer(spec, steps_per_epoch, get_strategy(spec.strategy, **spec.strategy_params).agc_clip)
 
@@ -45,9 +50,7 @@ def build(spec: RunSpec, input_shape, num_classes: int, x_train=None):
     A strategy with a data-dependent initialization (weight norm) is initialized on the first
     batch that epoch 1 trains on, when the training inputs ``x_train`` are given.
     """
-    from .layers import apply_weight_decay, data_dependent_init
-    from .models import build_model, portable_initialization
-    from .norms import get_strategy
+    from .layers import apply_weight_decay, data_dependent_init  # Keras: imported when a model is built
 
     strategy = get_strategy(spec.strategy, **spec.strategy_params)
     model = build_model(spec.model, input_shape, num_classes, strategy, **spec.model_params)
@@ -61,8 +64,6 @@ def build(spec: RunSpec, input_shape, num_classes: int, x_train=None):
 
 def norm_description(model, index: int) -> dict:
     """The normalization layer of hidden block ``index`` as recorded: its class and group count."""
-    from .norms import hidden_layer_name
-
     try:
         layer = model.get_layer(hidden_layer_name(index, "norm"))
     except ValueError:
@@ -109,10 +110,9 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: s
     """
     import keras
 
-    from .datasets import load_splits
     from .layers import linear_kind, with_augmentation
-    from .probe import ActivationProbe, hidden_blocks
 
+    load_builtins()  # every registry filled, in whichever process runs this (a --jobs worker, a Ray task)
     record = rec_mod.new(spec)
     t_start = time.perf_counter()
     try:
@@ -121,8 +121,6 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: s
         keras.backend.clear_session()
         keras.utils.set_random_seed(spec.seed)
         t = time.perf_counter()
-        from .norms import get_strategy
-
         strategy = get_strategy(spec.strategy, **spec.strategy_params)  # fail fast, before loading data
         splits = load_splits(
             spec.dataset,
@@ -269,9 +267,6 @@ class _EpochMeasure:
         recorded in ``diagnostics_errors`` (epoch and message) and the run goes on: a measurement never
         ends a run. So is one that does not apply to the model (``NotApplicable``: meanfield on a conv net),
         and the log says which."""
-        from . import diagnostics as _filled  # noqa: F401  (its decorators fill DIAGNOSTICS, in a --jobs worker too)
-        from .registry import DIAGNOSTICS
-
         if not finite:
             return
         for name in self.spec.diagnostics:
@@ -284,7 +279,7 @@ class _EpochMeasure:
                 rows = fn(self.probe.model, self.diagnostic_context)
             except Exception as e:  # noqa: BLE001  (recorded; training is not the diagnostic's to stop)
                 self.record.setdefault("diagnostics_errors", []).append([epoch, name, f"{type(e).__name__}: {e}"])
-                what = "does not apply to this model" if isinstance(e, _filled.NotApplicable) else "failed"
+                what = "does not apply to this model" if isinstance(e, NotApplicable) else "failed"
                 self.log(f"    diagnostic {name} {what} (epoch {epoch}): {type(e).__name__}: {e}")
                 continue
             if isinstance(rows, dict):

@@ -13,6 +13,9 @@ import math
 import keras
 from keras import ops
 
+from .agc import with_adaptive_clipping
+from .errors import ConfigError
+
 
 @keras.saving.register_keras_serializable(package="normbench")
 class SpecSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -54,8 +57,6 @@ class SpecSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 def learning_rate(spec, steps_per_epoch: int | None):
     """The optimizer's learning rate for ``spec``: a float, or a :class:`SpecSchedule` when it has one."""
-    from .errors import ConfigError
-
     if not spec.lr_schedule and not spec.warmup_epochs:
         return spec.learning_rate
     if not steps_per_epoch:
@@ -102,9 +103,6 @@ class RampedSGD(keras.optimizers.SGD):
 def optimizer(spec, steps_per_epoch: int | None, agc_clip: float | None = None):
     """The spec's Keras optimizer, with its learning-rate schedule and (SGD) momentum ramp, and with adaptive
     gradient clipping at ``agc_clip`` when given (a strategy's, :mod:`normbench.agc`)."""
-    from .agc import with_adaptive_clipping
-    from .errors import ConfigError
-
     lr = learning_rate(spec, steps_per_epoch)
     if spec.optimizer == "sgd":
         if spec.momentum_start is None:

@@ -9,6 +9,8 @@ naming them, resume trains their runs again and warns.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import fcntl
 import json
 import os
 import sys
@@ -17,9 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import pack
 from . import record as rec_mod
-from .errors import ConfigError, NormbenchError
+from .errors import NormbenchError
 from .record import COMPLETE, STATS_COLUMNS, clean
+from .files import naming
 from .spec import RunSpec
 
 
@@ -33,8 +37,6 @@ def atomic_write_json(path: Path, data: Any) -> None:
     Nothing is written through a link: the temporary file is new (``mkstemp``), and the rename replaces a
     link at ``path`` rather than the file it points to. An error (a full disk) names ``path``.
     """
-    from .files import naming
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with naming(path):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -56,21 +58,6 @@ def atomic_write_json(path: Path, data: Any) -> None:
 LOCK_NAME = ".normbench.lock"
 
 
-def check_writable(results_dir: str | os.PathLike) -> Path:
-    """Create ``results_dir`` and prove a file can be written there, before anything trains."""
-    root = Path(results_dir)
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"--results {root} is a file, not a folder; give a folder for the records")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=root, prefix=".write-check.")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise ConfigError(f"cannot write records into {root} ({e.strerror or e}); choose a writable --results folder") from None
-    return root
-
-
 def _lock_holder(fd: int) -> str:
     """The pid the holder wrote into the lock file, as text ('' when none could be read)."""
     try:
@@ -90,8 +77,6 @@ def hold_folder(results_dir: str | os.PathLike):
     only for the message. The file stays when the run ends (deleting it would let a process that had
     already opened it lock a file nobody else sees).
     """
-    import fcntl
-
     lock = Path(results_dir) / LOCK_NAME
     if lock.is_symlink() or (lock.exists() and not lock.is_file()):
         kind = "a link" if lock.is_symlink() else "a folder" if lock.is_dir() else "not a regular file"
@@ -169,8 +154,6 @@ def _json_records(root: Path) -> tuple[list[dict], list[tuple[str, str]]]:
 
 def _pack_records(root: Path) -> tuple[list[dict], list[tuple[str, str]]]:
     """The usable runs of the pack in ``root`` (none when it holds no pack) and (run id, why) for each that is not."""
-    from . import pack
-
     return pack.read(root) if pack.is_pack(root) else ([], [])
 
 
@@ -227,8 +210,6 @@ def load_records(results_dir: str | os.PathLike) -> list[dict]:
     root = Path(results_dir)
     if not root.is_dir():
         raise NormbenchError(f"results folder {str(root)!r} does not exist; run `normbench run --results {root}` first.")
-    from . import pack
-
     packed, bad_pack = _pack_records(root)
     raw, bad = _json_records(root)
     problems = []
@@ -371,8 +352,6 @@ def runs_frame(records: list[dict]):
 
 
 def _spec_default(name: str):
-    import dataclasses
-
     field = RunSpec.__dataclass_fields__[name]
     return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
 

@@ -11,20 +11,21 @@ trials over the searched settings first, then the grids' runs with the chosen va
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .builtins import load_builtins, suites_dir
+from .env import SUITES_DIR_ENV
 from .errors import ConfigError, UnknownNameError
 from .files import read_small_file
+from .preflight import validate_specs
 from .registry import DATASETS, MODELS, NORMS, SUITES, as_floats
 from .search import Search
 from .spec import RunSpec, definition_hash  # noqa: F401  (definition_hash: used through here too)
 
-SUITES_DIR_ENV = "NORMBENCH_SUITES_DIR"
 GRID_AXES = ("datasets", "models", "strategies", "seeds")
 SPEC_FIELDS = {f.name for f in dataclasses.fields(RunSpec)} - {"model", "strategy", "dataset", "seed"}
 
@@ -48,10 +49,7 @@ def expand_grid(
     datasets, models, strategies, seeds, overrides: dict[str, Any] | None = None
 ) -> list[RunSpec]:
     """The cross product of names/patterns as RunSpecs (order: dataset, model, strategy, seed)."""
-    import normbench.datasets
-    import normbench.models
-    import normbench.norms  # noqa: F401  (these imports fill the registries)
-
+    load_builtins()
     overrides = dict(overrides or {})
     bad = sorted(set(overrides) - SPEC_FIELDS)
     if bad:
@@ -73,8 +71,6 @@ SUITE_FIX = "give a suite name from `normbench list suites` or the path of a sui
 
 def load_suite(path: Path) -> Suite:
     """Parse one suite file; any problem names the file and the key."""
-    from .grid import validate_specs
-
     text = read_small_file(path, "suite file", SUITE_FIX)  # never a FIFO, a device or a link loop: each is named
     try:
         doc = tomllib.loads(text.decode("utf-8-sig"))  # an editor's byte-order mark is not TOML
@@ -140,22 +136,6 @@ def load_suite(path: Path) -> Suite:
     return Suite(path.stem, doc.get("description", ""), tuple(specs), str(path), search)
 
 
-def suites_dir() -> Path:
-    env = os.environ.get(SUITES_DIR_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "benchmarks" / "suites"
-
-
-def register_suites(directory: Path | None = None) -> None:
-    """Register every ``*.toml`` in the suites folder (lazily: a suite is parsed when used)."""
-    directory = directory or suites_dir()
-    if os.environ.get(SUITES_DIR_ENV) and not directory.is_dir():
-        raise ConfigError(f"{SUITES_DIR_ENV}={os.environ[SUITES_DIR_ENV]!r} is not a folder; point it at a folder of "
-                          f"suite .toml files, or unset it to use benchmarks/suites")
-    for path in sorted(directory.glob("*.toml")):
-        if path.stem not in SUITES:
-            SUITES.register(lambda p=path: load_suite(p), name=path.stem)
-
-
 def get_suite(name: str) -> Suite:
     """A registered suite by name, or a suite file by path (anything ending in .toml or holding a path separator)."""
     if name.endswith(".toml") or os.sep in name or (os.altsep and os.altsep in name):
@@ -164,10 +144,10 @@ def get_suite(name: str) -> Suite:
             raise ConfigError(f"--suite {path} is a folder; give one suite .toml file in it (or set "
                               f"{SUITES_DIR_ENV}={path} and give a suite name)")
         return load_suite(path)  # a missing file, a link loop, a FIFO, a device: load_suite says which
-    register_suites()
+    load_builtins()  # registers the suite files (normbench.builtins.register_suites)
     if not len(SUITES):
         raise ConfigError(
             f"no suite files found in {suites_dir()}. Run from a source checkout (pip install -e .) "
             f"or set {SUITES_DIR_ENV} to a folder of suite .toml files."
         )
-    return SUITES.get(name)()
+    return load_suite(SUITES.get(name))

@@ -84,7 +84,7 @@ def test_spectra_are_recorded_every_epoch_and_leave_training_unchanged(data_dir,
     (tmp_path / "runs").mkdir()
     for rec in (plain, diag):
         (tmp_path / "runs" / f"{rec['run_id']}.json").write_text(json.dumps(rec))
-    pack.pack(tmp_path / "runs", tmp_path / "pack")
+    pack.pack(store.load_records(tmp_path / "runs"), tmp_path / "pack")
     back = {r["run_id"]: r for r in store.load_records(tmp_path / "pack")}
     assert back[diag["run_id"]]["diagnostics"]["rows"] == rows and "diagnostics" not in back[plain["run_id"]]
     assert back[diag["run_id"]]["landscape"] == diag["landscape"]
@@ -92,7 +92,7 @@ def test_spectra_are_recorded_every_epoch_and_leave_training_unchanged(data_dir,
 
 def test_unknown_diagnostics_are_refused_before_training(tmp_path):
     from normbench.errors import ConfigError
-    from normbench.grid import validate_specs
+    from normbench.preflight import validate_specs
 
     with pytest.raises(ConfigError, match="unknown diagnostic 'hessian'|diagnostic 'hessian'"):
         validate_specs([RunSpec("mlp", "none", "mnist", diagnostics=["hessian"])])
@@ -480,7 +480,7 @@ def test_what_a_diagnostic_declares_carries_it_through_record_pack_report_and_he
         rec["probe_table"] = {"columns": ["epoch", "a"], "rows": [[rec["spec"]["epochs"], 1.0]]}
     with pytest.raises(record.LayoutError, match="probe_table is list"):
         record.check_layout({**records[0], "probe_table": []})
-    pack.pack(tmp_path / "none", tmp_path / "pack", records=records)
+    pack.pack(records, tmp_path / "pack")
     back = {r["run_id"]: r for r in store.load_records(tmp_path / "pack")}
     assert [back[r["run_id"]]["probe_table"] for r in records] == [r["probe_table"] for r in records]
 

@@ -55,7 +55,7 @@ def complete(spec: RunSpec) -> dict:
 def packed(tmp_path):
     store.save_record(tmp_path / "rec", complete(NONE))
     store.save_record(tmp_path / "rec", complete(BN))
-    pack.pack(tmp_path / "rec", tmp_path / "pack")
+    pack.pack(store.load_records(tmp_path / "rec"), tmp_path / "pack")
     return tmp_path / "pack"
 
 
@@ -319,11 +319,11 @@ def test_a_pack_never_writes_through_a_link_in_its_folder(tmp_path):
     outside.write_text("precious")
     (out / f".{pack.RUNS}.partial").symlink_to(outside)
     with pytest.raises(NormbenchError, match=r"\.runs\.csv\.gz\.partial is a symbolic link"):
-        pack.pack(tmp_path / "rec", out)
+        pack.pack(store.load_records(tmp_path / "rec"), out)
     assert outside.read_text() == "precious"
     (out / f".{pack.RUNS}.partial").unlink(missing_ok=True)
     (out / pack.RUNS).symlink_to(outside)  # a link at the pack's own name is replaced, not written through
-    pack.pack(tmp_path / "rec", out)
+    pack.pack(store.load_records(tmp_path / "rec"), out)
     assert outside.read_text() == "precious" and not (out / pack.RUNS).is_symlink()
 
 

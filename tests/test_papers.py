@@ -10,7 +10,8 @@ from normbench.report.papers import DROPOUT_PAPER, make_papers_report
 from normbench.grid import run_grid
 from normbench.runner import build_compiled, run
 from normbench.spec import RunSpec
-from normbench.suites import get_suite, register_suites
+from normbench.builtins import register_suites
+from normbench.suites import get_suite
 
 from _tiers import covering
 

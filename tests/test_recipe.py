@@ -162,7 +162,7 @@ def test_the_augmented_model_shares_the_base_models_weights():
 
 def test_every_suite_file_parses_and_its_specs_pass_the_pre_flight():
     from normbench.builtins import load_builtins
-    from normbench.grid import validate_specs
+    from normbench.preflight import validate_specs
     from normbench.registry import SUITES
     from normbench.suites import get_suite
 

@@ -196,7 +196,7 @@ def test_on_a_duplicate_run_id_a_complete_record_then_the_newest_then_the_json_w
     folder = tmp_path / "rec"
     store.save_record(folder, complete(NONE, accuracy=0.123456789012))  # more digits than a pack keeps
     store.save_record(folder, complete(BN, accuracy=0.5))
-    pack.pack(folder, folder)
+    pack.pack(store.load_records(folder), folder)
     by_id = {r["run_id"]: r for r in store.load_records(folder)}
     assert len(by_id) == 2
     # a tie (the pack's copy of the same record): the JSON record wins, with its full precision (a pack keeps
@@ -206,7 +206,7 @@ def test_on_a_duplicate_run_id_a_complete_record_then_the_newest_then_the_json_w
     assert {r["run_id"]: r for r in store.load_records(folder)}[BN.run_id]["test"]["accuracy"] == 0.6  # the newest
     failed = record.error_record(NONE, "boom")
     failed["finished_at"] = "2099-01-01T00:00:00+00:00"
-    pack.pack(folder, folder)  # the pack now holds both runs as they are
+    pack.pack(store.load_records(folder), folder)  # the pack now holds both runs as they are
     for p in folder.glob("*.json"):
         p.unlink()
     store.save_record(folder, failed)  # a newer failed copy beside the pack's complete one
@@ -229,7 +229,7 @@ def _edit_pack_runs(folder, edit):
 def _packed(tmp_path):
     store.save_record(tmp_path / "rec", complete(NONE))
     store.save_record(tmp_path / "rec", complete(BN, accuracy=0.6))  # its curves differ from NONE's
-    pack.pack(tmp_path / "rec", tmp_path / "pack")
+    pack.pack(store.load_records(tmp_path / "rec"), tmp_path / "pack")
     return tmp_path / "pack"
 
 
@@ -295,7 +295,7 @@ def test_a_pack_keeps_the_step_probes_of_a_paper_run(tmp_path):
     rec["step_stats"] = {"columns": ["step", "layer", "tap", "quantity", "value"],
                          "rows": [[s, 2, "pre", "u0_p50", 0.001 * s] for s in range(0, 50_000, 500)]}
     store.save_record(tmp_path / "rec", rec)
-    pack.pack(tmp_path / "rec", tmp_path / "packed")
+    pack.pack(store.load_records(tmp_path / "rec"), tmp_path / "packed")
     [back] = store.load_records(tmp_path / "packed")
     assert len(json.dumps(rec["steps"])) > 131072  # the case csv refuses by default
     assert back["steps"] == rec["steps"] and back["step_stats"] == rec["step_stats"]
@@ -303,7 +303,7 @@ def test_a_pack_keeps_the_step_probes_of_a_paper_run(tmp_path):
 
 def test_an_interrupted_pack_leaves_the_previous_pack_whole(tmp_path, monkeypatch):
     store.save_record(tmp_path / "rec", complete(NONE))
-    pack.pack(tmp_path / "rec", tmp_path / "packed")
+    pack.pack(store.load_records(tmp_path / "rec"), tmp_path / "packed")
     before = {p.name: p.read_bytes() for p in (tmp_path / "packed").iterdir()}
     store.save_record(tmp_path / "rec", complete(SELU))
     real_write, calls = pack._write, []
@@ -316,10 +316,10 @@ def test_an_interrupted_pack_leaves_the_previous_pack_whole(tmp_path, monkeypatc
 
     monkeypatch.setattr(pack, "_write", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        pack.pack(tmp_path / "rec", tmp_path / "packed")
+        pack.pack(store.load_records(tmp_path / "rec"), tmp_path / "packed")
     assert {p.name: p.read_bytes() for p in (tmp_path / "packed").iterdir()} == before  # no partial file left
     monkeypatch.setattr(pack, "_write", real_write)
-    pack.pack(tmp_path / "rec", tmp_path / "packed")
+    pack.pack(store.load_records(tmp_path / "rec"), tmp_path / "packed")
     assert len(store.load_records(tmp_path / "packed")) == 2
 
 

@@ -188,7 +188,7 @@ def test_a_failing_report_leaves_the_previous_one_untouched(records_dir, tmp_pat
 def test_a_pack_round_trips_the_records_and_rebuilds_the_same_tables(records_dir, report, tmp_path):
     from normbench import pack
 
-    sizes = pack.pack(records_dir, tmp_path / "pack")
+    sizes = pack.pack(store.load_records(records_dir), tmp_path / "pack")
     assert set(sizes) == {"runs.csv.gz", "history.csv.gz", "stats.csv.gz"}
     originals = {r["run_id"]: r for r in store.load_records(records_dir)}
     packed = {r["run_id"]: r for r in store.load_records(tmp_path / "pack")}  # a folder holding a pack reads as records

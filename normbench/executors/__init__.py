@@ -6,7 +6,9 @@ Every executor is registered in ``EXECUTORS`` under its name and has one signatu
 
 yielding ``(spec, record)`` in completion order. The executor never writes records: the
 grid's process writes each one atomically as it arrives, so an interrupted grid loses at
-most the runs in progress, whichever executor ran them.
+most the runs in progress, whichever executor ran them. Nor does it train: it calls
+``ctx.run`` (the grid hands it :func:`normbench.runner.run`, a module-level function that a
+worker process or a Ray task receives by reference), so executors sit below the runner.
 
 - ``local``: in this process, one run after another.
 - ``processes``: ``--jobs N`` worker processes on this machine, sharing its cores or its GPU.
@@ -18,9 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..registry import EXECUTORS
-
 from ..env import FAULT_ENV  # noqa: F401  (tests import it from here)
+from ..registry import EXECUTORS
 
 Log = Callable[[str], None]
 
@@ -29,6 +30,7 @@ Log = Callable[[str], None]
 class GridContext:
     """What every executor gets besides the specs."""
 
+    run: Callable  # one run: run(spec, *, data_dir, log, engine, concurrent_runs) -> record (normbench.runner.run)
     data_dir: str | None = None  # data directory (None: $NORMBENCH_DATA_DIR or the Keras download)
     log: Log = print  # where progress lines go
     header: Callable = lambda i, spec: spec.label  # the line announcing the i-th run (0-based) as it starts

@@ -12,6 +12,7 @@ died stops on its own.
 
 from __future__ import annotations
 
+import importlib
 import json
 import multiprocessing
 import os
@@ -26,7 +27,8 @@ from .. import record as rec_mod
 from .. import stop
 from ..errors import ConfigError
 from ..registry import EXECUTORS
-from ..env import FAULT_ENV
+from ..env import FAULT_ENV, GPU_MEMORY_FRACTION_ENV, gpu_memory_fraction, keras_backend
+from ..spec import RunSpec
 
 GPU_MEMORY_SHARE = 0.9  # of the device's memory, split between the jobs
 MAX_GPU_JOBS = 12  # the most jobs `auto` puts on one GPU (the H100 run used 8-12)
@@ -114,7 +116,7 @@ def sharing_env(n: int, *, gpu: bool, threads: int | None = None) -> dict[str, s
     env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
     if gpu:
         env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{GPU_MEMORY_SHARE / n:.3f}"
-        env["NORMBENCH_GPU_MEMORY_FRACTION"] = f"{GPU_MEMORY_SHARE / n:.3f}"  # torch reads it in the worker
+        env[GPU_MEMORY_FRACTION_ENV] = f"{GPU_MEMORY_SHARE / n:.3f}"  # torch reads it in the worker
     if threads:
         for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[var] = str(threads)
@@ -129,10 +131,15 @@ def _watch_parent(parent: int) -> None:
         time.sleep(1.0)
 
 
-def _worker(wid: int, tasks, results, env: dict, cores: list[int], parent: int, data_dir, engine, concurrent: int) -> None:
-    """A worker process: set up sharing, then run the specs it is handed until it gets None."""
-    import signal
+def _reference(func) -> str:
+    """``module:name`` of a module-level function, for a worker to import once its environment is set."""
+    return f"{func.__module__}:{func.__qualname__}"
 
+
+def _worker(run_ref: str, wid: int, tasks, results, env: dict, cores: list[int], parent: int, data_dir, engine,
+            concurrent: int) -> None:
+    """A worker process: set up sharing, then run the specs it is handed with the grid's run function (``run_ref``,
+    :func:`_reference`) until it gets None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent ends a worker with SIGTERM (terminate())
     os.environ.update(env)
@@ -142,14 +149,15 @@ def _worker(wid: int, tasks, results, env: dict, cores: list[int], parent: int, 
         except (AttributeError, OSError):
             pass
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    fraction = os.environ.get("NORMBENCH_GPU_MEMORY_FRACTION")
-    if fraction and os.environ.get("KERAS_BACKEND") == "torch":  # JAX and TF read their settings from the environment
+    fraction = gpu_memory_fraction()
+    if fraction and keras_backend() == "torch":  # JAX and TF read their settings from the environment
         import torch
 
         if torch.cuda.is_available():
-            torch.cuda.set_per_process_memory_fraction(float(fraction))
-    from ..runner import run
-    from ..spec import RunSpec
+            torch.cuda.set_per_process_memory_fraction(fraction)
+    # imported only now, after the sharing environment is set: numpy's and the backends' thread pools read it at import
+    module, _, name = run_ref.partition(":")
+    run = getattr(importlib.import_module(module), name)
 
     def log(msg: str) -> None:
         results.put(("log", wid, msg))
@@ -195,7 +203,7 @@ def processes(todo, ctx):
         my_cores = [] if gpu else cores[slot * per_job : (slot + 1) * per_job]
         tasks = mp.Queue()
         p = mp.Process(target=_worker, name=f"normbench-job{slot + 1}", daemon=True,
-                       args=(slot, tasks, results, env, my_cores, os.getpid(), ctx.data_dir, ctx.engine, n))
+                       args=(_reference(ctx.run), slot, tasks, results, env, my_cores, os.getpid(), ctx.data_dir, ctx.engine, n))
         p.start()
         jobs[slot] = _Job(p, tasks)
 

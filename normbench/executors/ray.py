@@ -18,15 +18,14 @@ from ..errors import ConfigError
 from ..registry import EXECUTORS
 from ..spec import RunSpec
 from ..env import FAULT_ENV
+from .processes import sharing_env
 
 
-def _ray_task(spec_dict: dict, data_dir: str | None, engine: str | None, concurrent: int | None) -> dict:
-    """Runs on a Ray worker: one run, its record returned to the driver."""
+def _ray_task(run, spec_dict: dict, data_dir: str | None, engine: str | None, concurrent: int | None) -> dict:
+    """Runs on a Ray worker: one ``run`` (the grid's run function, by reference), its record returned to the driver."""
     spec = RunSpec.from_dict(spec_dict)
     if os.environ.get(FAULT_ENV) == spec.run_id:
         os._exit(17)  # simulate a worker that dies mid-run
-    from ..runner import run
-
     return run(spec, data_dir=data_dir, log=lambda _msg: None, engine=engine, concurrent_runs=concurrent)
 
 
@@ -47,8 +46,6 @@ def ray(todo, ctx):
     max_retries = int(opts.get("max_retries", 2))
     if not (0 <= num_gpus <= 1 or num_gpus == int(num_gpus)):
         raise ConfigError(f"--gpus-per-run must be a fraction in (0, 1] or a whole number, got {num_gpus:g}")
-    from .processes import sharing_env
-
     env = {k: v for k, v in os.environ.items() if k.startswith(("NORMBENCH_", "KERAS_BACKEND", "TF_CPP", "XLA_"))}
     share = max(1, math.floor(1 / num_gpus)) if 0 < num_gpus < 1 else 1
     if share > 1:
@@ -80,7 +77,7 @@ def ray(todo, ctx):
         cpus = ray_lib.cluster_resources().get("CPU", 1)
         concurrent = max(1, min(len(todo), int(cpus // max(num_cpus, 1e-9))))
     task = ray_lib.remote(_ray_task).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries)
-    refs = {task.remote(spec.to_dict(), ctx.data_dir, ctx.engine, concurrent): spec for spec in todo}
+    refs = {task.remote(ctx.run, spec.to_dict(), ctx.data_dir, ctx.engine, concurrent): spec for spec in todo}
     pending = list(refs)
     try:
         while pending:

@@ -16,6 +16,9 @@ import numpy as np
 import pandas as pd
 
 from .. import store
+from ..pack import is_pack
+from ..spec import RunSpec
+from ..suites import get_suite
 from ..files import subfolder, write_text
 from . import origin, plots
 from .render import markdown_table
@@ -110,8 +113,6 @@ def _differences(paper: str) -> list[str]:
 
 def has_records(folder: Path) -> bool:
     """``folder`` holds records: JSON files or a pack (``normbench pack``)."""
-    from ..pack import is_pack
-
     return folder.is_dir() and (any(folder.glob("*.json")) or is_pack(folder))
 
 
@@ -125,8 +126,6 @@ def _header(title: str, suite: str, records: list[dict]) -> list[str]:
         return [f"## {title}", "", f"Not run: `normbench run --suite {suite} --results runs/{suite}`.", ""]
     md = [f"## {title}", "", f"Records: {origin.sentence(origin.gather(records))}.", ""]
     try:
-        from ..suites import get_suite
-
         expected = get_suite(suite).specs
     except Exception:  # no suite files (installed without a checkout): nothing to compare with
         return md
@@ -142,8 +141,6 @@ def _against_suite(suite: str, expected: list, records: list[dict]) -> list[str]
 
     A record whose run id the suite no longer has is matched to the current run of the same dataset, model, model
     and strategy parameters and seed (the closest one, by the number of differing settings)."""
-    from ..spec import RunSpec
-
     present = {r["run_id"] for r in records}
     missing = [s for s in expected if s.run_id not in present]
     if not missing:

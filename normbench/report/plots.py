@@ -12,6 +12,10 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np
 import pandas as pd
 
+from ..builtins import load_builtins
+from ..files import naming, open_for_writing, subfolder
+from ..registry import NORMS
+
 
 def _mpl():
     import matplotlib
@@ -28,9 +32,6 @@ def strategy_palette(strategies) -> dict[str, tuple]:
     """A fixed colour per strategy name: registered strategies first, in registry order."""
     import seaborn as sns
 
-    from ..builtins import load_builtins
-    from ..registry import NORMS
-
     load_builtins()  # the registry, not whichever strategy modules happen to be imported, decides the colours
     base = list(NORMS.list())
     # ten colour-blind-safe colours, then the "dark" set: distinct colours for up to twenty strategies
@@ -46,8 +47,6 @@ def strategy_palette(strategies) -> dict[str, tuple]:
 
 def _save(fig, path: Path) -> Path:
     """Save ``fig`` as PNG at ``path``: never through a link there, an error (a full disk) naming the file."""
-    from ..files import naming, open_for_writing, subfolder
-
     subfolder(path.parent)
     with naming(path), open_for_writing(path, "wb", what="a figure") as f:
         fig.savefig(f, format="png", dpi=110, bbox_inches="tight")

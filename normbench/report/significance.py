@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .. import store
+
 ALPHA = 0.05
 REFERENCE = "batchnorm"  # the strategy every other one is measured against in the gap table
 MIN_FRIEDMAN_BLOCKS = 3  # fewer (dataset, model) configurations give a Friedman statistic with no meaning
@@ -160,8 +162,6 @@ def verdicts(runs: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.DataFr
 def verdict_sentences(runs) -> list[str]:
     """The verdict sentences of a runs frame, or of a results folder's records when given its path."""
     if not isinstance(runs, pd.DataFrame):
-        from .. import store
-
         runs = store.runs_frame(store.load_records(runs))
     return verdicts(runs).sentence.tolist()
 

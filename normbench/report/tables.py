@@ -7,6 +7,10 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..builtins import load_builtins
+from ..norms import get_strategy
+from ..registry import NORMS
+
 from .significance import REFERENCE, ci95, status_note
 
 DEFAULT_THRESHOLDS = {"mnist": 0.97, "cifar10": 0.45}
@@ -163,10 +167,6 @@ def drift_summary(layers: pd.DataFrame) -> pd.DataFrame:
 
 def batch_dependent(strategies) -> list[str]:
     """The registered strategies among ``strategies`` whose outputs depend on the rest of the batch."""
-    from ..builtins import load_builtins
-    from ..norms import get_strategy
-    from ..registry import NORMS
-
     load_builtins()
     return [s for s in strategies if s in NORMS and get_strategy(s).needs_batch_statistics]
 

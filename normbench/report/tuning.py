@@ -14,6 +14,7 @@ from ..files import write_csv
 from ..search import Search, choose, trial_score
 from ..spec import RunSpec
 from ..store import param_key
+from . import plots
 from .render import markdown_table, slug
 
 GOOD_RANGE_POINTS = 1.0  # a learning rate is in a strategy's good range within this many accuracy points of its best
@@ -104,8 +105,6 @@ def sections(trials: list[dict], out: Path, md: list[str], section) -> list[tupl
                    markdown_table(text.fillna(""), mark, corner="strategy"), ""]
 
     def figure(dataset, model):
-        from . import plots
-
         return plots.lr_sensitivity(frame, dataset, model, out / "figures" / f"lr_{slug(dataset)}_{slug(model)}.png")
 
     return [(f"{d} / {m}: validation accuracy against learning rate (the search's trials)",
