@@ -14,20 +14,18 @@ from normbench.spec import RunSpec
 from normbench.store import record_filename
 from normbench.suites import definition_hash
 
-TINY = dict(epochs=1, limit=200, eval_limit=200, val_size=200, probe_size=32, train_eval_size=200, batch_size=32)
+from _tiny import quiet, tiny
+
+TINY = tiny(limit=200, eval_limit=200, val_size=200, probe_size=32, train_eval_size=200)
 SPECS = [RunSpec("mlp", s, "mnist", model_params={"depth": 3, "width": 32}, **TINY) for s in ("none", "selu")]
 SUITE = {"name": "tiny", "definition_hash": definition_hash(SPECS)}
 RULES = "test_accuracy: -0.02\nfinal_train_loss: +10%\ninit activation std: 1e-4\ninit activation mean: 1e-4\n"
 
 
-def _quiet(_msg):
-    pass
-
-
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("baseline")
-    run_grid(SPECS, out, data_dir=data_dir, suite=SUITE, log=_quiet)
+    run_grid(SPECS, out, data_dir=data_dir, suite=SUITE, log=quiet)
     (out / "rules.txt").write_text(RULES)
     return out
 
@@ -46,7 +44,7 @@ def _edit(folder, strategy, fn):
 
 def test_a_rerun_on_the_same_machine_is_identical(baseline, tmp_path, data_dir):
     current = tmp_path / "current"
-    run_grid(SPECS, current, data_dir=data_dir, suite=SUITE, log=_quiet)
+    run_grid(SPECS, current, data_dir=data_dir, suite=SUITE, log=quiet)
     exact = tmp_path / "exact.txt"
     exact.write_text("test_accuracy: 0\nfinal_train_loss: 0\nfinal_val_accuracy: 0\ninit activation std: 0\n")
     lines = []
@@ -59,7 +57,7 @@ def test_planted_regression_fails_and_names_run_and_metric(baseline, tmp_path, d
     broken = lambda dropout_rate=0.0: NormStrategy("selu", activation="sigmoid", kernel_initializer="lecun_normal")  # noqa: E731
     monkeypatch.setitem(NORMS._items, "selu", broken)
     current = tmp_path / "current"
-    run_grid(SPECS, current, data_dir=data_dir, suite=SUITE, log=_quiet)
+    run_grid(SPECS, current, data_dir=data_dir, suite=SUITE, log=quiet)
     lines = []
     assert check.run_check(baseline, current, out=lines.append) == 1
     text = "\n".join(lines)
@@ -83,11 +81,11 @@ def test_mismatched_schema_suite_or_backend_is_refused(baseline, tmp_path):
         current = _copy(baseline, tmp_path / f"c{i}")
         _edit(current, "*", lambda r: r.__setitem__(field, value))
         with pytest.raises(NormbenchError, match="refusing to compare|schema version"):
-            check.run_check(baseline, current, out=_quiet)
+            check.run_check(baseline, current, out=quiet)
     current = _copy(baseline, tmp_path / "c3")
     _edit(current, "*", lambda r: r["environment"].__setitem__("backend", "jax"))
     with pytest.raises(NormbenchError, match="refusing to compare: the baseline has backend 'tensorflow'.*make baseline"):
-        check.run_check(baseline, current, out=_quiet)
+        check.run_check(baseline, current, out=quiet)
 
 
 def _set_definition(folder, specs):
@@ -295,7 +293,7 @@ def dup_baseline(tmp_path_factory, data_dir):
     """Two runs with the same dataset/model/strategy/seed that differ in batch size (as in the batch-size suite)."""
     out = tmp_path_factory.mktemp("dup_baseline")
     run_grid(DUP_SPECS, out, data_dir=data_dir, suite={"name": "dup", "definition_hash": definition_hash(DUP_SPECS)},
-             log=_quiet)
+             log=quiet)
     (out / "rules.txt").write_text("test_accuracy: -0.02\n")
     return out
 

@@ -56,6 +56,11 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _dataset_panels(plt, n: int, width: float, height: float):
+    """One row of ``n`` panels (one per dataset), with room on the right for a legend outside the data."""
+    return plt.subplots(1, n, figsize=(width * n + 2, height), squeeze=False, layout="constrained")
+
+
 def training_loss(history: pd.DataFrame, runs: pd.DataFrame, path: Path,
                   quantity: str = "inference mode, fixed training subset") -> Path:
     """Training loss (by default in inference mode on a fixed training subset; ``quantity`` names what ``history``'s
@@ -74,8 +79,7 @@ def training_loss(history: pd.DataFrame, runs: pd.DataFrame, path: Path,
     d["model"] = short if same else full
     models = sorted(d.model.unique(), key=lambda m: (len(m), m))  # one order, so a style means one model everywhere
     datasets = sorted(d.dataset.unique())
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets) + 2, 4.8), squeeze=False,
-                             layout="constrained")
+    fig, axes = _dataset_panels(plt, len(datasets), 6.5, 4.8)
     palette = strategy_palette(d.strategy.unique())
     for ax, dataset in zip(axes[0], datasets):
         sub = d[d.dataset == dataset]
@@ -153,8 +157,7 @@ def accuracy_vs_depth(runs: pd.DataFrame, path: Path) -> Path:
     d["family"] = d.builder.str.rstrip("0123456789").str.rstrip("_")
     datasets = sorted(runs.dataset.unique())
     palette = strategy_palette(runs.strategy.unique())
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets) + 2, 4.2), squeeze=False,
-                             layout="constrained")
+    fig, axes = _dataset_panels(plt, len(datasets), 6, 4.2)
     families = sorted(d.family.unique())
     for ax, dataset in zip(axes[0], datasets):
         sub = d[d.dataset == dataset]
