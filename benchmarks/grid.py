@@ -22,6 +22,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,16 @@ import time
 from pathlib import Path
 
 SECTION = "## Grid wall time"
+
+
+def replace_section(text: str, heading: str, section: str) -> str:
+    """``text`` with the section under ``heading`` (up to the next heading of level 1 or 2) replaced by
+    ``section``, or ``section`` appended when there is none; every other section is kept."""
+    if heading not in text:
+        return text.rstrip() + "\n\n" + section
+    head, _, rest = text.partition(heading)
+    following = re.search(r"\n#{1,2} ", rest)
+    return head + section + ("\n" + rest[following.start() + 1:] if following else "")
 
 
 def suite_train_flops(suite_name: str) -> tuple[float, int]:
@@ -115,13 +126,7 @@ def write(rows: list[dict], args, projection: tuple[float, int] | None, out: Pat
     section = "\n".join(lines) + "\n"
     perf = out / "perf.md"
     text = perf.read_text() if perf.exists() else "# normbench throughput\n\n"
-    if SECTION in text:
-        head, _, rest = text.partition(SECTION)
-        tail = rest[rest.find("\n## ") + 1:] if "\n## " in rest else ""
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip() + "\n\n" + section
-    perf.write_text(text)
+    perf.write_text(replace_section(text, SECTION, section))
     print(section)
     print(f"wrote {out / 'perf_grid.csv'} and the grid section of {perf}")
 

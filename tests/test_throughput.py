@@ -75,3 +75,14 @@ def test_bad_arguments_are_refused(argv, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         throughput.main()
     assert "error" in capsys.readouterr().err
+
+
+def test_the_grid_benchmark_replaces_its_own_section_and_keeps_every_other():
+    """make perf-grid rewrote results/perf.md up to the next '## ' heading, dropping a '# ' section in between."""
+    spec = importlib.util.spec_from_file_location("grid_bench", _PATH.with_name("grid.py"))
+    grid = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grid)
+    text = "# T\n\n## Grid wall time\nold\n\n# Diagnostics\nd\n\n## Numbers moved\nn\n"
+    out = grid.replace_section(text, grid.SECTION, "## Grid wall time\nnew\n")
+    assert out == "# T\n\n## Grid wall time\nnew\n\n# Diagnostics\nd\n\n## Numbers moved\nn\n"
+    assert grid.replace_section("# T\n", grid.SECTION, "## Grid wall time\nnew\n") == "# T\n\n## Grid wall time\nnew\n"
