@@ -34,10 +34,10 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 def default_engine(backend: str, spec, model=None) -> str:
     """The engine a run gets when none is asked for.
 
-    ``scan`` on JAX for models without convolutions: on this project's 2-core CPU it trained the
-    MLPs at 0.95-1.7x ``fit`` (results/perf.md). Conv nets stay on ``fit``: inside ``lax.scan``
-    XLA's CPU backend ran the smoke convnet 17x slower than ``fit`` (43 s against 2.5 s an epoch,
-    1,000 CIFAR-10 images); on a GPU this has not been measured yet.
+    ``scan`` on JAX for models without convolutions, where the throughput benchmark measured it
+    at least as fast as ``fit`` on most MLP rows; conv nets stay on ``fit``, which XLA's CPU backend
+    ran many times faster than a scanned epoch. The measurements: results/perf.md (engines rows, and
+    "Numbers moved out of docstrings"); on a GPU neither has been measured yet.
     """
     if backend == "jax" and not spec.probe_every_steps and (model is None or not is_conv(model)):
         return "scan"

@@ -41,10 +41,10 @@ def choose_execution(model, backend: str, deterministic: bool) -> Execution:
 
     - steps_per_execution 16 everywhere: fewer Python round trips per epoch.
     - TensorFlow: XLA only for MLPs without BN (issue #5 measured it helping deep MLPs, not BN or conv
-      nets), and never with op determinism on, which Keras refuses to combine with XLA. Re-measured on
-      2026-11-22 with op determinism off (one run each, 20k MNIST samples): XLA neither helped nor hurt
-      the MLPs here (mlp8 30.7k vs 31.4k samples/s, mlp32 7.8k vs 8.4k), so the default (determinism
-      on, no XLA) loses nothing measurable on this CPU.
+      nets), and never with op determinism on, which Keras refuses to combine with XLA. A later
+      re-measurement found XLA neither helping nor hurting the MLPs on a 2-core CPU, so the default
+      (determinism on, no XLA) loses nothing measurable there (numbers: results/perf.md, "Numbers moved
+      out of docstrings").
     - JAX compiles every step anyway; torch stays eager (torch.compile's warm-up dominates short runs) and
       runs one step per execution, the only setting Keras accepts there.
     Environment overrides: NORMBENCH_JIT_COMPILE=auto|on|off, NORMBENCH_STEPS_PER_EXECUTION=N.
