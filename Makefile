@@ -18,7 +18,7 @@ install: $(BIN)/normbench
 
 # The fast tier (about 8 minutes on 2 cores): every module, every registered model and strategy built once.
 test: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15
 
 # The slow tier alone: other backends' numerical checks, grids of runs in worker processes, signals, the rest of
 # the registry cross product (tests marked `slow`, see tests/_tiers.py).
