@@ -114,13 +114,13 @@ def with_eigenvalue_counts(spectra: pd.DataFrame, records: list[dict]) -> pd.Dat
     return wide
 
 
-def reliable_alphas(spectra: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
-    """``spectra`` without the alpha rows of matrices with fewer than :data:`MIN_EIGENVALUES` eigenvalues."""
-    wide = with_eigenvalue_counts(spectra, records)
-    bad = set(zip(wide.run_id[~wide.alpha_reliable], wide.epoch[~wide.alpha_reliable], wide.layer[~wide.alpha_reliable]))
-    flagged = np.array([k in bad for k in zip(spectra.run_id, spectra.epoch, spectra.layer)], dtype=bool)
-    drop = (spectra.quantity == "alpha").to_numpy() & flagged
-    return spectra[~drop]
+def reliable_alphas(spectra: pd.DataFrame, records: list[dict], wide: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``spectra`` without the alpha rows of matrices with fewer than :data:`MIN_EIGENVALUES` eigenvalues
+    (``wide``: :func:`with_eigenvalue_counts` of it, when the caller has made it already)."""
+    wide = with_eigenvalue_counts(spectra, records) if wide is None else wide
+    keys = ["run_id", "epoch", "layer"]
+    flagged = pd.MultiIndex.from_frame(spectra[keys]).isin(pd.MultiIndex.from_frame(wide.loc[~wide.alpha_reliable, keys]))
+    return spectra[~((spectra.quantity == "alpha").to_numpy() & flagged)]
 
 
 def report(view) -> None:
@@ -128,9 +128,10 @@ def report(view) -> None:
     spectra = view.frame("spectra")
     if not len(spectra):
         return
-    wide = with_eigenvalue_counts(spectra[spectra.layer >= 0], view.records)
-    used = reliable_alphas(spectra, view.records)
-    text = REPORT_TEXT.format(min_eig=MIN_EIGENVALUES, flagged=int((~wide.alpha_reliable).sum()), layers=len(wide))
+    wide = with_eigenvalue_counts(spectra, view.records)
+    used = reliable_alphas(spectra, view.records, wide)
+    hidden = wide[wide.layer >= 0]
+    text = REPORT_TEXT.format(min_eig=MIN_EIGENVALUES, flagged=int((~hidden.alpha_reliable).sum()), layers=len(hidden))
     with view.section("Weight spectra"):
         view.table("spectra", "## Weight spectra (the `spectra` diagnostic)", text, view.tables.spectra_summary(used))
     for d, m in view.models_of(used[used.quantity == "alpha"]):

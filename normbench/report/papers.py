@@ -17,6 +17,7 @@ import pandas as pd
 
 from .. import store
 from ..pack import is_pack
+from ..record import test_metrics
 from ..spec import RunSpec
 from ..suites import get_suite
 from ..files import subfolder, write_text
@@ -34,7 +35,6 @@ MIN_COMPARISONS = 10  # "falls steadily" needs at least this many epoch-to-epoch
 CHANCE_LOSS = float(np.log(10))  # cross-entropy of a uniform guess over 10 classes: below it, a net has started
 MOST_PROBES = 0.9  # (a) holds when BN is at least the baseline's accuracy at this share of probe points and at the end
 DRIFT_MARGIN = 0.8  # one seed, no interval: BN's drift counts as smaller only at <= 0.8x the baseline's (>= 1.25x: larger)
-GRADES = ("reproduced", "partly reproduced", "not reproduced", "inconclusive")
 
 
 def grade_of(held: int, of: int) -> str:
@@ -141,25 +141,23 @@ def _against_suite(suite: str, expected: list, records: list[dict]) -> list[str]
 
     A record whose run id the suite no longer has is matched to the current run of the same dataset, model, model
     and strategy parameters and seed (the closest one, by the number of differing settings)."""
-    present = {r["run_id"] for r in records}
+    present, expected_ids = {r["run_id"] for r in records}, {s.run_id for s in expected}
     missing = [s for s in expected if s.run_id not in present]
     if not missing:
         return []
     changed: dict[str, set] = {}
-    unmatched = list(missing)
+    unmatched = {s.run_id: s.canonical() for s in missing}  # the suite's runs no record has matched yet
     for rec in records:
-        if rec["run_id"] in {s.run_id for s in expected}:
+        if rec["run_id"] in expected_ids:
             continue
         old = RunSpec.from_dict(rec["spec"]).canonical()
-        same_run = [s for s in unmatched if all(s.canonical().get(k) == old.get(k)
-                                                  for k in ("dataset", "model", "model_params", "seed"))
-                    and s.strategy == old["strategy"]]
+        same_run = {run_id: now for run_id, now in unmatched.items()
+                    if all(now.get(k) == old.get(k) for k in ("dataset", "model", "model_params", "strategy", "seed"))}
         if not same_run:
             continue
-        diffs = [{k for k in set(old) | set(s.canonical()) if old.get(k) != s.canonical().get(k)} for s in same_run]
-        best = min(range(len(same_run)), key=lambda i: len(diffs[i]))
-        unmatched.remove(same_run[best])
-        now = same_run[best].canonical()
+        diffs = {run_id: {k for k in set(old) | set(now) if old.get(k) != now.get(k)} for run_id, now in same_run.items()}
+        best = min(diffs, key=lambda run_id: len(diffs[run_id]))
+        now = unmatched.pop(best)
         for key in diffs[best]:
             changed.setdefault(key, set()).add(f"was {_setting(old.get(key))}, now {_setting(now.get(key))}")
     md = []
@@ -271,7 +269,7 @@ def bn_section(records: list[dict], figures: Path) -> list[str]:
         s = pd.DataFrame(rec["steps"]["rows"], columns=rec["steps"]["columns"])
         s["strategy"] = rec["spec"]["strategy"]
         steps.append(s)
-        final[rec["spec"]["strategy"]] = rec["test"].get("accuracy", np.nan)
+        final[rec["spec"]["strategy"]] = test_metrics(rec).get("accuracy", np.nan)
         st = pd.DataFrame(rec["step_stats"]["rows"], columns=rec["step_stats"]["columns"])
         last = st.layer.max()
         u = st[(st.layer == last) & (st.tap == "pre") & st.quantity.str.startswith("u0_")]
@@ -287,7 +285,7 @@ def bn_section(records: list[dict], figures: Path) -> list[str]:
     trained = unit[unit.step > 0]
     quantiles = ("u0_p15", "u0_p50", "u0_p85")
     drift = trained.groupby("strategy")[list(quantiles)].agg(lambda v: float(v.max() - v.min()))
-    band = {k: (g.sort_values("step").u0_p85 - g.sort_values("step").u0_p15).to_numpy() for k, g in trained.groupby("strategy")}
+    band = {k: (g.u0_p85 - g.u0_p15).to_numpy() for k, g in trained.sort_values("step").groupby("strategy")}
     last_step = int(steps.step.max())
     share, covered = coverage("bn", updates(records))
     both = "batchnorm" in acc and "none" in acc
