@@ -8,7 +8,9 @@ seed and the epoch alone, the same on every backend), so they compute the same t
 - ``scan``: JAX only. The training split lives on the device; each epoch is one compiled
   program, ``lax.scan`` over Keras' own pure ``train_step`` (``stateless_call`` and
   ``optimizer.stateless_apply`` inside), so max-norm constraints, BN moving statistics and
-  AlphaDropout's seed state behave exactly as under ``fit``. A final partial batch is one
+  AlphaDropout's seed state behave exactly as under ``fit``. The state is donated to the
+  compiled program (one copy of weights and optimizer state, updated in place); the engine
+  calls no private Keras method. A final partial batch is one
   more compiled step, as ``fit`` does it. Measurement uses one compiled inference function
   over device-resident evaluation sets.
 
@@ -77,6 +79,18 @@ class FitEngine:
                                for i in range(0, len(x), EVAL_BATCH)])
 
 
+def build_training_state(model, x, y) -> None:
+    """Create every variable a pure ``train_step`` threads through (the model's, the compiled loss's and metrics',
+    the optimizer's) with public calls on one batch, leaving the metrics reset and the weights untouched: what
+    ``fit`` does before its first step (through a private Keras method that the engines do not call)."""
+    y_pred = model(x, training=False)
+    model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
+    model.compute_metrics(x, y, y_pred)
+    model.reset_metrics()
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+
+
 class ScanEngine:
     """JAX: each epoch one compiled ``lax.scan`` over Keras' pure ``train_step``, the data on the device."""
 
@@ -88,9 +102,7 @@ class ScanEngine:
 
         self.model, self.batch_size = model, batch_size
         self.x, self.y = jnp.asarray(x), jnp.asarray(y)
-        model._symbolic_build(data_batch=(x[:batch_size], y[:batch_size]))
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
+        build_training_state(model, x[:batch_size], y[:batch_size])
 
         def one_step(state, x, y, idx):
             _, state = model.train_step(state, (jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)))
@@ -105,8 +117,10 @@ class ScanEngine:
         def forward(trainable, non_trainable, x):
             return model.stateless_call(trainable, non_trainable, x, training=False)[0]
 
-        self._one = jax.jit(one_step)
-        self._many = jax.jit(many_steps)
+        # the state is donated: XLA writes the new weights and optimizer slots over the old ones instead of
+        # holding two copies; the old arrays are dead from the call on, and train_epoch assigns the new ones
+        self._one = jax.jit(one_step, donate_argnums=0)
+        self._many = jax.jit(many_steps, donate_argnums=0)
         self._forward = jax.jit(forward)
         self._device_sets: dict[int, tuple] = {}
 

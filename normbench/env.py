@@ -112,6 +112,7 @@ def _machine() -> dict[str, object]:
 DETERMINISM_ENV = "NORMBENCH_DETERMINISTIC"  # on (default) | off
 JIT_ENV = "NORMBENCH_JIT_COMPILE"  # auto (default) | on | off
 SPE_ENV = "NORMBENCH_STEPS_PER_EXECUTION"  # 1 .. MAX_STEPS_PER_EXECUTION, default 16
+PROBE_STATS_ENV = "NORMBENCH_PROBE_ON_DEVICE"  # auto (default: on a GPU) | on | off
 _TRUE, _FALSE = ("1", "on", "true", "yes"), ("0", "off", "false", "no")
 MAX_STEPS_PER_EXECUTION = 10_000  # far beyond any epoch's steps here; large values overflow the backends' counters
 
@@ -166,11 +167,18 @@ def steps_per_execution() -> int:
     return env_int(SPE_ENV, 16, 1, MAX_STEPS_PER_EXECUTION, "steps per compiled execution, default 16")
 
 
+def probe_on_device_override() -> bool | None:
+    """NORMBENCH_PROBE_ON_DEVICE: True (on) or False (off) forces where the probe's statistics are computed;
+    None (auto, unset): on the device when it is a GPU, in NumPy on a CPU (see normbench.probe)."""
+    return env_switch(PROBE_STATS_ENV, None, auto=True)
+
+
 def check_environment() -> None:
     """normbench's own environment variables, checked before anything starts; a bad value names the variable."""
     determinism_requested()
     jit_override()
     steps_per_execution()
+    probe_on_device_override()
 
 
 def enable_determinism() -> bool:

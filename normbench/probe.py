@@ -15,6 +15,7 @@ import re
 
 import numpy as np
 
+from .env import probe_on_device_override
 from .stats import kernel_norms, summarize, unit_summary
 
 ACT_LAYER = re.compile(r"h(\d+)_act")
@@ -31,44 +32,78 @@ def hidden_blocks(model) -> list[tuple[int, object, object]]:
     return sorted(blocks, key=lambda b: b[0])
 
 
-class ActivationProbe:
-    """Measures tidy rows (epoch, layer, tap, quantity, value) on one fixed batch."""
+def statistics_on_device(device_kind: str, conv: bool) -> bool:
+    """Where the probe summarizes its taps: with the backend's ops inside the probe's compiled function
+    (:mod:`normbench.device_stats`) on a GPU and, on a CPU, for conv nets; in NumPy on the host for MLPs on a CPU.
 
-    def __init__(self, model, x_probe: np.ndarray):
+    Measured on a 2-core CPU (``make overhead``, results/perf.md "Probe statistics"): the percentiles' sorts run
+    2-10x slower in the backends' CPU kernels (XLA, TensorFlow, torch) than in NumPy, which wins on an MLP's taps
+    (65,536 values each); a conv net's taps are many times larger, and summarizing them where they are (on a
+    fixed subset) beats copying them whole to the host. NORMBENCH_PROBE_ON_DEVICE=on|off overrides the choice;
+    both give the same numbers up to float32 round-off (tests/test_probe.py)."""
+    override = probe_on_device_override()
+    if override is not None:
+        return override
+    return device_kind == "gpu" or conv
+
+
+class ActivationProbe:
+    """Measures tidy rows (epoch, layer, tap, quantity, value) on one fixed batch.
+
+    With ``on_device`` each tapped tensor is summarized by a :class:`normbench.device_stats.TapSummary`
+    appended to the probe model, so one compiled ``predict_on_batch`` returns a few numbers per tap;
+    otherwise the taps come back whole and :mod:`normbench.stats` summarizes them in NumPy. The kernels'
+    per-unit norms (weights, not activations) are computed on the host either way.
+    """
+
+    def __init__(self, model, x_probe: np.ndarray, on_device: bool = False):
         import keras
 
+        from .device_stats import TapSummary, summary_names
+
         self.blocks = hidden_blocks(model)
-        self.activations = [act.get_config()["activation"] for _, act, _ in self.blocks]  # fixed; not per epoch
+        self.on_device = bool(on_device)
         names = {layer.name for layer in model.layers}
         outputs = []
-        self.taps: list[list[str]] = []  # per block, the names of its tapped tensors in output order
+        # per block: (tap, the activation it is judged by for saturation, its quantities) in output order
+        self.taps: list[list[tuple[str, str | None, list[str]]]] = []
+
+        def tap(name: str, index: int, tensor, activation: str | None = None) -> None:
+            pre = name == "pre"
+            if self.on_device:
+                tensor = TapSummary(len(x_probe), activation, pre, name=f"h{index:02d}_{name}_summary")(tensor)
+            outputs.append(tensor)
+            self.taps[-1].append((name, activation, summary_names(activation, pre)))
+
         for index, act, _ in self.blocks:
-            outputs += [act.input, act.output]
-            self.taps.append(["pre", "act"])
+            self.taps.append([])
+            tap("pre", index, act.input)
+            tap("act", index, act.output, act.get_config()["activation"])  # fixed; not per epoch
             if f"h{index:02d}_add" in names:
                 skip, branch = model.get_layer(f"h{index:02d}_add").input
-                outputs += [skip, branch]
-                self.taps[-1] += ["skip", "branch"]
+                tap("skip", index, skip)
+                tap("branch", index, branch)
             if f"h{index:02d}_concat" in names:
-                outputs.append(model.get_layer(f"h{index:02d}_concat").output)
-                self.taps[-1].append("concat")
+                tap("concat", index, model.get_layer(f"h{index:02d}_concat").output)
         self.model = model
         self.probe_model = keras.Model(model.input, outputs, name=f"{model.name}_probe")
         self.x = x_probe
+
+    def _summary(self, tap: str, activation: str | None, quantities: list[str], value) -> list[float]:
+        if self.on_device:
+            return np.asarray(value, dtype=np.float64).reshape(-1).tolist()
+        summary = summarize(value, activation) | (unit_summary(value) if tap == "pre" else {})
+        return [summary[q] for q in quantities]
 
     def measure(self, epoch: int) -> list[tuple[int, int, str, str, float]]:
         import keras
 
         values = iter(self.probe_model.predict_on_batch(self.x))
         rows = []
-        for (index, _, linear), activation, taps in zip(self.blocks, self.activations, self.taps):
-            for tap in taps:
-                tensor = next(values)
-                if tap == "pre":
-                    summary = summarize(tensor) | unit_summary(tensor)
-                else:
-                    summary = summarize(tensor, activation if tap == "act" else None)
-                rows += [(epoch, index, tap, q, v) for q, v in summary.items()]
+        for (index, _, linear), taps in zip(self.blocks, self.taps):
+            for tap, activation, quantities in taps:
+                summary = self._summary(tap, activation, quantities, next(values))
+                rows += [(epoch, index, tap, q, float(v)) for q, v in zip(quantities, summary)]
             norms = kernel_norms(keras.ops.convert_to_numpy(linear.kernel))
             rows += [(epoch, index, "kernel", q, v) for q, v in norms.items()]
         return rows

@@ -29,8 +29,8 @@ from .errors import say
 from .metrics import loss_and_accuracy  # noqa: F401  (runner.loss_and_accuracy: used through here too)
 from .models import build_model, portable_initialization
 from .norms import get_strategy, hidden_layer_name
-from .perf import choose_execution, training_flops
-from .probe import ActivationProbe, hidden_blocks
+from .perf import choose_execution, is_conv, training_flops
+from .probe import ActivationProbe, hidden_blocks, statistics_on_device
 from .registry import DIAGNOSTICS
 from .spec import RunSpec
 
@@ -149,8 +149,10 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: s
         trained = with_augmentation(model, spec.augment, spec.seed)  # the probe measures `model`, its layers
         compile_model(trained, spec, execution, steps_per_epoch=-(-len(splits.y_train) // spec.batch_size))
         engine_name = resolve_engine(engine, keras.backend.backend(), spec, model)
+        on_device = statistics_on_device(record["environment"]["device_kind"], is_conv(model))
         record["performance"] = {**execution.as_dict(), "train_flops_per_sample": training_flops(model),
-                                 "engine": engine_name, "concurrent_runs": int(concurrent_runs)}
+                                 "engine": engine_name, "concurrent_runs": int(concurrent_runs),
+                                 "probe_statistics": "device" if on_device else "host"}
         record["strategy_config"] = strategy.get_config()
         record["param_count"] = int(model.count_params())
         record["layers"] = [
@@ -163,7 +165,7 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: s
             }
             for i, act, linear in hidden_blocks(model)
         ]
-        probe = ActivationProbe(model, splits.x_val[: spec.probe_size])
+        probe = ActivationProbe(model, splits.x_val[: spec.probe_size], on_device=on_device)
         trainer = make_engine(engine_name, trained, splits.x_train, splits.y_train, spec.batch_size)
         record["timings"]["build_s"] = time.perf_counter() - t
         stop.watch(trained)  # a stop request ends fit() after its current step; checkpoints raise below

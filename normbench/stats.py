@@ -32,7 +32,7 @@ SATURATION: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 _SUBSAMPLE_CACHE: dict[tuple[int, int], np.ndarray] = {}
 
 
-def _fixed_subset(n: int, k: int) -> np.ndarray:
+def fixed_subset(n: int, k: int) -> np.ndarray:
     """``k`` sorted indices out of ``n``, the same every call (so epochs compare like with like)."""
     idx = _SUBSAMPLE_CACHE.get((n, k))
     if idx is None:
@@ -49,7 +49,7 @@ def saturation_mask(activation: str, values: np.ndarray) -> np.ndarray | None:
 
 def _percentile_sample(flat: np.ndarray) -> np.ndarray:
     n = flat.size
-    return flat if n <= MAX_PERCENTILE_VALUES else flat[_fixed_subset(n, MAX_PERCENTILE_VALUES)]
+    return flat if n <= MAX_PERCENTILE_VALUES else flat[fixed_subset(n, MAX_PERCENTILE_VALUES)]
 
 
 def summarize(values: np.ndarray, activation: str | None = None) -> dict[str, float]:
@@ -63,7 +63,7 @@ def summarize(values: np.ndarray, activation: str | None = None) -> dict[str, fl
     v = np.asarray(values, dtype=np.float32)
     v = v.reshape(-1, v.shape[-1])
     if v.size > MAX_VALUES:
-        v = v[_fixed_subset(len(v), max(1, MAX_VALUES // v.shape[1]))]
+        v = v[fixed_subset(len(v), max(1, MAX_VALUES // v.shape[1]))]
     flat = v.reshape(-1)
     out = {
         "mean": float(flat.mean(dtype=np.float64)),

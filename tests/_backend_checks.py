@@ -18,6 +18,8 @@ tests, which run on TensorFlow in their own process, to assert on.
    a Conv-shaped input, in training and inference mode (``norm_numerics``: the largest error).
 6. Weight standardization (plain and scaled) and adaptive gradient clipping's step against
    tests/test_norm_free.py's NumPy references (``norm_free``: the largest errors).
+7. The activation probe's statistics computed with the backend's ops against NumPy's (``probe_device``:
+   tests/test_probe.py's cases, the largest error of each).
 """
 
 import json
@@ -254,6 +256,14 @@ def norm_numerics():
     return numerics_errors()
 
 
+def probe_device():
+    """tests/test_probe.py's comparison of the probe's device and NumPy statistics, on this backend."""
+    from test_probe import PROBE_CASES, probe_device_error
+
+    return {f"{c[0]}/{c[1]}/{c[2].get('activation', '')}": probe_device_error(c) for c in PROBE_CASES
+            if not hasattr(c, "marks")}
+
+
 def epoch0(data_dir):
     from normbench.datasets import load_raw
     from normbench.errors import DataError
@@ -280,7 +290,7 @@ if __name__ == "__main__":
     result = {"backend": keras.backend.backend(), "epoch0": epoch0(os.environ.get("NORMBENCH_DATA_DIR") or None),
               "reparametrization": reparametrization(), "gradients": gradients_check(),
               "hessian": hessian_check(), "momentum_ramp": momentum_ramp_check(), "norm_numerics": norm_numerics(),
-              "norm_free": norm_free()}
+              "norm_free": norm_free(), "probe_device": probe_device()}
     if keras.backend.backend() == "jax":
         result["engines"] = engine_agreement()
     with open(sys.argv[1], "w") as f:
