@@ -57,7 +57,7 @@ def engine_agreement():
                                                  ("maxnorm", {}, ramp, "[ramp]")]):
             spec = RunSpec(model_name, strategy, "mnist", batch_size=32, learning_rate=0.05, model_params=params,
                            strategy_params=sparams, epochs=2, **extra)
-            weights, losses = {}, {}
+            weights, losses, donated = {}, {}, None
             for engine in ("fit", "scan"):
                 keras.backend.clear_session()
                 keras.utils.set_random_seed(0)
@@ -66,7 +66,10 @@ def engine_agreement():
                 start = [np.array(v.numpy()) for v in model.weights]
                 trainer = make_engine(engine, model, x, y, 32)
                 for epoch in (1, 2):
+                    before = [v.value for v in model.trainable_variables + model.optimizer.variables]
                     logs = trainer.train_epoch(epoch_order(0, epoch, len(y)), epoch)
+                    if engine == "scan":  # donated: the arrays the epoch started from were overwritten in place
+                        donated = all(a.is_deleted() for a in before)
                 losses[engine] = logs["loss"]
                 weights[engine] = (start, [np.array(v.numpy()) for v in model.weights])
             (s_fit, w_fit), (s_scan, w_scan) = weights["fit"], weights["scan"]
@@ -78,6 +81,7 @@ def engine_agreement():
                 "max_abs": float(max(np.max(np.abs(a)) for a in w_fit)),
                 "loss_fit": losses["fit"],
                 "loss_scan": losses["scan"],
+                "scan_state_donated": donated,
             }
     return out
 

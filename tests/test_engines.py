@@ -25,6 +25,7 @@ def test_scan_engine_trains_the_same_weights_as_fit(jax_checks, model, strategy)
     # A computation that differs (statistics, seeds or constraints not threaded through) moves weights by ~0.1-1.
     assert r["max_abs_diff"] <= 5e-3 * max(1.0, r["max_abs"]), r
     assert r["loss_fit"] == pytest.approx(r["loss_scan"], rel=2e-4)
+    assert r["scan_state_donated"]  # no second copy of the weights and optimizer state during an epoch
 
 
 def test_every_registered_strategy_is_covered_by_the_engine_check(jax_checks):
