@@ -555,12 +555,6 @@ def main() -> int:
         return 2
     label = f"{'tiny' if args.tiny else 'gpu'}-{device_slug(machine['device'])}"
     folder = Path(args.out).resolve() / label
-    if folder.exists():
-        old = folder / "summary.json"
-        if not old.is_file() or json.loads(old.read_text()).get("made_by") != MADE_BY:
-            p.error(f"{folder} exists and is not an earlier output of this script: move it away")
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
     sections = make_plan(folder)
     if args.only:
         keep = set(args.only.split(","))
@@ -582,6 +576,13 @@ def main() -> int:
     summary = {"made_by": MADE_BY, "label": label, "meta": meta, "complete": False, "elapsed_s": 0.0,
                "plan": [plan_entry(s) for s in sections], "results": {}, "targets": [], "figures": {},
                "cpu_reference": {f"{m}/{s}": v for (m, s), v in cpu_ref.items()}}
+    if folder.exists():
+        old = folder / "summary.json"
+        if not old.is_file() or json.loads(old.read_text()).get("made_by") != MADE_BY:
+            p.error(f"{folder} exists and is not an earlier output of this script: move it away")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    write_summary(folder, summary)  # from the start, the folder says what it is and what is planned
     print(f"{label}: {len(sections)} sections, budget {budget:.0f} s, data {', '.join(sorted(datasets))}; "
           f"writing {folder}", flush=True)
     deadline = start + budget
