@@ -160,10 +160,9 @@ def main() -> None:
                    aggregate_gflops_per_s=statistics.median(r["aggregate_gflops_per_s"] for r in reps))
         print(f"--jobs {row['jobs']}: {row['wall_s']:.1f} s, {row['aggregate_gflops_per_s']:.1f} GFLOP/s", flush=True)
         rows.append(row)
-        if j != jobs[-1]:  # what is measured so far survives a run stopped before the last jobs value
-            write(rows, args, None, Path(args.out))
-    projection = suite_train_flops(args.project) if args.project else None
-    write(rows, args, projection, Path(args.out))
+        write(rows, args, None, Path(args.out))  # what is measured so far survives a run stopped later
+    if args.project:
+        write(rows, args, suite_train_flops(args.project), Path(args.out))
 
 
 if __name__ == "__main__":
