@@ -142,6 +142,29 @@ def cpu_reference(perf_md: str) -> dict[tuple[str, str], float]:
     return best
 
 
+# a row as benchmarks/throughput.py prints it when measured (its files are written only at its end)
+PRINTED_ROW = re.compile(r"^\s+(?P<engine>\w+)\s+(?P<model>\S+)\s+(?P<strategy>\S+)\s+"
+                         r"normbench\s+(?P<normbench>[\d,]+)/s\s+plain\s+(?P<plain>[\d,]+)/s\s+"
+                         r"speedup (?P<speedup>[\d.]+)x \[(?P<low>[\d.]+)-(?P<high>[\d.]+)\]\s+"
+                         r"training (?P<train>[\d.]+)x", re.M)
+
+
+def throughput_rows(folder: Path) -> list[dict]:
+    """A throughput section's rows: from its perf.csv, else (the benchmark was stopped before it wrote it) from the
+    rows its log printed, without the columns the log lacks."""
+    numbers = ("normbench_samples_per_s", "plain_samples_per_s", "speedup", "speedup_min", "speedup_max",
+               "train_speedup")
+    rows = read_csv(folder / "perf.csv")
+    if rows:
+        return [{k: r[k] for k in ("engine", "model", "strategy")} | {"train_samples": int(r["train_samples"])}
+                | {k: float(r[k]) for k in numbers} | {"source": "perf.csv"} for r in rows]
+    log = folder / "log.txt"
+    return [{k: m[k] for k in ("engine", "model", "strategy")} | {"train_samples": None}
+            | dict(zip(numbers, (float(m[g].replace(",", "")) for g in ("normbench", "plain", "speedup", "low", "high",
+                                                                          "train"))))
+            | {"source": "log"} for m in PRINTED_ROW.finditer(log.read_text() if log.is_file() else "")]
+
+
 def read_csv(path: Path) -> list[dict]:
     if not path.is_file():
         return []
@@ -298,12 +321,9 @@ def describe() -> None:
 def collect(folder: Path, results: dict) -> dict:
     """Each section's figures, read from the files its commands wrote."""
     figures: dict = {}
-    rows = [r for m in ("mlp8", "mlp32", "convnet") for r in read_csv(folder / f"throughput-{m}" / "perf.csv")]
+    rows = [r for m in ("mlp8", "mlp32", "convnet") for r in throughput_rows(folder / f"throughput-{m}")]
     if rows:
-        numbers = ("normbench_samples_per_s", "plain_samples_per_s", "speedup", "speedup_min", "speedup_max",
-                   "train_speedup")
-        figures["throughput"] = [{k: r[k] for k in ("backend", "engine", "model", "strategy", "train_samples")}
-                                 | {k: float(r[k]) for k in numbers} for r in rows]
+        figures["throughput"] = rows
     grid = read_csv(folder / "jobs-grid" / "perf_grid.csv")
     if grid:
         figures["jobs_grid"] = [{"jobs": r["jobs"], "runs": int(r["runs"]), "wall_s": float(r["wall_s"]),
@@ -402,10 +422,13 @@ def summary_markdown(summary: dict) -> str:
                   "| engine | model | strategy | train samples | normbench samples/s | plain samples/s | "
                   "speedup [min-max] "
                   "| training speedup |", "|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['engine']} | {r['model']} | {r['strategy']} | {int(r['train_samples']):,} | "
+        lines += [f"| {r['engine']}{'*' if r['source'] == 'log' else ''} | {r['model']} | {r['strategy']} | "
+                  f"{'-' if r['train_samples'] is None else format(r['train_samples'], ',')} | "
                   f"{r['normbench_samples_per_s']:,.0f} | {r['plain_samples_per_s']:,.0f} | {r['speedup']:.2f}x "
                   f"[{r['speedup_min']:.2f}-{r['speedup_max']:.2f}] | {r['train_speedup']:.2f}x |"
                   for r in f["throughput"]]
+        if any(r["source"] == "log" for r in f["throughput"]):
+            lines += ["", "\\* read from the benchmark's log: it was stopped before it wrote its files."]
     if f.get("jobs_grid"):
         lines += ["", "### A suite at each --jobs", "", "| jobs | runs | wall s | aggregate training GFLOP/s |",
                   "|---|---|---|---|"]

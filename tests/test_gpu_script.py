@@ -150,6 +150,7 @@ def test_figures_and_verdicts_come_from_the_benchmarks_files(tmp_path):
     (tmp_path / "env" / "log.txt").write_text("$ env\n")
     figures = gpu.collect(tmp_path, results)
     assert [r["normbench_samples_per_s"] for r in figures["throughput"]] == [70000.0, 80000.0, 60000.0]
+    assert {r["source"] for r in figures["throughput"]} == {"perf.csv"}
     assert figures["jobs_grid"][1] == {"jobs": "auto (8)", "runs": 8, "wall_s": 15.0, "aggregate_gflops_per_s": 3600.0}
     assert figures["jobs_grid_projection"] == "Projection for `full` (90 runs): 4 minutes."
     assert figures["seeds"]["ratio"] == 6.0
@@ -169,12 +170,30 @@ def test_figures_and_verdicts_come_from_the_benchmarks_files(tmp_path):
     assert gpu.targets(gpu.collect(tmp_path, results), results, cpu, meta)[0][1] == "not met"
 
 
+PRINTED = ("jax: measuring mlp32 x none,batchnorm, 2 repeats of 4 epochs\n"  # as benchmarks/throughput.py prints
+           "  fit  mlp32    none       normbench   60,405/s  plain   46,912/s  "
+           "speedup 1.22x [1.11-1.45]  training 1.64x\n"
+           "  scan mlp32    batchnorm  normbench   47,295/s  plain   31,976/s  "
+           "speedup 1.43x [1.32-1.65]  training 1.65x\n")
+
+
+def test_a_throughput_benchmark_stopped_before_its_files_keeps_the_rows_it_printed(tmp_path):
+    (tmp_path / "log.txt").write_text(PRINTED)
+    rows = gpu.throughput_rows(tmp_path)
+    assert [(r["engine"], r["strategy"], r["normbench_samples_per_s"], r["speedup_max"], r["source"]) for r in rows] \
+        == [("fit", "none", 60405.0, 1.45, "log"), ("scan", "batchnorm", 47295.0, 1.65, "log")]
+    assert gpu.throughput_rows(tmp_path / "nothing") == []
+
+
 def test_the_summary_round_trips_and_a_missing_log_is_a_layout_problem(tmp_path):
     folder = tmp_path / "gpu-nvidia-h200"
     folder.mkdir()
     results = _write_outputs(folder)
     (folder / "env").mkdir()
     (folder / "env" / "log.txt").write_text("$ env\n")
+    (folder / "throughput-mlp8").mkdir()
+    (folder / "throughput-mlp8" / "log.txt").write_text(PRINTED.replace("mlp32", "mlp8 "))  # stopped: no perf.csv
+    results["throughput-mlp8"] = dict(results["throughput-mlp32"], status="cut at its limit in step throughput")
     sections = _plan(folder)
     meta = {"device": "GPU: NVIDIA H200", "device_kind": "gpu", "mode": "real", "backend": "jax", "budget_s": 540,
             "date": "2026-12-04 17:00", "datasets": ["mnist"], "full_suite": "full", "seeds": 10}
@@ -189,6 +208,8 @@ def test_the_summary_round_trips_and_a_missing_log_is_a_layout_problem(tmp_path)
     assert "| full | the `full` suite with --jobs auto for the rest of the budget | all 90 runs | +465 s | until the " \
            "deadline |" in text
     assert json.loads((folder / "summary.json").read_text())["results"]["full"]["status"] == gpu.STATUS_CUT
+    assert "| fit* | mlp8 | none | - | 60,405 | 46,912 | 1.22x [1.11-1.45] | 1.64x |" in text
+    assert "| fit | mlp32 | none | 55,000 | 70,000 |" in text and "\\* read from the benchmark's log" in text
     (folder / "jobs-grid" / "log.txt").unlink()
     assert gpu.layout_problems(folder) == ["section jobs-grid ran but has no jobs-grid/log.txt"]
     (folder / "summary.json").write_text("{}")
