@@ -6,7 +6,7 @@ RESULTS ?= runs
 EXTRAS ?= test
 JOBS ?= 1
 
-.PHONY: install test test-slow test-all bench report smoke check baseline papers papers-report perf perf-grid full-report norms norms-report tuned tuned-report cifar-resnet-cpu cifar-resnet-cpu-report diagnostics diagnostics-report overhead diagnostics-overhead clean
+.PHONY: install test test-slow test-all bench report smoke check baseline papers papers-report perf perf-grid full-report norms norms-report tuned tuned-report cifar-resnet-cpu cifar-resnet-cpu-report diagnostics diagnostics-report overhead diagnostics-overhead gpu-bench gpu-bench-tiny gpu-wheels clean
 
 $(BIN)/normbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -85,6 +85,28 @@ perf: install
 # A suite's wall time at --jobs 1, 2, 4, ... and the projection for `full`; the grid section of results/perf.md.
 perf-grid: install
 	$(BIN)/python benchmarks/grid.py --out results
+
+# One GPU machine, one command (docs/gpu.md): throughput rows, --jobs, seeds as one program and as much of `full`
+# as fits in 9 minutes, under $(RESULTS)/gpu/gpu-<device>. There is no venv on a device machine: give it its Python,
+# e.g. `make gpu-bench GPU_PYTHON=python3`. gpu-bench-tiny is the same at sizes of seconds on this CPU (CI runs it).
+GPU_PYTHON ?= $(BIN)/python
+gpu-bench:
+	$(GPU_PYTHON) benchmarks/gpu.py --out $(RESULTS)/gpu
+
+gpu-bench-tiny: install
+	$(BIN)/python benchmarks/gpu.py --tiny --out $(RESULTS)/gpu
+
+# What a device machine lacks, into the ignored folder .gpu/ that a `run` call carries: this venv's Keras, namex and
+# optree as CPython 3.12 x86-64 wheels (the machine has no package registry) and mnist.npz (docs/gpu.md).
+GPU_WHEELS := keras namex optree
+gpu-wheels: install
+	rm -rf .gpu/wheels .gpu/data && mkdir -p .gpu/wheels .gpu/data
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_27_x86_64 \
+	  --platform manylinux_2_28_x86_64 -d .gpu/wheels \
+	  $$($(BIN)/python -c "from importlib.metadata import version; print(*(f'{n}=={version(n)}' for n in '$(GPU_WHEELS)'.split()))")
+	cp "$${NORMBENCH_DATA_DIR:?set NORMBENCH_DATA_DIR to the folder holding mnist.npz}/mnist.npz" .gpu/data/
+	du -sh .gpu/wheels .gpu/data
 
 # Cost of the activation statistics relative to an epoch (prints numbers).
 overhead: install

@@ -69,7 +69,7 @@ def suite_train_flops(suite_name: str) -> tuple[float, int]:
     return total, len(suite.specs)
 
 
-def measure(args, jobs: int, folder: Path) -> dict:
+def measure(args, jobs: int | str, folder: Path) -> dict:
     cmd = [sys.executable, "-m", "normbench.cli"]
     if args.backend:
         cmd += ["--backend", args.backend]
@@ -92,7 +92,9 @@ def measure(args, jobs: int, folder: Path) -> dict:
     train = sum(h["epoch_s"] for h in steady)
     meas = sum(h["eval_s"] + h["probe_s"] for h in steady)
     env = recs[0]["environment"]
-    return {"jobs": jobs, "runs": len(recs), "wall_s": wall, "aggregate_gflops_per_s": flops / wall / 1e9,
+    picked = re.search(r"--jobs auto: (\d+)", done.stdout)  # what `auto` chose, as the CLI printed it
+    return {"jobs": f"auto ({picked.group(1)})" if picked else jobs, "runs": len(recs), "wall_s": wall,
+            "aggregate_gflops_per_s": flops / wall / 1e9,
             "measurement_share": meas / (train + meas) if train + meas else None,
             "engine": record.engine(recs[0]), "backend": env["backend"], "backend_version": env["backend_version"],
             "keras": env["keras"], "device": env["device"], "git_commit": env.get("git_commit")}
@@ -134,7 +136,8 @@ def write(rows: list[dict], args, projection: tuple[float, int] | None, out: Pat
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--suite", default="grid-bench", help="suite to time (default grid-bench: 8 small MNIST runs)")
-    p.add_argument("--jobs", default=None, help="comma list (default: 1, 2, 4, ... up to the CPU cores)")
+    p.add_argument("--jobs", default=None, help="comma list of numbers or 'auto' (default: 1, 2, 4, ... up to the CPU "
+                                                "cores)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--backend", default=None)
     p.add_argument("--engine", default=None)
@@ -143,7 +146,7 @@ def main() -> None:
     p.add_argument("--out", default="results")
     args = p.parse_args()
     if args.jobs:
-        jobs = [int(j) for j in args.jobs.split(",")]
+        jobs = [j if j == "auto" else int(j) for j in args.jobs.split(",")]
     else:
         cores = len(os.sched_getaffinity(0))
         jobs = [j for j in (1, 2, 4, 8, 12, 16) if j <= max(cores, 2)]
@@ -155,10 +158,11 @@ def main() -> None:
                 reps.append(measure(args, j, Path(tmp)))
         row = dict(reps[0], wall_s=statistics.median(r["wall_s"] for r in reps),
                    aggregate_gflops_per_s=statistics.median(r["aggregate_gflops_per_s"] for r in reps))
-        print(f"--jobs {j}: {row['wall_s']:.1f} s, {row['aggregate_gflops_per_s']:.1f} GFLOP/s", flush=True)
+        print(f"--jobs {row['jobs']}: {row['wall_s']:.1f} s, {row['aggregate_gflops_per_s']:.1f} GFLOP/s", flush=True)
         rows.append(row)
-    projection = suite_train_flops(args.project) if args.project else None
-    write(rows, args, projection, Path(args.out))
+        write(rows, args, None, Path(args.out))  # what is measured so far survives a run stopped later
+    if args.project:
+        write(rows, args, suite_train_flops(args.project), Path(args.out))
 
 
 if __name__ == "__main__":
