@@ -46,7 +46,7 @@ from . import record
 from .datasets import TRAIN_SIZES
 from .record import SCHEMA_VERSION
 from .stats import kernel_norms, summarize, unit_summary
-from .store import load_records
+from .reader import load_records
 
 SCALARS = {
     "test_accuracy": lambda r: record.test_metrics(r).get("accuracy"),

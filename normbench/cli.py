@@ -309,7 +309,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"normbench: warning: {warning}", file=sys.stderr, flush=True)
     if args.dry_run:  # a dry run lists only a grid that would run: it passed the same checks, nothing was created
         from .check import distinct_labels
-        from .store import completed_ids
+        from .reader import completed_ids
 
         complete_ids = set() if args.force else completed_ids(args.results)  # read the folder once
         labels = distinct_labels([{"run_id": s.run_id, "spec": s.to_dict()} for s in specs])
@@ -471,7 +471,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "pack":
         from .pack import pack
         from .preflight import check_output_folder
-        from .store import load_records
+        from .reader import load_records
 
         check_output_folder("--out", args.out)
         records = load_records(args.results)  # the caller reads, pack writes

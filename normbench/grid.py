@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import store
+from . import reader, store
 from .executors import GridContext, get_executor
 from .errors import OutputClosed, say
 from .perf import run_costs
@@ -85,7 +85,7 @@ def run_grid(
     check_grid(specs)  # the pre-flight the CLI runs too (normbench.preflight)
     name = choose_executor(executor, jobs)
     run_executor = get_executor(name)
-    done = set() if force else store.completed_ids(results_dir, warn=log)  # known by content, not by file name
+    done = set() if force else reader.completed_ids(results_dir, warn=log)  # known by content, not by file name
     todo = [s for s in specs if s.run_id not in done]
     counts = {"skipped": len(specs) - len(todo), "ok": 0, "diverged": 0, "error": 0}
     if counts["skipped"]:
@@ -157,7 +157,7 @@ def run_search(specs: Sequence[RunSpec], search: Search, results_dir: str | Path
     described = {**suite, "search": search.as_dict()}
     counts = run_grid(trials, results_dir, suite={**described, "phase": "trial", "definition_hash":
                                                   definition_hash(trials)}, log=log, **options)
-    scores = {r["run_id"]: trial_score(r) for r in store.load_records(results_dir)}
+    scores = {r["run_id"]: trial_score(r) for r in reader.load_records(results_dir)}
     choices, missing = choose(search, specs, scores)
     for c in choices:
         edge = c.at_edge(search)

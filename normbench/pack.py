@@ -1,7 +1,8 @@
-"""A compact, committable form of a results folder: tidy rows in three gzipped CSV files.
+"""A compact, committable form of a results folder: tidy rows in three gzipped CSV files; one of the two codecs
+of :mod:`normbench.reader` (the other: a JSON file per run).
 
 ``pack(records, out_dir)`` writes the records of a results folder (read by
-:func:`normbench.store.load_records`) as
+:func:`normbench.reader.load_records`) as
 
 - ``runs.csv.gz``: one row per run: run id, schema version, status, error, the record's
   small sections (spec, layers, data, test, timings, environment, suite, performance, strategy
@@ -10,13 +11,13 @@
 - ``stats.csv.gz``: one row per (run, epoch, layer, tap, quantity) with its value,
 
 floats to 9 significant digits (float32 precision, which is what the runs computed in).
-``load(pack_dir)`` turns them back into records (plain dicts, read with the csv and json
-modules: nothing in a pack can run code), and :func:`normbench.store.load_records` reads a
-folder holding a pack as it reads a folder of JSON records, so ``normbench report`` rebuilds
-a published report from the pack alone. A folder may hold a pack and JSON records (a run
-resumed in a packed folder): readers and resume see both, one record per run id. A pack's
-rows get the checks a JSON record gets, and each run's history and stats rows must hash to what
-its runs row holds (:func:`read`): an edited row, in any of the three files, is refused, not read.
+:func:`read` turns them back into records (plain dicts, read with the csv and json modules:
+nothing in a pack can run code), each made usable as a JSON record is (:func:`normbench.record.usable`:
+checked, upgraded, normalized, genuine), so the reader reads a folder holding a pack as it reads a
+folder of JSON records, and ``normbench report`` rebuilds a published report from the pack alone. A
+folder may hold a pack and JSON records (a run resumed in a packed folder): readers and resume see
+both, one record per run id. Each run's history and stats rows must also hash to what its runs row
+holds (:func:`read`): an edited row, in any of the three files, is refused, not read.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def _stats_line(cells: list[str]) -> bytes:
 
 
 def pack(records: list[dict], out_dir: str | Path, shared_device: int | None = None) -> dict[str, int]:
-    """Write the pack of a results folder's ``records`` (as :func:`normbench.store.load_records` reads
+    """Write the pack of a results folder's ``records`` (as :func:`normbench.reader.load_records` reads
     them: the caller loads, then packs); return the byte size of each file.
 
     ``shared_device``: for records that do not say how many runs shared their device (schema 1),
@@ -213,7 +214,7 @@ def _cells(row: dict) -> None:
 def read(pack_dir: str | Path) -> tuple[list[dict], list[tuple[str, str]]]:
     """The usable records of a pack (:func:`normbench.record.normalized`) and (run id, why) for each run that is not.
 
-    A run is checked as a JSON record is (:func:`normbench.store.load_records`): its rows must pass
+    A run is checked as a JSON record is (:func:`normbench.record.usable`): its rows must pass
     :func:`normbench.record.check_layout` (types, finite values, history epochs 0..N that fit its status
     and spec, stats rows at epochs it has) and its run id must be the hash of its spec (a row edited by
     hand is not genuine); a run id listed twice in ``runs.csv.gz``, a cell that is not what the writer
@@ -294,12 +295,9 @@ def read(pack_dir: str | Path) -> tuple[list[dict], list[tuple[str, str]]]:
             bad.append((run_id, problems[run_id]))
             continue
         try:
-            rec = rec_mod.normalized(rec)
-        except ValueError as e:
+            rec = rec_mod.usable(rec)  # the checks, upgrades and defaults a JSON record gets (normbench.reader)
+        except ValueError as e:  # named by the file that holds the section at fault (not genuine: the runs file)
             bad.append((run_id, f"{TABLE_FILES.get(getattr(e, 'section', None), RUNS)}: {e}"))
-            continue
-        if not rec_mod.genuine(rec):
-            bad.append((run_id, f"{RUNS}: {rec_mod.NOT_GENUINE}"))
             continue
         why = _digest_problem(stored[run_id], hashes[run_id])
         if why:
@@ -327,6 +325,8 @@ def refusal(pack_dir: str | Path, bad: list[tuple[str, str]]) -> str:
     """The message that refuses a pack's unusable runs (from :func:`read`), with the fix."""
     root = Path(pack_dir)
     runs = "; ".join(f"run {run_id} ({why})" for run_id, why in bad)
+    if all(rec_mod.NEWER_SCHEMA in why for _, why in bad):  # nothing edited: this normbench is too old for them
+        return f"unreadable run(s) in the pack {root} ({RUNS}): {runs}."
     return (f"unreadable run(s) in the pack {root} ({RUNS}, {HISTORY}, {STATS}): {runs}. "
             f"A pack is written by `normbench pack`, never edited: re-create it from the original records "
             f"(`normbench pack --results RECORDS --out {root}`), or delete its three .csv.gz files and re-run "

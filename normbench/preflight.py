@@ -25,7 +25,7 @@ from .models import check_model_params
 from .norms import get_strategy
 from .registry import DATASETS
 from .spec import RunSpec
-from .store import record_backends
+from .reader import record_backends
 
 
 def validate_specs(specs: Sequence[RunSpec]) -> None:

@@ -1,25 +1,22 @@
-"""What one run produced: the record's layout, its schema version, and the helpers every reader needs.
+"""What one run produced: the record's layout, its schema versions, and the helpers every reader needs.
 
-A record is a plain JSON-able dict (written by :mod:`normbench.store`). This module is its
-one home: the runner creates records with :func:`new`, executors make failure records with
-:func:`error_record`, and store, check and report read them through :func:`normalized`
-and the helpers below, so no reader has to guess which keys an older or failed record has.
+A record is a plain JSON-able dict (written by :mod:`normbench.store`, read by :mod:`normbench.reader`).
+This module is its one home: the runner creates records with :func:`new`, executors make failure
+records with :func:`error_record`, and the reader turns what a file holds into a record of the
+current layout with :func:`normalized`: :func:`check_layout`, then the schema upgrades in order
+(:data:`UPGRADES`), then every section filled in. So no reader has to guess which keys an older
+or failed record has.
 
-Schema versions:
+Schema versions (each step has its upgrade function, which says what changed):
 
 - 1: the layout up to commit 2856ea3 (the records in ``shared/gpu-runs``).
-- 2: the training data order is drawn by normbench from the spec's seed (the same on every
-  backend and engine); ``performance`` names the ``engine`` and the ``concurrent_runs`` that
-  shared the device. A version-1 record is read (upgraded in memory: engine ``fit``,
-  concurrent runs unknown), but ``check`` refuses to compare across versions, because the
-  same spec trains on another batch order.
-- 3: fair comparisons (issue 22). Evaluations of a network with batch-norm layers use
-  re-estimated population statistics (precise BN, ``spec.precise_bn_batches``); the moving-average
-  numbers stay beside them (history ``*_moving``, test ``*_moving``) and ``data.bn_statistics``
-  says how they were made. Every strategy gets the spec's ``input_scaling`` (default
-  ``standardize``; before, only SELU was standardized). Group norm keeps at least 4 channels per
-  group, layer and RMS norm share axes and epsilon. Records of version <= 2 are read, but their
-  batch-norm numbers are moving-average numbers and their inputs were set by the strategy.
+- 2: :func:`upgrade_1_to_2`: the data order drawn by normbench; ``performance`` names the engine and
+  the runs that shared the device.
+- 3: :func:`upgrade_2_to_3`: fair comparisons (issue 22): precise BN, the same input scaling for
+  every strategy. The layout did not change.
+
+An upgrade changes the layout only, never the ``schema_version``: the version says how the run was
+computed, so ``check`` refuses to compare records of different versions even after they are upgraded.
 """
 
 from __future__ import annotations
@@ -33,7 +30,6 @@ from .errors import NormbenchError
 from .spec import RunSpec
 
 SCHEMA_VERSION = 3  # bump when the record layout or a run's computation changes; comparisons across versions are refused
-READABLE_VERSIONS = (1, 2, 3)  # versions that readers upgrade in memory
 STATS_COLUMNS = ["epoch", "layer", "tap", "quantity", "value"]
 STATUSES = ("running", "ok", "diverged", "error")
 COMPLETE = ("ok", "diverged")  # statuses that resume skips; "error" runs are retried
@@ -66,6 +62,55 @@ def error_record(spec, message: str) -> dict:
     """The record of a run that failed outside the runner (a dead worker, a crashed process)."""
     rec = new(spec)
     rec.update(status="error", error=message)
+    return rec
+
+
+def upgrade_1_to_2(rec: dict) -> dict:
+    """Schema 1 -> 2. What changed in version 2: the training data order is drawn by normbench from the spec's
+    seed (the same on every backend and engine; before, Keras shuffled it), and ``performance`` names the
+    ``engine`` that trained the run and the ``concurrent_runs`` that shared its device.
+
+    A version-1 run was trained by Keras' ``fit`` (the only engine then), so ``performance.engine`` becomes
+    ``fit``; how many runs shared its device was not recorded, so ``performance.concurrent_runs`` stays
+    unknown (None, which :func:`normalized` drops: :func:`concurrent_runs` then says None) unless the pack
+    states it (``normbench pack --shared-device``). The batch order cannot be upgraded: it is why ``check``
+    refuses to compare the versions.
+    """
+    performance = dict(rec["performance"])
+    performance.setdefault("engine", "fit")
+    performance.setdefault("concurrent_runs", None)
+    return {**rec, "performance": performance}
+
+
+def upgrade_2_to_3(rec: dict) -> dict:
+    """Schema 2 -> 3: fair comparisons (issue 22). The layout did not change, so the record is returned as it is;
+    what changed is how a run computes its numbers:
+
+    - evaluations of a network with batch-norm layers use re-estimated population statistics (precise BN,
+      ``spec.precise_bn_batches``); the moving-average numbers stay beside them (history and test
+      ``*_moving``) and ``data.bn_statistics`` says how they were made. A version-2 record has neither:
+      its batch-norm numbers are moving-average numbers;
+    - every strategy gets the spec's ``input_scaling`` (default ``standardize``); in version 2 the strategy
+      set it (only SELU was standardized);
+    - group norm keeps at least 4 channels per group; layer and RMS norm share axes and epsilon.
+
+    None of that can be filled in from a version-2 record: the report says which version it reads
+    (``report.inputs``, ``report.bn_evaluation``) and ``check`` refuses to compare across versions.
+    """
+    return rec
+
+
+# The upgrade from each old version to the next, applied in this order by normalized(); a new schema version adds
+# its step here (a function named upgrade_N_to_M that says what changed) and bumps SCHEMA_VERSION.
+UPGRADES: dict[int, Any] = {1: upgrade_1_to_2, 2: upgrade_2_to_3}
+READABLE_VERSIONS = (*UPGRADES, SCHEMA_VERSION)  # versions that readers upgrade in memory
+
+
+def upgraded(rec: dict) -> dict:
+    """``rec`` (of a readable version, its sections filled in: :func:`normalized`) in the current layout: each
+    upgrade from its version on, in order. The ``schema_version`` is kept (it says how the run was computed)."""
+    for version in range(rec["schema_version"], SCHEMA_VERSION):
+        rec = UPGRADES[version](rec)
     return rec
 
 
@@ -109,6 +154,13 @@ class LayoutError(ValueError):
         self.section = section
 
 
+NEWER_SCHEMA = "is newer than this normbench reads"  # in the message of a NewerSchemaError
+
+
+class NewerSchemaError(LayoutError):
+    """A record of a schema version newer than :data:`SCHEMA_VERSION`: the fix is a newer normbench, not a rerun."""
+
+
 def _not_json_number(token: str):
     raise ValueError(f"the JSON holds {token}, which no normbench writer writes (a non-finite value is stored as "
                      f"null): the file was edited or written by something else")
@@ -149,6 +201,10 @@ def check_layout(rec: Any) -> None:
     if not isinstance(rec, dict) or "schema_version" not in rec or not isinstance(rec.get("spec"), dict):
         raise LayoutError("not a normbench record")
     version = rec["schema_version"]
+    if _is_int(version) and version > SCHEMA_VERSION:
+        raise NewerSchemaError(f"schema version {version} {NEWER_SCHEMA} (versions "
+                               f"{READABLE_VERSIONS[0]} to {SCHEMA_VERSION}): a newer normbench wrote it. Update "
+                               f"normbench (`git pull`, then `make install`) to read it; do not delete it")
     if not _is_int(version) or version not in READABLE_VERSIONS:
         raise LayoutError(f"schema version {version!r}; this normbench reads {READABLE_VERSIONS}")
     if rec.get("status") not in STATUSES:
@@ -159,36 +215,39 @@ def check_layout(rec: Any) -> None:
         value = rec.get(key)
         if value is not None and not (_is_int(value) if kind is int else isinstance(value, kind)):
             raise LayoutError(f"{key} is {_what(value)}, not {_TYPE_NAMES[kind]}", key)
+    rec = _filled(rec)  # every section now of its type; a missing or null one is filled in as new() makes it
     for section, fields in _TEXT_FIELDS.items():
+        if rec[section] is None:  # suite: truly absent for a run outside a suite
+            continue
         for name in fields:
-            value = (rec.get(section) or {}).get(name)
+            value = rec[section].get(name)
             if value is not None and not isinstance(value, str):
                 raise LayoutError(f"{section}.{name} is {_what(value)}, not a string", section)
-    concurrent = (rec.get("performance") or {}).get("concurrent_runs")
+    concurrent = rec["performance"].get("concurrent_runs")
     if concurrent is not None and not _is_int(concurrent):
         raise LayoutError(f"performance.concurrent_runs is {_what(concurrent)}, not an integer", "performance")
-    for i, layer in enumerate(rec.get("layers") or []):
+    for i, layer in enumerate(rec["layers"]):
         if not isinstance(layer, dict):
             raise LayoutError(f"layers[{i}] is {_what(layer)}, not an object", "layers")
-    if rec.get("status") == "ok" and not rec.get("history"):
+    if rec["status"] == "ok" and not rec["history"]:
         raise LayoutError("status ok without a history (a finished run has at least its initialization row)",
                           "history")
-    for i, row in enumerate(rec.get("history") or []):
+    for i, row in enumerate(rec["history"]):
         if not isinstance(row, dict) or not _is_int(row.get("epoch")):
             raise LayoutError(f"history[{i}] is {_what(row)}, not a row with an integer epoch", "history")
         for name, value in row.items():
             if not _is_number(value):
                 raise LayoutError(f"history[{i}].{name} is {_what(value)}, not a finite number or null", "history")
-    for name, value in (rec.get("test") or {}).items():
+    for name, value in test_metrics(rec).items():
         if not _is_number(value):
             raise LayoutError(f"test.{name} is {_what(value)}, not a finite number or null", "test")
-    stats = rec.get("stats") or {}
-    if stats.get("columns") is not None and stats["columns"] != STATS_COLUMNS:
+    stats = rec["stats"]
+    if stats["columns"] != STATS_COLUMNS:
         raise LayoutError(f"stats.columns are {stats['columns']!r}, not {STATS_COLUMNS}", "stats")
-    rows = stats.get("rows")
-    if rows is not None and not isinstance(rows, list):
+    rows = stats["rows"]
+    if not isinstance(rows, list):
         raise LayoutError(f"stats.rows is {_what(rows)}, not a list", "stats")
-    for i, row in enumerate(rows or []):
+    for i, row in enumerate(rows):
         # (epoch, layer, tap, quantity, value); type() rather than isinstance: bools are no epochs or layers
         if not (isinstance(row, (list, tuple)) and len(row) == 5 and type(row[0]) is int and type(row[1]) is int
                 and type(row[2]) is str and type(row[3]) is str and _is_number(row[4])):
@@ -223,8 +282,9 @@ def check_epochs(rec: dict) -> None:
     with k = the spec's epochs for a finished run (status ok), k = ``diverged_epoch`` for a diverged run that
     names it (training stops at the epoch it diverged), k <= the spec's epochs for any run; stats rows are at
     epochs the history has (a run that failed may also hold the epoch it was measuring when it failed). The
-    runner writes nothing else, so anything else is an edited record or a table of another run."""
-    epochs = [row["epoch"] for row in rec.get("history") or []]
+    runner writes nothing else, so anything else is an edited record or a table of another run. ``rec`` is a
+    record whose sections :func:`check_layout` checked and filled in."""
+    epochs = [row["epoch"] for row in rec["history"]]
     if epochs != list(range(len(epochs))):
         raise LayoutError(_epoch_problem(epochs), "history")
     last, planned, status = len(epochs) - 1, _planned_epochs(rec["spec"]), rec["status"]
@@ -235,13 +295,13 @@ def check_epochs(rec: dict) -> None:
             raise LayoutError(f"history ends at epoch {last}, but a finished run (status ok) of {planned} epoch(s) "
                               f"has epochs 0..{planned}", "history")
         raise LayoutError(f"history reaches epoch {last}, beyond the {planned} epoch(s) of its spec", "history")
-    diverged = rec.get("diverged_epoch")
+    diverged = rec["diverged_epoch"]
     if status == "diverged" and diverged is not None and last != diverged:
         raise LayoutError(f"history ends at epoch {last}, but the run diverged at epoch {diverged} (training stops "
                           f"there)", "history")
     allowed = len(epochs) if status in COMPLETE else len(epochs) + 1
     has = f"epochs 0..{last}" if epochs else "no epochs"
-    for i, row in enumerate((rec.get("stats") or {}).get("rows") or []):
+    for i, row in enumerate(rec["stats"]["rows"]):
         if not 0 <= row[0] < allowed:
             raise LayoutError(f"stats.rows[{i}] is at epoch {row[0]}, which the run's history does not have ({has})",
                               "stats")
@@ -288,40 +348,63 @@ def genuine(rec: dict) -> bool:
         return False
 
 
-def normalized(rec: dict) -> dict:
-    """A copy of ``rec`` with every key of the current layout present (None/empty where it has none).
+def _filled(rec: dict) -> dict:
+    """A shallow copy of ``rec`` (whose sections are each missing, null or of their type) with every key of
+    :func:`new`'s layout: a missing or null section as :func:`new` makes it, stats with its columns and a list
+    of rows unless they are given (:func:`check_layout` checks those), ``performance`` a copy (to add to)."""
+    out = {**copy.deepcopy(_DEFAULTS), **{k: v for k, v in rec.items() if v is not None or k not in _DEFAULTS}}
+    stats = out["stats"]
+    out["stats"] = {**stats, "columns": STATS_COLUMNS if stats.get("columns") is None else stats["columns"],
+                    "rows": [] if stats.get("rows") is None else stats["rows"]}
+    out["performance"] = dict(out["performance"])
+    return out
 
-    The original ``schema_version`` is kept: it says how the run was computed.
+
+def normalized(rec: dict) -> dict:
+    """A copy of ``rec`` in the current layout, every section present, for any reader to trust.
+
+    :func:`check_layout` (LayoutError if the record is not one a normbench writer writes), then the upgrades
+    from its version on (:func:`upgraded`), then the defaults: every key of :func:`new`'s layout present;
+    ``layers`` and ``history`` lists, ``data``, ``timings``, ``environment`` and ``performance`` objects,
+    ``stats`` with its columns and a list of rows, ``performance.engine`` named. What a run may truly lack
+    stays None: ``test`` (a run that did not finish), ``suite`` (a run outside a suite), ``error``,
+    ``diverged_epoch``, ``param_count``, ``finished_at``; the sections of the diagnostics and probes are present
+    only when the run made them. The original ``schema_version`` is kept: it says how the run was computed.
     """
     check_layout(rec)
-    out = {**copy.deepcopy(_DEFAULTS), **{k: v for k, v in rec.items() if v is not None or k not in _DEFAULTS}}
-    for key in ("layers", "history"):
-        out[key] = out[key] or []
-    for key in ("data", "timings", "environment"):
-        out[key] = out[key] or {}
-    out["performance"] = dict(out["performance"] or {})  # a copy: the defaults below never change ``rec``
-    out["stats"] = {**(out["stats"] or {}), "columns": STATS_COLUMNS, "rows": (out["stats"] or {}).get("rows") or []}
-    out["performance"].setdefault("engine", "fit")
-    out["performance"].setdefault("concurrent_runs", 1 if rec["schema_version"] >= 2 else None)
+    out = upgraded(_filled(rec))
+    out["performance"].setdefault("engine", "fit")  # a record that never trained (error_record) names the default
+    out["performance"].setdefault("concurrent_runs", 1)  # alone, unless upgrade_1_to_2 said unknown (None)
     if out["performance"]["concurrent_runs"] is None:  # readers then ask concurrent_runs(), which says "unknown"
         del out["performance"]["concurrent_runs"]
     return out
 
 
+def usable(rec: Any) -> dict:
+    """What every codec of :mod:`normbench.reader` does with a record it decoded: :func:`normalized` (the layout
+    checked, upgraded, every section filled in), then :func:`genuine`; LayoutError (a ValueError) if either fails."""
+    out = normalized(rec)
+    if not genuine(out):
+        raise LayoutError(NOT_GENUINE)
+    return out
+
+
+# The helpers below read a record the reader gives (normalized): every section they read is there.
+
 def history(rec: dict) -> list[dict]:
     """Per-epoch rows, epoch 0 (initialization) first."""
-    return rec.get("history") or []
+    return rec["history"]
 
 
 def steady(rec: dict) -> list[dict]:
     """The epochs whose timings are steady-state: all but the warm-up (initialization and the compiling epoch)."""
-    return [h for h in history(rec) if h.get("epoch", 0) >= WARMUP_EPOCHS]
+    return [h for h in history(rec) if h["epoch"] >= WARMUP_EPOCHS]
 
 
 def init_row(rec: dict) -> dict:
     """The epoch-0 row (at initialization), or {} when the run never measured it."""
     h = history(rec)
-    return h[0] if h and h[0].get("epoch") == 0 else {}
+    return h[0] if h and h[0]["epoch"] == 0 else {}
 
 
 def final_row(rec: dict) -> dict:
@@ -332,20 +415,17 @@ def final_row(rec: dict) -> dict:
 
 def test_metrics(rec: dict) -> dict:
     """Final test loss and accuracy, or {} when the run did not finish."""
-    return rec.get("test") or {}
+    return rec["test"] or {}  # truly absent: None until the run finishes (normalized() keeps it None)
 
 
 def concurrent_runs(rec: dict) -> int | None:
-    """How many runs shared the device while this one trained (1 = alone; None = not recorded)."""
-    perf = rec.get("performance") or {}
-    if "concurrent_runs" in perf:
-        return perf["concurrent_runs"]
-    return 1 if rec.get("schema_version", 1) >= 2 else None
+    """How many runs shared the device while this one trained (1 = alone; None = not recorded, schema 1)."""
+    return rec["performance"].get("concurrent_runs")
 
 
 def engine(rec: dict) -> str:
     """The training engine that produced the record (``fit`` or ``scan``)."""
-    return (rec.get("performance") or {}).get("engine", "fit")
+    return rec["performance"]["engine"]
 
 
 def clean(obj: Any) -> Any:

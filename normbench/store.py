@@ -1,9 +1,7 @@
-"""Records on disk: one JSON file per run, written atomically; loading into pandas.
+"""Records on disk, written: one JSON file per run, written atomically, and the lock on a results folder.
 
-Every reader (:func:`load_records`, used by report, check and pack) and resume (:func:`completed_ids`)
-see a folder the same way: its ``*.json`` records plus the runs of a pack in it, one per run id, and
-the same records refused (unreadable, malformed or not genuine): the readers stop with a message
-naming them, resume trains their runs again and warns.
+Reading is :mod:`normbench.reader`'s (JSON files and packs, the schema upgrades); its functions keep their
+names here for the scripts and tests that read through ``store``.
 """
 
 from __future__ import annotations
@@ -12,23 +10,18 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import json
 import os
-import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import pack
-from . import record as rec_mod
 from .errors import NormbenchError
-from .record import COMPLETE, STATS_COLUMNS, clean
 from .files import naming
+from .reader import completed_ids, find_record, is_complete, load_records, record_backends, record_filename  # noqa: F401
+from . import record as rec_mod
+from .record import STATS_COLUMNS, clean
 from .spec import RunSpec
-
-
-def record_filename(spec: RunSpec) -> str:
-    return f"{spec.dataset}-{spec.model}-{spec.strategy}-s{spec.seed}-{spec.run_id}.json"
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -106,141 +99,6 @@ def save_record(results_dir: str | os.PathLike, record: dict) -> Path:
     path = Path(results_dir) / record_filename(spec)
     atomic_write_json(path, record)
     return path
-
-
-def find_record(results_dir: str | os.PathLike, spec: RunSpec) -> dict | None:
-    """The stored record of ``spec``, or None when absent (or unreadable)."""
-    path = Path(results_dir) / record_filename(spec)
-    try:
-        rec = rec_mod.loads(path.read_text())
-        rec_mod.check_layout(rec)
-        return rec_mod.normalized(rec)
-    except (OSError, ValueError):
-        return None
-
-
-def is_complete(results_dir: str | os.PathLike, spec: RunSpec) -> bool:
-    """Whether a complete record of ``spec`` is in the folder (under any file name); for many specs
-    call :func:`completed_ids` once instead."""
-    return spec.run_id in completed_ids(results_dir)
-
-
-def _genuine(rec: dict) -> bool:
-    """A record whose run id is the hash of its own spec (not a hand-edited or mislabelled file)."""
-    return rec_mod.genuine(rec)
-
-
-FORGED = rec_mod.NOT_GENUINE
-
-
-def _json_records(root: Path) -> tuple[list[dict], list[tuple[str, str]]]:
-    """The usable JSON records of a folder (as read, not normalized), sorted by file name, and (file name, why)
-    for each ``*.json`` file that is not one: unreadable, not a record, a layout that fails
-    :func:`record.check_layout`, or a run id that is not the hash of its spec."""
-    good, bad = [], []
-    for path in sorted(root.glob("*.json")):
-        try:
-            rec = rec_mod.loads(path.read_text())  # too deeply nested: a ValueError like any malformed file
-            rec_mod.check_layout(rec)
-        except (OSError, ValueError) as e:
-            bad.append((path.name, str(e)))
-            continue
-        if not _genuine(rec):
-            bad.append((path.name, FORGED))
-            continue
-        good.append(rec)
-    return good, bad
-
-
-def _pack_records(root: Path) -> tuple[list[dict], list[tuple[str, str]]]:
-    """The usable runs of the pack in ``root`` (none when it holds no pack) and (run id, why) for each that is not."""
-    return pack.read(root) if pack.is_pack(root) else ([], [])
-
-
-def record_backends(results_dir: str | os.PathLike) -> set[str]:
-    """The Keras backends the usable records (JSON and pack) of a folder were made with."""
-    root = Path(results_dir)
-    if not root.is_dir():
-        return set()
-    packed, _ = _pack_records(root)
-    records, _ = _json_records(root)
-    return {str((r.get("environment") or {}).get("backend")) for r in (*packed, *records)
-            if (r.get("environment") or {}).get("backend")}
-
-
-def _warn(message: str) -> None:
-    print(f"normbench: warning: {message}", file=sys.stderr, flush=True)
-
-
-def completed_ids(results_dir: str | os.PathLike, warn: Callable[[str], None] | None = None) -> set[str]:
-    """Run ids of the complete records in a folder, known by their content, whatever their file names.
-
-    It reads the folder as :func:`load_records` does: its JSON records and the runs of a pack in it
-    (``normbench pack``). A file or pack run that the readers refuse (unreadable, a malformed layout, a
-    run id that is not the hash of its spec) is not complete: its run is trained again, and ``warn``
-    (default: a warning on stderr) says so, naming it. A pack that cannot be read at all raises
-    NormbenchError, as it does for the readers, rather than retraining every run it holds.
-    """
-    root = Path(results_dir)
-    if not root.is_dir():
-        return set()
-    warn = warn or _warn
-
-    packed, bad_pack = _pack_records(root)
-    records, bad = _json_records(root)
-    for name, why in bad:
-        warn(f"{root / name} is not a usable record ({why}): not counted as complete, so a run it holds is "
-             f"trained again")
-    for run_id, why in bad_pack:
-        warn(f"run {run_id} in the pack {root} is not a usable record ({why}): not counted as complete, so "
-             f"it is trained again; the readers refuse the pack until it is re-created from the original records with "
-             f"`normbench pack`")
-    return {r["run_id"] for r in (*packed, *records) if r["status"] in COMPLETE}
-
-
-def load_records(results_dir: str | os.PathLike) -> list[dict]:
-    """All records of a results folder (not recursive), each :func:`record.normalized`.
-
-    A folder may hold a pack (``normbench pack``'s gzipped CSVs) and JSON records, e.g. after a run
-    resumed in a packed folder: both are read, the pack's runs first, then the JSON records sorted by
-    file name, one record per run id (see :func:`_one_per_run` for which copy wins). A record that is
-    unreadable, malformed (:func:`record.check_layout`) or not genuine (its run id is not the hash of
-    its spec), in a JSON file or a pack row, makes this raise NormbenchError naming each one and the fix.
-    """
-    root = Path(results_dir)
-    if not root.is_dir():
-        raise NormbenchError(f"results folder {str(root)!r} does not exist; run `normbench run --results {root}` first.")
-    packed, bad_pack = _pack_records(root)
-    raw, bad = _json_records(root)
-    problems = []
-    if bad:
-        problems.append(
-            f"unreadable record(s) in {root}: {'; '.join(f'{name} ({why})' for name, why in bad)}"
-            + ("" if any("schema version" in why for _, why in bad)
-               else f". This normbench reads schema versions {rec_mod.READABLE_VERSIONS}")
-            + "; delete or re-run them (a fresh folder, or --force).")
-    if bad_pack:
-        problems.append(pack.refusal(root, bad_pack))
-    if problems:
-        raise NormbenchError(" ".join(problems))
-    return _one_per_run([*packed, *(rec_mod.normalized(r) for r in raw)], packed=len(packed))
-
-
-def _one_per_run(records: list[dict], packed: int = 0) -> list[dict]:
-    """Copies of one run (under several file names, or in a pack and a JSON file) count once.
-
-    The copy that wins: a complete one over an incomplete one; then the latest ``finished_at`` (a
-    rerun with --force); then, on a tie, a JSON record over the pack's copy (the first ``packed``
-    records come from a pack, which keeps 9 significant digits of history and stats values), then
-    the first in the list. Runs keep the order of their first copy.
-    """
-    best: dict[str, tuple[tuple, dict]] = {}
-    for i, rec in enumerate(records):
-        rank = (rec["status"] in COMPLETE, rec.get("finished_at") or "", i >= packed)
-        old = best.get(rec["run_id"])
-        if old is None or rank > old[0]:
-            best[rec["run_id"]] = (rank, rec)
-    return [best[k][1] for k in dict.fromkeys(r["run_id"] for r in records)]
 
 
 def load_dataframe(results_dir: str | os.PathLike, records: list[dict] | None = None):

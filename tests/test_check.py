@@ -11,7 +11,7 @@ from normbench.norms import NormStrategy
 from normbench.registry import NORMS
 from normbench.grid import run_grid
 from normbench.spec import RunSpec
-from normbench.store import record_filename
+from normbench.reader import record_filename
 from normbench.suites import definition_hash
 
 from _tiny import quiet, tiny
@@ -429,7 +429,7 @@ def test_which_rules_and_runs_have_a_chance_level():
 def test_every_committed_baseline_rule_guards_some_run():
     from pathlib import Path
 
-    from normbench.store import load_records
+    from normbench.reader import load_records
 
     base = Path(__file__).resolve().parents[1] / "results" / "baseline"
     check.check_guards(check.parse_rules(base / "rules.txt"), load_records(base))
@@ -440,7 +440,7 @@ def test_no_committed_baseline_row_is_unguarded():
     smoke rows at 0.10-0.24 with a 0.15 tolerance passed anything)."""
     from pathlib import Path
 
-    from normbench.store import load_records
+    from normbench.reader import load_records
 
     base = Path(__file__).resolve().parents[1] / "results" / "baseline"
     records = load_records(base)

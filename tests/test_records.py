@@ -9,14 +9,18 @@
 - A pack's rows get the genuineness check JSON records get (run id == the hash of the spec).
 """
 
+import copy
 import csv
 import gzip
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from normbench import pack, record, store
+from normbench import pack, reader, record, store
 from normbench.cli import main
 from normbench.errors import NormbenchError
 from normbench.spec import RunSpec
@@ -88,7 +92,7 @@ def malformed_folder(tmp_path, request):
     bad = complete(NONE)
     bad.update(MALFORMED[request.param])
     path = store.save_record(folder, bad)
-    assert store._genuine(json.loads(path.read_text()))  # the edit leaves the run id the hash of the spec
+    assert record.genuine(json.loads(path.read_text()))  # the edit leaves the run id the hash of the spec
     return folder, path
 
 
@@ -537,3 +541,136 @@ def test_a_lock_that_is_a_folder_or_a_link_is_refused_with_the_fix(tmp_path):
         with store.hold_folder(tmp_path):
             pass
     assert not (tmp_path / "elsewhere").exists()
+
+
+# --- issue 25.4: one record reader (JSON and pack codecs), named schema upgrades -------------------------------
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def _runs_rows(folder):
+    """The rows of a committed pack's runs.csv.gz, decoded by the pack codec (no upgrade, no defaults)."""
+    return [pack._run_row(row) for row in pack._rows(folder / pack.RUNS)]
+
+
+def test_upgrade_1_to_2_names_the_engine_and_leaves_the_shared_device_unknown():
+    """A real schema-1 run (the full suite's pack), its performance as version 1 wrote it: no engine, no
+    concurrent runs (the pack states 12 for these, from how they were made)."""
+    old = _runs_rows(RESULTS / "full" / "records")[0]
+    assert old["schema_version"] == 1
+    stated = old["performance"]["concurrent_runs"]
+    as_written = {**old, "performance": {k: v for k, v in old["performance"].items()
+                                         if k not in ("engine", "concurrent_runs", "concurrent_runs_source")}}
+    new = record.upgrade_1_to_2(as_written)
+    assert new["performance"] == {**as_written["performance"], "engine": "fit", "concurrent_runs": None}
+    assert {k: v for k, v in new.items() if k != "performance"} == {k: v for k, v in as_written.items()
+                                                                    if k != "performance"}
+    assert new["schema_version"] == 1 and "engine" not in as_written["performance"]  # the version is kept, the input untouched
+    assert record.upgrade_1_to_2(old)["performance"]["concurrent_runs"] == stated == 12  # a stated count is kept
+
+
+def test_upgrade_2_to_3_changes_no_layout_and_invents_no_precise_bn():
+    """Real schema-2 runs (cifar-resnet-cpu's pack): version 3 changed how runs compute, not the layout."""
+    folder = RESULTS / "cifar-resnet-cpu" / "records"
+    for old in _runs_rows(folder):
+        assert old["schema_version"] == 2
+        assert record.upgrade_2_to_3(copy.deepcopy(old)) == old
+    from normbench.report import bn_evaluation, inputs
+
+    for rec in reader.load_records(folder):
+        assert rec["schema_version"] == 2 and "bn_statistics" not in rec["data"]
+        assert inputs(rec).startswith("set by the strategy (schema-2 records)")
+        if rec["spec"]["strategy"] == "batchnorm":
+            assert bn_evaluation(rec).startswith("Keras' moving averages (schema-2 records")
+
+
+def test_the_upgrades_run_in_order_from_the_records_version(monkeypatch):
+    calls = []
+    for version, step in list(record.UPGRADES.items()):
+        monkeypatch.setitem(record.UPGRADES, version,
+                            lambda rec, step=step: calls.append(step.__name__) or step(rec))
+    assert record.READABLE_VERSIONS == (1, 2, record.SCHEMA_VERSION) == (1, 2, 3)
+    for version, expected in [(1, ["upgrade_1_to_2", "upgrade_2_to_3"]), (2, ["upgrade_2_to_3"]), (3, [])]:
+        calls.clear()
+        rec = record.normalized({**complete(NONE), "schema_version": version, "performance": None})
+        assert calls == expected and rec["schema_version"] == version
+        assert record.concurrent_runs(rec) == (None if version == 1 else 1) and record.engine(rec) == "fit"
+
+
+@pytest.mark.slow
+def test_every_schema_1_record_of_the_full_pack_reads_upgraded():
+    records = reader.load_records(RESULTS / "full" / "records")
+    assert len(records) == 90 and {r["schema_version"] for r in records} == {1}
+    for rec in records:
+        assert record.engine(rec) == "fit" and record.concurrent_runs(rec) == 12
+        assert rec["performance"]["concurrent_runs_source"] == "stated when packed"
+        assert isinstance(rec["history"], list) and isinstance(rec["stats"]["rows"], list)
+
+
+def test_the_reader_gives_the_same_records_from_a_pack_and_from_json_files(tmp_path):
+    """The committed cifar-resnet-cpu pack, written out as JSON records, reads back the same; packed again, the
+    same records and the same history and stats rows as the committed files."""
+    source = RESULTS / "cifar-resnet-cpu" / "records"
+    packed = reader.load_records(source)
+    for rec in packed:
+        store.save_record(tmp_path / "json", rec)
+    folder = reader.read_folder(tmp_path / "json")
+    assert set(folder.records) == {"JSON"} and not folder.refused["JSON"]
+    assert reader.load_records(tmp_path / "json") == packed
+    pack.pack(reader.load_records(tmp_path / "json"), tmp_path / "repacked")
+    assert reader.load_records(tmp_path / "repacked") == packed
+    for name in (pack.HISTORY, pack.STATS):
+        assert gzip.open(tmp_path / "repacked" / name).read() == gzip.open(source / name).read()
+    assert reader.completed_ids(tmp_path / "json") == reader.completed_ids(source) == {r["run_id"] for r in packed}
+    assert reader.record_backends(tmp_path / "json") == reader.record_backends(source) == {"tensorflow"}
+
+
+def test_a_record_of_a_newer_schema_is_refused_naming_the_file_and_the_fix(tmp_path):
+    folder = tmp_path / "rec"
+    store.save_record(folder, complete(BN))
+    path = store.save_record(folder, {**complete(NONE), "schema_version": record.SCHEMA_VERSION + 1})
+    with pytest.raises(NormbenchError) as e:
+        reader.load_records(folder)
+    message = str(e.value)
+    assert path.name in message and f"schema version {record.SCHEMA_VERSION + 1} is newer than this normbench" in message
+    assert "update normbench to read " + path.name in message and "delete or re-run" not in message
+    warnings = []
+    assert reader.completed_ids(folder, warn=warnings.append) == {BN.run_id}  # trained again, and said
+    assert len(warnings) == 1 and path.name in warnings[0] and "newer" in warnings[0]
+    # the same in a pack: the runs file named, and no advice to re-create a pack nobody edited
+    path.unlink()
+    store.save_record(folder, complete(NONE))
+    pack.pack(reader.load_records(folder), tmp_path / "pack")
+    _edit_pack_runs(tmp_path / "pack", lambda header, body: [
+        [str(record.SCHEMA_VERSION + 1) if i == header.index("schema_version") and row[0] == NONE.run_id else cell
+         for i, cell in enumerate(row)] for row in body])
+    with pytest.raises(NormbenchError, match=rf"run {NONE.run_id} \({pack.RUNS}: schema version 4 is newer than this "
+                                             rf"normbench reads .*Update normbench") as e:
+        reader.load_records(tmp_path / "pack")
+    assert "never edited" not in str(e.value)
+
+
+def test_a_corrupt_file_is_refused_naming_it(tmp_path):
+    folder = tmp_path / "rec"
+    path = store.save_record(folder, complete(NONE))
+    path.write_text(path.read_text()[:100])  # cut short
+    with pytest.raises(NormbenchError, match=rf"unreadable record\(s\) in {folder}: {path.name} \("):
+        reader.load_records(folder)
+    path.write_bytes(b"\x80\x04\x95 a pickle, not JSON")  # never unpickled: read as text, refused as not UTF-8 JSON
+    with pytest.raises(NormbenchError, match=path.name):
+        reader.load_records(folder)
+    path.unlink()
+    store.save_record(folder, complete(NONE))
+    pack.pack(reader.load_records(folder), tmp_path / "pack")
+    stats = tmp_path / "pack" / pack.STATS
+    stats.write_bytes(stats.read_bytes()[:-20])
+    with pytest.raises(NormbenchError, match=rf"cannot read {stats} as a normbench pack"):
+        reader.load_records(tmp_path / "pack")
+
+
+def test_store_reads_through_the_one_reader_and_builds_no_frames():
+    for name in ("load_records", "completed_ids", "find_record", "is_complete", "record_backends", "record_filename"):
+        assert getattr(store, name) is getattr(reader, name)
+    done = subprocess.run([sys.executable, "-c", "import sys, normbench.store, normbench.reader; "
+                           "print('pandas' in sys.modules)"], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"  # reading and writing records needs no pandas

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import record as rec_mod
-from .. import store
+from .. import reader, store
 from ..errors import NormbenchError
 from ..files import naming, refuse_link, write_csv, write_text
 from ..norms import BATCH_STATISTICS
@@ -190,10 +190,9 @@ def make_report(results_dir, out_dir, thresholds: dict[str, float] | None = None
 
 
 def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -> tuple[int, int]:
-    records = store.load_records(results_dir)
+    records = reader.load_records(results_dir)
     if not records:
-        inner = sorted(p.name for p in Path(results_dir).iterdir() if p.is_dir() and (any(p.glob("*.json"))
-                                                                                   or (p / "runs.csv.gz").is_file()))
+        inner = sorted(p.name for p in Path(results_dir).iterdir() if reader.holds_records(p))
         if inner:
             raise NormbenchError(f"{results_dir} holds no records itself, but its sub-folders {', '.join(inner)} do; "
                                  f"report one of them (--results {Path(results_dir) / inner[0]})")

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import store
-from ..pack import is_pack
+from .. import reader, store
 from ..record import test_metrics
 from ..spec import RunSpec
 from ..suites import get_suite
@@ -113,11 +112,11 @@ def _differences(paper: str) -> list[str]:
 
 def has_records(folder: Path) -> bool:
     """``folder`` holds records: JSON files or a pack (``normbench pack``)."""
-    return folder.is_dir() and (any(folder.glob("*.json")) or is_pack(folder))
+    return reader.holds_records(folder)
 
 
 def _records(folder: Path) -> list[dict]:
-    return store.load_records(folder) if has_records(folder) else []
+    return reader.load_records(folder) if has_records(folder) else []
 
 
 def _header(title: str, suite: str, records: list[dict]) -> list[str]:
