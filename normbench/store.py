@@ -1,15 +1,14 @@
 """Records on disk, written: one JSON file per run, written atomically, and the lock on a results folder.
 
 Reading is :mod:`normbench.reader`'s (JSON files and packs, the schema upgrades); its functions keep their
-names here for the scripts and tests that read through ``store``.
+names here for the scripts and tests that read through ``store``. DataFrames of records are the report's
+(:mod:`normbench.report.frames`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
-import json
 import json
 import os
 import tempfile
@@ -19,8 +18,7 @@ from typing import Any
 from .errors import NormbenchError
 from .files import naming
 from .reader import completed_ids, find_record, is_complete, load_records, record_backends, record_filename  # noqa: F401
-from . import record as rec_mod
-from .record import STATS_COLUMNS, clean
+from .record import clean
 from .spec import RunSpec
 
 
@@ -99,122 +97,3 @@ def save_record(results_dir: str | os.PathLike, record: dict) -> Path:
     path = Path(results_dir) / record_filename(spec)
     atomic_write_json(path, record)
     return path
-
-
-def load_dataframe(results_dir: str | os.PathLike, records: list[dict] | None = None):
-    """One tidy long DataFrame of every record in a folder (or of ``records``).
-
-    Columns: run_id, dataset, model, strategy, seed, status, source, epoch, layer, tap,
-    quantity, value. History metrics have ``tap == "metric"`` and no layer; test metrics
-    have ``tap == "test"``; activation statistics carry their layer and tap
-    (``pre``, ``act`` or ``kernel``).
-    """
-    import pandas as pd
-
-    rows = []
-    for rec in records if records is not None else load_records(results_dir):
-        s = rec["spec"]
-        key = (rec["run_id"], s["dataset"], s["model"], s["strategy"], s["seed"], rec["status"], rec["data"].get("source"))
-        for h in rec["history"]:
-            rows += [(*key, h["epoch"], None, "metric", q, v) for q, v in h.items() if q != "epoch"]
-        for q, v in (rec.get("test") or {}).items():
-            rows.append((*key, rec["history"][-1]["epoch"] if rec["history"] else None, None, "test", q, v))
-        stats = rec.get("stats") or {"rows": []}
-        rows += [(*key, e, layer, tap, q, v) for e, layer, tap, q, v in stats["rows"]]
-    columns = ["run_id", "dataset", "model", "strategy", "seed", "status", "source", *STATS_COLUMNS]
-    df = pd.DataFrame(rows, columns=columns)
-    df["layer"] = df["layer"].astype("Int64")
-    df["epoch"] = df["epoch"].astype("Int64")
-    df["value"] = pd.to_numeric(df["value"], errors="coerce")
-    return df
-
-
-def param_key(name: str, params: dict | None) -> str:
-    """A display key that tells apart runs of one builder/strategy with other parameters: ``mlp[depth=3,width=32]``."""
-    if not params:
-        return name
-    inner = ",".join(f"{k}={'x'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in sorted(params.items()))
-    return f"{name}[{inner}]"
-
-
-def runs_frame(records: list[dict]):
-    """One row per run: identity, status, final metrics, cost and provenance.
-
-    ``model`` and ``strategy`` include non-default parameters (``maxnorm[c=2.0]``), so that
-    tables never pool runs of different configurations; ``builder`` and ``strategy_name`` are
-    the bare names. A training setting that differs between runs of one (dataset, model,
-    strategy), such as the batch size of a batch-size sweep, joins the strategy key too
-    (``batchnorm[batch_size=8,learning_rate=0.00625]``): seeds are the only thing pooled.
-    """
-    import numpy as np
-    import pandas as pd
-
-    rows = []
-    for rec in records:
-        s, hist, env = rec["spec"], rec_mod.history(rec), rec["environment"]
-        last = rec_mod.final_row(rec)
-        epoch_s = [h["epoch_s"] for h in hist if h.get("epoch_s")]
-        speed = [h["samples_per_s"] for h in rec_mod.steady(rec) if h.get("samples_per_s")]
-        rows.append(
-            {
-                "run_id": rec["run_id"],
-                "dataset": s["dataset"],
-                "model": param_key(s["model"], s.get("model_params")),
-                "builder": s["model"],
-                "strategy": param_key(s["strategy"], s.get("strategy_params")),
-                "strategy_name": s["strategy"],
-                "strategy_params": s.get("strategy_params") or {},
-                "seed": s["seed"],
-                "depth": len(rec.get("layers") or []) or None,
-                "status": rec["status"],
-                "error": rec.get("error"),
-                "diverged_epoch": rec.get("diverged_epoch"),
-                "epochs": s["epochs"],
-                "batch_size": s.get("batch_size"),
-                "learning_rate": s.get("learning_rate"),
-                "optimizer": s.get("optimizer"),
-                "epochs_done": last.get("epoch", 0),
-                "limit": s.get("limit"),
-                "precision": s.get("precision", "float32"),
-                "test_accuracy": rec_mod.test_metrics(rec).get("accuracy"),
-                "test_loss": rec_mod.test_metrics(rec).get("loss"),
-                "final_train_loss": last.get("train_loss"),
-                "final_val_accuracy": last.get("val_accuracy"),
-                "train_s": float(np.sum(epoch_s)) if epoch_s else None,
-                "samples_per_s": float(np.median(speed)) if speed else None,
-                "param_count": rec.get("param_count"),
-                "source": (rec.get("data") or {}).get("source"),
-                "backend": env.get("backend"),
-                "device": env.get("device"),
-                "engine": rec_mod.engine(rec),
-                "concurrent_runs": rec_mod.concurrent_runs(rec),
-                "suite": (rec.get("suite") or {}).get("name"),
-                "definition_hash": (rec.get("suite") or {}).get("definition_hash"),
-                "finished_at": rec.get("finished_at"),
-            }
-        )
-    df = pd.DataFrame(rows)
-    if len(df):
-        # every spec setting, as comparable text (a field an older record lacks has its default): any that differs
-        # between runs of one (dataset, model, strategy) joins the key, whatever it is (momentum, precision, ...)
-        specs = [rec["spec"] for rec in records]
-        settings = {f: [json.dumps(s.get(f, _spec_default(f)), sort_keys=True) for s in specs] for f in SETTING_FIELDS}
-        keyed = pd.DataFrame({"dataset": df.dataset, "model": df.model, "strategy": df.strategy, **settings})
-        groups = keyed.groupby(["dataset", "model", "strategy"])
-        varying = [f for f in SETTING_FIELDS if groups[f].nunique(dropna=False).max() > 1]
-        if varying:
-            df["strategy"] = [param_key(row.strategy_name, {**row.strategy_params,
-                                                            **{f: s.get(f, _spec_default(f)) for f in varying}})
-                              for (_, row), s in zip(df.iterrows(), specs)]
-    return df.drop(columns=["strategy_params"]) if len(df) else df
-
-
-def _spec_default(name: str):
-    field = RunSpec.__dataclass_fields__[name]
-    return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
-
-
-# Training settings that may differ between runs of one (dataset, model, strategy): every RunSpec field but the
-# run's identity and the parameters already in the model and strategy keys. Seeds are the only thing pooled.
-SETTING_FIELDS = tuple(f for f in RunSpec.__dataclass_fields__
-                       if f not in ("model", "strategy", "dataset", "seed", "model_params", "strategy_params"))

@@ -671,6 +671,7 @@ def test_a_corrupt_file_is_refused_naming_it(tmp_path):
 def test_store_reads_through_the_one_reader_and_builds_no_frames():
     for name in ("load_records", "completed_ids", "find_record", "is_complete", "record_backends", "record_filename"):
         assert getattr(store, name) is getattr(reader, name)
+    assert not hasattr(store, "runs_frame") and not hasattr(store, "load_dataframe")
     done = subprocess.run([sys.executable, "-c", "import sys, normbench.store, normbench.reader; "
                            "print('pandas' in sys.modules)"], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"  # reading and writing records needs no pandas

@@ -9,6 +9,7 @@ from PIL import Image
 from scipy import stats
 
 from normbench import reader, store
+from normbench.report.frames import runs_frame
 from normbench.errors import NormbenchError
 from normbench.report import make_report, plots
 from normbench.grid import run_grid
@@ -101,7 +102,7 @@ def test_failed_runs_are_shown_not_dropped(report):
 
 def test_verdicts_pairwise_tests_and_ranks_come_from_per_seed_values(records_dir, report):
     out, _ = report
-    runs = store.runs_frame(store.load_records(records_dir))
+    runs = runs_frame(reader.load_records(records_dir))
     pairs = pd.read_csv(out / "tables" / "pairwise.csv")
     verdicts = pd.read_csv(out / "tables" / "verdicts.csv", keep_default_na=False)
     md = (out / "README.md").read_text()
@@ -223,7 +224,7 @@ def test_a_batch_size_sweep_is_tabled_by_batch_size_and_never_pooled(tmp_path, d
                      **{**TINY, "batch_size": bs, "learning_rate": 0.01 * bs / 32})
              for strategy in ("none", "batchnorm") for bs in (8, 32)]
     run_grid(specs, tmp_path / "runs", data_dir=data_dir, suite={"name": "sweep", "definition_hash": "y"}, log=quiet)
-    runs = store.runs_frame(store.load_records(tmp_path / "runs"))
+    runs = runs_frame(reader.load_records(tmp_path / "runs"))
     assert sorted(runs.strategy) == ["batchnorm[batch_size=32,learning_rate=0.01]", "batchnorm[batch_size=8,learning_rate=0.0025]",
                                      "none[batch_size=32,learning_rate=0.01]", "none[batch_size=8,learning_rate=0.0025]"]
     make_report(tmp_path / "runs", tmp_path / "report", log=quiet)

@@ -10,6 +10,7 @@ from normbench.errors import ConfigError
 from normbench.grid import run_grid
 from normbench.runner import run
 from normbench.record import SCHEMA_VERSION
+from normbench.report.frames import long_frame
 from normbench.spec import RunSpec
 from normbench.suites import get_suite
 
@@ -52,7 +53,7 @@ def test_record_is_complete_and_self_describing(grid_dir):
 
 def test_records_round_trip_into_one_dataframe(grid_dir):
     out, specs = grid_dir
-    df = store.load_dataframe(out)
+    df = long_frame(store.load_records(out))
     assert set(df.strategy) == {"none", "selu"}
     rec = store.find_record(out, specs[0])
     got = df[(df.run_id == specs[0].run_id) & (df.tap == "test") & (df.quantity == "accuracy")].value.item()

@@ -17,11 +17,11 @@ from pathlib import Path
 import pandas as pd
 
 from .. import record as rec_mod
-from .. import reader, store
+from .. import reader
 from ..errors import NormbenchError
 from ..files import naming, refuse_link, write_csv, write_text
 from ..norms import BATCH_STATISTICS
-from . import diagnostics, origin, plots, significance, tables, tuning
+from . import diagnostics, frames, origin, plots, significance, tables, tuning
 from .render import latex_table, markdown_table, slug
 
 
@@ -201,14 +201,14 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
     finals = [r for r in records if tuning.phase(r) != "trial"]
     trials = [r for r in records if tuning.phase(r) == "trial"] if finals else []
     records = finals or records
-    runs = store.runs_frame(records)
+    runs = frames.runs_frame(records)
     unmatched = sorted(set(thresholds or {}) - set(runs.dataset))
     if unmatched:
         raise NormbenchError(f"--threshold for {', '.join(unmatched)}: no run in {results_dir} used that dataset "
                              f"(they used {', '.join(sorted(runs.dataset.unique()))}); drop it or report another folder")
     thresholds = {**tables.DEFAULT_THRESHOLDS, **(thresholds or {})}
     check_consistent(runs, results_dir)
-    long = store.load_dataframe(results_dir, records=records)
+    long = frames.long_frame(records)
     history = tables.history_frame(long)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(parents=True, exist_ok=True)

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import reader, store
+from .. import reader
 from ..record import test_metrics
 from ..spec import RunSpec
 from ..suites import get_suite
 from ..files import subfolder, write_text
-from . import origin, plots
+from . import frames, origin, plots
 from .render import markdown_table
 
 # Published: Srivastava et al. 2014, MNIST, 784-1024-1024-2048-10 ReLU net (test error, %).
@@ -177,8 +177,8 @@ def snn_section(records: list[dict], figures: Path) -> list[str]:
     md = _header("Self-normalizing networks (Klambauer et al. 2017), Figure 1", "paper-snn", records)
     if not records:
         return md
-    runs = store.runs_frame(records)
-    long = store.load_dataframe(None, records=records)
+    runs = frames.runs_frame(records)
+    long = frames.long_frame(records)
     metrics = long[long.tap == "metric"].merge(runs[["run_id", "depth"]], on="run_id")
     hist = metrics[metrics.quantity == "train_loss"]
     fit = metrics[metrics.quantity == "fit_loss"]
@@ -342,7 +342,7 @@ def maxnorm_section(records: list[dict]) -> list[str]:
     md = _header("Dropout and max-norm (Srivastava et al. 2014), MNIST", "paper-maxnorm", records)
     if not records:
         return md
-    runs = store.runs_frame(records)
+    runs = frames.runs_frame(records)
     md += ["Published test errors for the 784-1024-1024-2048-10 ReLU net: max-norm alone 1.35%, dropout + max-norm "
            "1.05%, after about a million updates. Rule: reproduced when our best configuration of a kind is within "
            "0.2 points of the published error; partly when the ordering (dropout + max-norm better than max-norm alone "

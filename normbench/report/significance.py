@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .. import reader, store
+from .. import reader
+from . import frames
 
 ALPHA = 0.05
 REFERENCE = "batchnorm"  # the strategy every other one is measured against in the gap table
@@ -162,7 +163,7 @@ def verdicts(runs: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.DataFr
 def verdict_sentences(runs) -> list[str]:
     """The verdict sentences of a runs frame, or of a results folder's records when given its path."""
     if not isinstance(runs, pd.DataFrame):
-        runs = store.runs_frame(reader.load_records(runs))
+        runs = frames.runs_frame(reader.load_records(runs))
     return verdicts(runs).sentence.tolist()
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 from ..files import write_csv
 from ..search import Search, choose, trial_score
 from ..spec import RunSpec
-from ..store import param_key
+from .frames import param_key
 from . import plots
 from .render import markdown_table, slug
 
