@@ -94,7 +94,7 @@ class Rule:
     line: int = 0  # in the rules file
 
     def applies(self, record: dict) -> bool:
-        spec = record.get("spec") or {}
+        spec = record["spec"]
         return all(any(fnmatch.fnmatchcase(str(spec.get(k, "")), p) for p in patterns) for k, patterns in self.scope)
 
     def judge(self, base: float | None, cur: float | None) -> str:
@@ -127,7 +127,7 @@ class Rule:
         if self.metric in SCALARS:
             return {"": SCALARS[self.metric](record)}
         when, tap, quantity = STAT_METRIC.fullmatch(self.metric).groups()
-        rows = (record.get("stats") or {}).get("rows") or []
+        rows = record["stats"]["rows"]
         if not rows:
             return {}
         epoch = 0 if when == "init" else max(r[0] for r in rows)
@@ -141,7 +141,7 @@ UNGUARDED = "unguarded"
 def chance(record: dict) -> float | None:
     """The accuracy of guessing, 1 / the number of classes of the run's dataset (from
     :data:`normbench.datasets.TRAIN_SIZES`), or None for a dataset normbench does not know."""
-    known = TRAIN_SIZES.get((record.get("spec") or {}).get("dataset"))
+    known = TRAIN_SIZES.get(record["spec"].get("dataset"))
     return 1 / known[1] if known else None
 
 
@@ -288,14 +288,14 @@ def _one(records: list[dict], what: str, side: str) -> str | None:
 
 WHAT = {
     "schema version": lambda r: r.get("schema_version"),
-    "suite": lambda r: (r.get("suite") or {}).get("name"),
-    "benchmark definition": lambda r: (r.get("suite") or {}).get("definition_hash"),
-    "backend": lambda r: (r.get("environment") or {}).get("backend"),
+    "suite": lambda r: record.suite(r).get("name"),
+    "benchmark definition": lambda r: record.suite(r).get("definition_hash"),
+    "backend": lambda r: r["environment"].get("backend"),
 }
 
 
 def _sources(records: list[dict]) -> str:
-    return ", ".join(sorted({str((r.get("data") or {}).get("source")) for r in records}))
+    return ", ".join(sorted({str(r["data"].get("source")) for r in records}))
 
 
 # May differ between the sides: the definition hash is the hash of the suite's run ids, and runs are matched by run
@@ -358,7 +358,7 @@ def check_scopes(rules: list[Rule], baseline: list[dict], where: str = "rules fi
     for rule in rules:
         if not rule.scope:
             continue
-        held = {k: sorted({str((r.get("spec") or {}).get(k, "")) for r in baseline}) for k, _ in rule.scope}
+        held = {k: sorted({str(r["spec"].get(k, "")) for r in baseline}) for k, _ in rule.scope}
         unmatched = [(k, p) for k, patterns in rule.scope for p in patterns
                      if not any(fnmatch.fnmatchcase(v, p) for v in held[k])]
         if unmatched:

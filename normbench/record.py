@@ -418,6 +418,16 @@ def test_metrics(rec: dict) -> dict:
     return rec["test"] or {}  # truly absent: None until the run finishes (normalized() keeps it None)
 
 
+def suite(rec: dict) -> dict:
+    """The suite the run belongs to (name, definition hash, phase), {} for a run outside a suite."""
+    return rec["suite"] or {}  # truly absent: None for a run outside a suite (normalized() keeps it None)
+
+
+def table_rows(rec: dict, section: str) -> list:
+    """The rows of a diagnostic's table section (``diagnostics``, ``landscape``, ...), [] when the run has none."""
+    return (rec.get(section) or {}).get("rows", [])  # truly absent: present only when its diagnostic ran
+
+
 def concurrent_runs(rec: dict) -> int | None:
     """How many runs shared the device while this one trained (1 = alone; None = not recorded, schema 1)."""
     return rec["performance"].get("concurrent_runs")

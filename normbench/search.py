@@ -103,7 +103,7 @@ def trial_score(record: dict | None) -> float | None:
         return None
     if record["status"] == "diverged":
         return 0.0
-    values = [h.get(SELECTION_METRIC) for h in record.get("history") or []]
+    values = [h.get(SELECTION_METRIC) for h in record["history"]]
     value = values[-1] if values else None
     return float(value) if value is not None and math.isfinite(value) else 0.0
 

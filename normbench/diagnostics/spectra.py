@@ -106,7 +106,7 @@ def with_eigenvalue_counts(spectra: pd.DataFrame, records: list[dict]) -> pd.Dat
     taken from the layer's units (an upper bound: min(fan-in, units)) and ``alpha_reliable``."""
     wide = spectra.pivot_table(index=["run_id", "dataset", "model", "strategy", "epoch", "layer"],
                                columns="quantity", values="value").reset_index()
-    units = {(r["run_id"], layer["index"]): layer["units"] for r in records for layer in r.get("layers") or []}
+    units = {(r["run_id"], layer["index"]): layer["units"] for r in records for layer in r["layers"]}
     bound = pd.Series([units.get((run, layer), np.nan) for run, layer in zip(wide.run_id, wide.layer)], index=wide.index)
     counts = wide["n_eigenvalues"] if "n_eigenvalues" in wide else pd.Series(np.nan, index=wide.index)
     wide["n_eigenvalues"] = counts.fillna(bound)

@@ -63,15 +63,16 @@ def inputs(record: dict) -> str:
     """How a run's inputs were scaled, and whether every strategy got the same (schema 3) or its own (before)."""
     if record.get("schema_version", 0) < 3:
         return f"set by the strategy (schema-{record.get('schema_version')} records): standardized for SELU only"
-    scaling = ((record.get("data") or {}).get("preprocessing") or {}).get("input_scaling", "unknown")
+    scaling = (record["data"].get("preprocessing") or {}).get("input_scaling", "unknown")  # absent: a failed run
     return f"{scaling} (the same for every strategy)"
 
 
 def bn_evaluation(record: dict) -> str | None:
     """How a run with batch-norm layers was evaluated (None for a run without them)."""
-    bn = (record.get("data") or {}).get("bn_statistics")
+    bn = record["data"].get("bn_statistics")
     if record.get("schema_version", 0) < 3:
-        config = record.get("strategy_config") or {}  # schema 1 said batchnorm = "pre" | "post" | None
+        # strategy_config: absent in a failed run's record; schema 1 said batchnorm = "pre" | "post" | None
+        config = record.get("strategy_config") or {}
         has_bn = config.get("norm") in BATCH_STATISTICS or config.get("batchnorm") is not None
         return (f"Keras' moving averages (schema-{record.get('schema_version')} records, made before precise BN: "
                 f"biased against batch norm in short runs)") if has_bn else None
@@ -108,7 +109,7 @@ def provenance(records: list[dict], runs: pd.DataFrame, trials: list[dict] = ())
         ("training samples", rows["training samples"]),
         ("data source", origin.counted(agg["data_sources"])),
         ("precision", rows["precision"]),
-        ("training", uniq(recipe(r.get("spec") or {}) for r in read)),
+        ("training", uniq(recipe(r["spec"]) for r in read)),
         ("inputs", uniq(inputs(r) for r in read)),
         ("batch-norm evaluation", uniq(bn_evaluation(r) for r in read) if any(map(bn_evaluation, read))
          else "no batch-norm layers"),
@@ -231,7 +232,7 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
         return " " + origin.caption(origin.gather(subset))
 
     def of_dataset(dataset: str) -> list[dict]:
-        return [r for r in records if (r.get("spec") or {}).get("dataset") == dataset]
+        return [r for r in records if r["spec"].get("dataset") == dataset]
 
     summary = tables.accuracy_summary(runs)
     write_csv(summary, out / "tables" / "accuracy.csv", index=False)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import record as rec_mod
 from ..builtins import load_builtins
 from ..files import write_csv
 from ..registry import DIAGNOSTICS
@@ -19,7 +20,7 @@ from .render import markdown_table, slug
 
 
 def _names(records) -> set[str]:
-    return {row[2] for r in records for row in (r.get("diagnostics") or {}).get("rows", [])}
+    return {row[2] for r in records for row in rec_mod.table_rows(r, "diagnostics")}
 
 
 class SectionView:
@@ -88,7 +89,7 @@ def sections(records: list[dict], runs: pd.DataFrame, out: Path, md: list[str], 
     for report in reports:
         report(view)
 
-    failed = [(r["run_id"], *row) for r in records for row in r.get("diagnostics_errors") or []]
+    failed = [(r["run_id"], *row) for r in records for row in r.get("diagnostics_errors") or []]  # absent: none failed
     if failed:
         md += ["Diagnostics that failed or do not apply to the model (`NotApplicable`; the runs went on without "
                "them at those epochs):", "",

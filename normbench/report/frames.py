@@ -32,10 +32,9 @@ def long_frame(records: list[dict]) -> pd.DataFrame:
         key = (rec["run_id"], s["dataset"], s["model"], s["strategy"], s["seed"], rec["status"], rec["data"].get("source"))
         for h in rec["history"]:
             rows += [(*key, h["epoch"], None, "metric", q, v) for q, v in h.items() if q != "epoch"]
-        for q, v in (rec.get("test") or {}).items():
+        for q, v in rec_mod.test_metrics(rec).items():
             rows.append((*key, rec["history"][-1]["epoch"] if rec["history"] else None, None, "test", q, v))
-        stats = rec.get("stats") or {"rows": []}
-        rows += [(*key, e, layer, tap, q, v) for e, layer, tap, q, v in stats["rows"]]
+        rows += [(*key, e, layer, tap, q, v) for e, layer, tap, q, v in rec["stats"]["rows"]]
     columns = ["run_id", "dataset", "model", "strategy", "seed", "status", "source", *STATS_COLUMNS]
     df = pd.DataFrame(rows, columns=columns)
     df["layer"] = df["layer"].astype("Int64")
@@ -65,6 +64,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
     for rec in records:
         s, hist, env = rec["spec"], rec_mod.history(rec), rec["environment"]
         last = rec_mod.final_row(rec)
+        suite = rec_mod.suite(rec)
         epoch_s = [h["epoch_s"] for h in hist if h.get("epoch_s")]
         speed = [h["samples_per_s"] for h in rec_mod.steady(rec) if h.get("samples_per_s")]
         rows.append(
@@ -75,12 +75,12 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
                 "builder": s["model"],
                 "strategy": param_key(s["strategy"], s.get("strategy_params")),
                 "strategy_name": s["strategy"],
-                "strategy_params": s.get("strategy_params") or {},
+                "strategy_params": s.get("strategy_params") or {},  # a spec field: absent or null when it has none
                 "seed": s["seed"],
-                "depth": len(rec.get("layers") or []) or None,
+                "depth": len(rec["layers"]) or None,
                 "status": rec["status"],
-                "error": rec.get("error"),
-                "diverged_epoch": rec.get("diverged_epoch"),
+                "error": rec["error"],
+                "diverged_epoch": rec["diverged_epoch"],
                 "epochs": s["epochs"],
                 "batch_size": s.get("batch_size"),
                 "learning_rate": s.get("learning_rate"),
@@ -94,15 +94,15 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
                 "final_val_accuracy": last.get("val_accuracy"),
                 "train_s": float(np.sum(epoch_s)) if epoch_s else None,
                 "samples_per_s": float(np.median(speed)) if speed else None,
-                "param_count": rec.get("param_count"),
-                "source": (rec.get("data") or {}).get("source"),
+                "param_count": rec["param_count"],
+                "source": rec["data"].get("source"),
                 "backend": env.get("backend"),
                 "device": env.get("device"),
                 "engine": rec_mod.engine(rec),
                 "concurrent_runs": rec_mod.concurrent_runs(rec),
-                "suite": (rec.get("suite") or {}).get("name"),
-                "definition_hash": (rec.get("suite") or {}).get("definition_hash"),
-                "finished_at": rec.get("finished_at"),
+                "suite": suite.get("name"),
+                "definition_hash": suite.get("definition_hash"),
+                "finished_at": rec["finished_at"],
             }
         )
     df = pd.DataFrame(rows)

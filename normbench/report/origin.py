@@ -49,7 +49,8 @@ def _versioned(name, version) -> str | None:
 
 def gather(records: list[dict]) -> dict:
     """The provenance of ``records``, all of them: plain JSON-able values, every count over the records."""
-    envs = [r.get("environment") or {} for r in records]
+    envs = [r["environment"] for r in records]
+    suites = [rec_mod.suite(r) for r in records]
     commits: dict[str, dict[str, int]] = {}
     for env in envs:
         entry = commits.setdefault(_text(env.get("git_commit")), {"runs": 0, "uncommitted_changes": 0,
@@ -61,16 +62,16 @@ def gather(records: list[dict]) -> dict:
     sharing = Counter()
     for r in records:
         n = rec_mod.concurrent_runs(r)
-        source = (r.get("performance") or {}).get("concurrent_runs_source") or ("recorded by the run" if n is not None
+        source = r["performance"].get("concurrent_runs_source") or ("recorded by the run" if n is not None
                                                                                  else NOT_RECORDED)
         sharing[(_text(n), source)] += 1
     finished = sorted(r["finished_at"] for r in records if r.get("finished_at"))
     return {
         "runs": len(records),
         "statuses": tally(r.get("status") for r in records),
-        "phases": tally(p for p in ((r.get("suite") or {}).get("phase") for r in records) if p),
+        "phases": tally(p for p in (s.get("phase") for s in suites) if p),
         "suites": tally(f"{s.get('name')} (definition {s.get('definition_hash')})" if s.get("name") else None
-                          for s in ((r.get("suite") or {}) for r in records)),
+                          for s in suites),
         "schema_versions": tally(r.get("schema_version") for r in records),
         "commits": {k: commits[k] for k in sorted(commits, key=lambda k: (k == NOT_RECORDED, -commits[k]["runs"], k))},
         "backends": tally(e.get("backend") for e in envs),
@@ -83,11 +84,12 @@ def gather(records: list[dict]) -> dict:
         },
         "devices": tally(e.get("device") for e in envs),
         "device_kinds": tally(e.get("device_kind") for e in envs),
-        "seeds": tally((r.get("spec") or {}).get("seed") for r in records),
-        "epochs": tally((r.get("spec") or {}).get("epochs") for r in records),
-        "precision": tally((r.get("spec") or {}).get("precision") for r in records),
-        "training_samples": tally(((r.get("data") or {}).get("sizes") or {}).get("train") for r in records),
-        "data_sources": tally((r.get("data") or {}).get("source") for r in records),
+        "seeds": tally(r["spec"].get("seed") for r in records),
+        "epochs": tally(r["spec"].get("epochs") for r in records),
+        "precision": tally(r["spec"].get("precision") for r in records),
+        # data.sizes: absent in a record of a run that failed before it loaded its data
+        "training_samples": tally((r["data"].get("sizes") or {}).get("train") for r in records),
+        "data_sources": tally(r["data"].get("source") for r in records),
         "runs_sharing_the_device": [{"runs_sharing_the_device": n, "source": source, "runs": sharing[(n, source)]}
                                     for n, source in sorted(sharing, key=lambda k: (_order(k[0]), k[1]))],
         "other_work_on_the_machine": NOT_RECORDED,

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from .. import record as rec_mod
 from ..builtins import load_builtins
 from ..norms import get_strategy
 from ..registry import NORMS
@@ -202,7 +203,7 @@ def spectra_summary(spectra: pd.DataFrame) -> pd.DataFrame:
 
 def diagnostics_frame(records: list[dict], runs: pd.DataFrame, name: str) -> pd.DataFrame:
     """One diagnostic's rows of every record: run_id, dataset, model, strategy, epoch, layer, quantity, value."""
-    rows = [(r["run_id"], e, layer, q, v) for r in records for e, layer, n, q, v in (r.get("diagnostics") or {}).get("rows", [])
+    rows = [(r["run_id"], e, layer, q, v) for r in records for e, layer, n, q, v in rec_mod.table_rows(r, "diagnostics")
             if n == name]
     d = pd.DataFrame(rows, columns=["run_id", "epoch", "layer", "quantity", "value"])
     return d.merge(runs[["run_id", "dataset", "model", "strategy"]], on="run_id")
@@ -244,7 +245,7 @@ def flow_summary(gradients: pd.DataFrame, sharpness: pd.DataFrame) -> pd.DataFra
 
 def landscape_frame(records: list[dict], runs: pd.DataFrame) -> pd.DataFrame:
     """The loss slices of every record: run_id, epoch, slice ("1d"/"2d"), x, y, loss, accuracy, dataset, model, strategy."""
-    rows = [(r["run_id"], *row) for r in records for row in (r.get("landscape") or {}).get("rows", [])]
+    rows = [(r["run_id"], *row) for r in records for row in rec_mod.table_rows(r, "landscape")]
     d = pd.DataFrame(rows, columns=["run_id", "epoch", "slice", "x", "y", "loss", "accuracy"])
     return d.merge(runs[["run_id", "dataset", "model", "strategy", "depth"]], on="run_id")
 
@@ -304,8 +305,8 @@ def diagnostic_cost(records: list[dict], runs: pd.DataFrame) -> pd.DataFrame:
     of its epochs' optimizer time), medians over the runs that measured it."""
     rows = []
     for r in records:
-        cost = (r.get("timings") or {}).get("diagnostics_s") or {}
-        train = sum((r.get("timings") or {}).get("epoch_s") or [])
+        cost = r["timings"].get("diagnostics_s") or {}  # both absent in a run that timed no diagnostic or no epoch
+        train = sum(r["timings"].get("epoch_s") or [])
         for name, seconds in cost.items():
             rows.append((r["run_id"], name, seconds, train))
     d = pd.DataFrame(rows, columns=["run_id", "diagnostic", "seconds", "train_s"]).merge(

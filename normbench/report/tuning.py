@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import record as rec_mod
 from ..files import write_csv
 from ..search import Search, choose, trial_score
 from ..spec import RunSpec
@@ -21,7 +22,7 @@ GOOD_RANGE_POINTS = 1.0  # a learning rate is in a strategy's good range within 
 
 
 def phase(record: dict) -> str | None:
-    return (record.get("suite") or {}).get("phase")
+    return rec_mod.suite(record).get("phase")
 
 
 def trial_frame(trials: list[dict]) -> pd.DataFrame:
