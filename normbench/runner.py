@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 import traceback
 from collections.abc import Callable
@@ -101,6 +101,17 @@ def _fmt(v: float | None, spec: str = ".4f") -> str:
     return "nan" if v is None or not math.isfinite(v) else format(v, spec)
 
 
+@dataclass
+class Epoch:
+    """What :func:`run_steps` asks its driver for: train ``trainer`` one epoch in ``order`` (then send back
+    ``(fit logs, seconds)``, or throw in what the training raised)."""
+
+    trainer: object
+    order: np.ndarray
+    epoch: int
+    callbacks: list
+
+
 def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: str | None = None,
         concurrent_runs: int = 1) -> dict:
     """Train one spec and return its record (never raises for a failed run; Ctrl-C propagates).
@@ -108,6 +119,32 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: s
     ``concurrent_runs`` is how many runs share the device with this one (itself included); it is
     recorded, because seconds measured under contention are not comparable with seconds measured alone.
     """
+    return finish(run_steps(spec, data_dir=data_dir, log=log, engine=engine, concurrent_runs=concurrent_runs))
+
+
+def finish(steps, request: "Epoch | None" = None) -> dict:
+    """Drive :func:`run_steps` to its record, each epoch trained by the run's own engine (from ``request``, the
+    epoch it already asked for, if any). What the training raises is thrown into the run, which records it (or
+    re-raises Ctrl-C) exactly as if it had trained inline."""
+    try:
+        request = next(steps) if request is None else request
+        while True:
+            t = time.perf_counter()
+            try:
+                logs = request.trainer.train_epoch(request.order, request.epoch, request.callbacks)
+            except BaseException as e:  # noqa: BLE001  (handed to the run: see above)
+                request = steps.throw(e)
+            else:
+                request = steps.send((logs, time.perf_counter() - t))
+    except StopIteration as finished:
+        return finished.value
+
+
+def run_steps(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: str | None = None,
+              concurrent_runs: int = 1):
+    """:func:`run` as a generator: it yields an :class:`Epoch` for each epoch to train and returns the record,
+    so that a driver can train several runs' epochs together (:mod:`normbench.together`) while each run builds,
+    measures and records itself exactly as alone."""
     import keras
 
     from .layers import linear_kind, with_augmentation
@@ -175,10 +212,9 @@ def run(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, engine: s
         if measure(0):
             for epoch in range(1, spec.epochs + 1):
                 order = epoch_order(spec.seed, epoch, len(splits.y_train))
-                t = time.perf_counter()
-                fit_logs = trainer.train_epoch(order, epoch, measure.callbacks())
+                fit_logs, epoch_s = yield Epoch(trainer, order, epoch, measure.callbacks())
                 stop.checkpoint()  # before measuring: an epoch cut short by a stop request is not an epoch
-                if not measure(epoch, fit_logs, time.perf_counter() - t):
+                if not measure(epoch, fit_logs, epoch_s):
                     break
         stop.checkpoint()
         if record["status"] == "running":
