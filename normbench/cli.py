@@ -138,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", choices=executor_names(),
                    help="local: in this process; processes: --jobs worker processes; ray: one Ray task per run "
                         "(pip install 'normbench[ray]'). Default: local, or processes with --jobs > 1")
+    r.add_argument("--seeds-together", action="store_true",
+                   help="JAX only: train the runs that differ only in their seed as one compiled program (vmapped), "
+                        "each recorded as a separate run (same run ids); off by default (slower on a CPU, see "
+                        "docs/backends.md)")
     r.add_argument("--address", help="Ray cluster address, e.g. 10.0.0.1:6379 (default: start a local Ray instance)")
     r.add_argument("--cpus-per-run", type=_cpus, help="Ray: CPUs each run asks for (default 1)")
     r.add_argument("--gpus-per-run", type=_fraction,
@@ -300,6 +304,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.executor == "local" and args.jobs != 1:
         raise ConfigError(f"--executor local runs one run at a time; drop --executor (or use processes) for "
                           f"--jobs {args.jobs}")
+    if args.seeds_together or args.executor == "seeds-together":
+        from .executors.together import check_seeds_together
+
+        check_seeds_together(keras_backend(), args.executor, args.jobs)
+        args.executor = "seeds-together"
     # everything a run can check before it trains (normbench.preflight, which run_grid calls too), for a dry run too
     check_run(specs, args.results, backend=keras_backend(), engine=args.engine,
               data_dir=args.data_dir, force=args.force, create=not args.dry_run)

@@ -22,6 +22,7 @@ from .preflight import check_grid
 from .runner import run
 from .search import Search, choose, finals, trial_score
 from .spec import RunSpec, definition_hash
+from .together import run_together
 
 Log = Callable[[str], None]
 
@@ -120,7 +121,7 @@ def run_grid(
                 bar.write(msg, file=_stream)
             except BrokenPipeError:  # as say(): a closed output stops the grid like Ctrl-C
                 raise OutputClosed() from None
-    ctx = GridContext(run=run, data_dir=data_dir, log=log, header=header, jobs=jobs, engine=engine,
+    ctx = GridContext(run=run, run_seeds=run_together, data_dir=data_dir, log=log, header=header, jobs=jobs, engine=engine,
                       options=dict(executor_options or {}))
     try:
         for spec, record in run_executor(todo, ctx):

@@ -13,6 +13,8 @@ worker process or a Ray task receives by reference), so executors sit below the 
 - ``local``: in this process, one run after another.
 - ``processes``: ``--jobs N`` worker processes on this machine, sharing its cores or its GPU.
 - ``ray``: one Ray task per run on a cluster (or a local Ray instance).
+- ``seeds-together``: in this process, the runs that differ only in their seed as one JAX program per group
+  (``ctx.run_seeds``, :func:`normbench.together.run_together`).
 """
 
 from __future__ import annotations
@@ -36,12 +38,13 @@ class GridContext:
     header: Callable = lambda i, spec: spec.label  # the line announcing the i-th run (0-based) as it starts
     jobs: int = 1  # runs that train at the same time
     engine: str | None = None  # training engine (None: the backend's default)
+    run_seeds: Callable | None = None  # runs differing only in their seed, as one program (normbench.together)
     options: dict = field(default_factory=dict)  # executor-specific settings (Ray: address, CPUs and GPUs per run)
 
 
 def load_executors() -> None:
     """Register the built-in executors (their modules import no backend, so the CLI can list them first)."""
-    from . import local, processes, ray  # noqa: F401
+    from . import local, processes, ray, together  # noqa: F401
 
 
 def get_executor(name: str):
