@@ -4,7 +4,8 @@ Not a test module: for every registered strategy (or those named), plus the SELU
 max-norm under the dropout paper's momentum ramp and exponential decay, a tiny MLP on real MNIST is run once per
 seed alone and once with its seeds together (:mod:`normbench.together`); it writes, per case, the run ids, statuses,
 how each record says it was trained, and the largest differences of the final weights, the history's metrics
-and the test metrics, as JSON for the test to assert on.
+and the test metrics, as JSON for the test to assert on. With no strategy named it also runs
+``normbench run --seeds-together`` twice into one folder (``cli``) and a group whose shared epoch raises (``failure``).
 """
 
 import json
@@ -108,8 +109,44 @@ def main(out_path, names):
         }
         print(strategy + tag, {k: v for k, v in out[strategy + tag].items() if k not in ("run_ids", "together_ids")},
               flush=True)
+    if not names:
+        out["cli"] = through_the_cli(os.path.join(os.path.dirname(out_path), "cli"))
+        out["failure"] = failing_program()
     with open(out_path, "w") as f:
         json.dump(out, f)
+
+
+def through_the_cli(folder):
+    """``normbench run --seeds-together`` twice into ``folder``: the records, then a resume that skips them all."""
+    from normbench.cli import main
+    from normbench.store import load_records
+
+    args = ["run", "--models", "mlp8", "--strategies", "none", "--seeds", "0,1,2", "--epochs", "1", "--limit", "100",
+            "--seeds-together", "--results", folder]
+    codes = [main(args), main(args)]
+    records = load_records(folder)
+    return {"codes": codes, "records": {r["spec"]["seed"]: {"run_id": r["run_id"], "status": r["status"],
+                                                           "trained_as": r["performance"].get("trained_as")}
+                                        for r in records}}
+
+
+def failing_program():
+    """A shared epoch that raises: every run of the group records the error, as a run alone records its own."""
+    from normbench import together as module
+    from normbench.spec import RunSpec
+
+    def broken(self, orders):
+        raise RuntimeError("the shared program failed")
+
+    specs = [RunSpec("mlp", "none", "mnist", seed=s, model_params={"depth": 3, "width": 16}, **tiny())
+             for s in (0, 1)]
+    module.Lanes.train_epoch, original = broken, module.Lanes.train_epoch
+    try:
+        records = [r for _, r in module.run_together(specs, log=quiet)]
+    finally:
+        module.Lanes.train_epoch = original
+    return [{"status": r["status"], "error": r.get("error"), "epochs": len(r["history"]),
+             "trained_as": r["performance"].get("trained_as")} for r in records]
 
 
 if __name__ == "__main__":

@@ -86,3 +86,24 @@ def test_seeds_together_record_what_separate_runs_record(together_checks, case):
     assert got["trained_as"] == [{"seeds_together": len(got["run_ids"])}] * len(got["run_ids"])
     assert got["alone_trained_as"] == [None] * len(got["run_ids"])
     assert set(got["performance_differs"]) == {"concurrent_runs"}  # the shared program's seconds: K runs at once
+
+
+@pytest.mark.slow
+def test_the_flag_writes_one_record_per_seed_and_a_resume_skips_them(together_checks):
+    got = together_checks["cli"]
+    assert got["codes"] == [0, 0]
+    seeds = {0, 1, 2}
+    assert set(map(int, got["records"])) == seeds
+    ids = {RunSpec("mlp8", "none", "mnist", seed=s, epochs=1, limit=100).run_id for s in seeds}
+    assert {r["run_id"] for r in got["records"].values()} == ids  # the ids of separate runs
+    assert all(r["status"] == "ok" and r["trained_as"] == {"seeds_together": 3} for r in got["records"].values())
+
+
+@pytest.mark.slow
+def test_a_failing_shared_epoch_is_recorded_by_every_run_of_the_group(together_checks):
+    got = together_checks["failure"]
+    assert len(got) == 2
+    for r in got:
+        assert r["status"] == "error" and r["error"] == "RuntimeError: the shared program failed"
+        assert r["epochs"] == 1  # initialization measured, no epoch
+        assert r["trained_as"] == {"seeds_together": 2}
