@@ -13,8 +13,8 @@ vmapped matrix product may sum in another order than an unbatched one), and each
 ``performance.trained_as = {"seeds_together": K}``, with ``concurrent_runs = K`` since its seconds are the
 shared program's (an epoch's ``epoch_s`` is the wall time of the epoch that trained all K runs).
 
-Opt-in (``normbench run --seeds-together``): on a 2-core CPU, vmapped seeds ran slower than the same runs one
-after another; whether it pays on a GPU is what benchmarks/seeds_together.py measures.
+Opt-in (``normbench run --seeds-together``, executor ``seeds-together``): whether it pays depends on the device;
+benchmarks/seeds_together.py measures it, and docs/backends.md quotes what it measured.
 """
 
 from __future__ import annotations
