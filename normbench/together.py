@@ -53,7 +53,8 @@ class Lanes:
         def epoch(states, x, y, idx):  # idx: (steps, K, batch)
             return jax.lax.scan(lambda carry, rows: (step(carry, x, y, rows), None), states, idx)[0]
 
-        self._step, self._epoch = jax.jit(step), jax.jit(epoch)
+        # the stacked states are this program's own copies: donated, as the scan engine donates its state
+        self._step, self._epoch = jax.jit(step, donate_argnums=0), jax.jit(epoch, donate_argnums=0)
 
     def train_epoch(self, orders: Sequence[np.ndarray]) -> list[dict]:
         """One epoch of every run, run k in ``orders[k]``; each run's fit logs (its model holds its new state)."""
@@ -114,6 +115,8 @@ def run_together(specs: Sequence[RunSpec], *, data_dir: str | None = None, log: 
         if request.trainer.name != "scan":
             log(f"    seeds together: {spec.label} trains with the {request.trainer.name} engine, which cannot be "
                 f"vmapped; its seeds run one after another")
+            for earlier, its_steps, its_request in pending:  # none in practice: the group's models are alike
+                yield earlier, finish(its_steps, its_request)
             yield spec, finish(steps, request)
             for j, rest in enumerate(specs[i + 1 :], start=i + 1):
                 log(header(j, rest))

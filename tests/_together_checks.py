@@ -5,7 +5,8 @@ max-norm under the dropout paper's momentum ramp and exponential decay, a tiny M
 seed alone and once with its seeds together (:mod:`normbench.together`); it writes, per case, the run ids, statuses,
 how each record says it was trained, and the largest differences of the final weights, the history's metrics
 and the test metrics, as JSON for the test to assert on. With no strategy named it also runs
-``normbench run --seeds-together`` twice into one folder (``cli``) and a group whose shared epoch raises (``failure``).
+``normbench run --seeds-together`` twice into one folder (``cli``), a group whose shared epoch raises (``failure``)
+and a group that trains with the fit engine (``fallback``).
 """
 
 import json
@@ -112,6 +113,7 @@ def main(out_path, names):
     if not names:
         out["cli"] = through_the_cli(os.path.join(os.path.dirname(out_path), "cli"))
         out["failure"] = failing_program()
+        out["fallback"] = with_the_fit_engine()
     with open(out_path, "w") as f:
         json.dump(out, f)
 
@@ -119,7 +121,7 @@ def main(out_path, names):
 def through_the_cli(folder):
     """``normbench run --seeds-together`` twice into ``folder``: the records, then a resume that skips them all."""
     from normbench.cli import main
-    from normbench.store import load_records
+    from normbench.reader import load_records
 
     args = ["run", "--models", "mlp8", "--strategies", "none", "--seeds", "0,1,2", "--epochs", "1", "--limit", "100",
             "--seeds-together", "--results", folder]
@@ -128,6 +130,23 @@ def through_the_cli(folder):
     return {"codes": codes, "records": {r["spec"]["seed"]: {"run_id": r["run_id"], "status": r["status"],
                                                            "trained_as": r["performance"].get("trained_as")}
                                         for r in records}}
+
+
+def with_the_fit_engine():
+    """Seeds together asked for runs that train with ``fit`` (here ``engine="fit"``; conv nets by default): they run
+    one after another, as the log says, and their records say nothing of a shared program."""
+    from normbench.spec import RunSpec
+    from normbench.together import run_together
+
+    lines = []
+    specs = [RunSpec("mlp", "none", "mnist", seed=s, model_params={"depth": 3, "width": 16}, **tiny())
+             for s in (0, 1)]
+    records = [r for _, r in run_together(specs, log=lines.append, engine="fit")]
+    return {"said": [line.strip() for line in lines if "seeds together" in line],
+            "records": [{"run_id": r["run_id"], "status": r["status"], "engine": r["performance"]["engine"],
+                         "trained_as": r["performance"].get("trained_as"),
+                         "concurrent_runs": r["performance"]["concurrent_runs"]} for r in records],
+            "run_ids": [s.run_id for s in specs]}
 
 
 def failing_program():

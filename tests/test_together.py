@@ -107,3 +107,13 @@ def test_a_failing_shared_epoch_is_recorded_by_every_run_of_the_group(together_c
         assert r["status"] == "error" and r["error"] == "RuntimeError: the shared program failed"
         assert r["epochs"] == 1  # initialization measured, no epoch
         assert r["trained_as"] == {"seeds_together": 2}
+
+
+@pytest.mark.slow
+def test_runs_that_train_with_fit_run_one_after_another_and_say_so(together_checks):
+    got = together_checks["fallback"]
+    assert len(got["said"]) == 1 and "cannot be vmapped" in got["said"][0]
+    assert [r["run_id"] for r in got["records"]] == got["run_ids"]
+    for r in got["records"]:
+        assert r["status"] == "ok" and r["engine"] == "fit"
+        assert r["trained_as"] is None and r["concurrent_runs"] == 1  # trained alone: recorded as any separate run
