@@ -179,6 +179,16 @@ def measure_plain(spec, splits, epochs: int) -> dict:
     return {"wall_s": wall, "train_s": wall - val_s, "jit_compile": jit}
 
 
+def evaluated_samples(rec: dict, spec) -> int:
+    """Forward passes per epoch that a run's measurement must make, in samples: the train subset and the
+    validation split (twice for a network whose batch-norm statistics are re-estimated: once with the moving
+    averages, kept beside, and once with the re-estimate), the re-estimate's training batches, the probe batch."""
+    bn = rec["data"].get("bn_statistics") or {}  # None for a network without batch-norm layers
+    precise = bn.get("method") == "precise"
+    scored = spec.train_eval_size + rec["data"]["sizes"]["val"]
+    return scored * (2 if precise else 1) + (bn.get("samples", 0) if precise else 0) + spec.probe_size
+
+
 def measure_normbench(spec, data_dir: str | None, engine: str | None = None) -> dict:
     """Median epoch seconds (wall and training only) of the runner, from its own record."""
     from normbench import record
@@ -193,7 +203,7 @@ def measure_normbench(spec, data_dir: str | None, engine: str | None = None) -> 
         "train_s": statistics.median(h["epoch_s"] for h in hist),
         "performance": rec["performance"],
         "n_train": rec["data"]["sizes"]["train"],
-        "n_eval": spec.train_eval_size + rec["data"]["sizes"]["val"] + spec.probe_size,
+        "n_eval": evaluated_samples(rec, spec),
         "peak_rss_mib": rec["timings"]["peak_rss_mib"],
     }
 
@@ -389,7 +399,9 @@ def write_report(results: dict[str, dict], args, out: Path) -> None:
         "- **speedup** = plain epoch time / normbench epoch time; **training speedup** the same for training "
         "alone. **measurement share**: the fraction of normbench's epoch spent on evaluations and the probe; "
         "its **FLOP floor** in brackets: the forward passes over the evaluated samples (train subset, validation "
-        "split, probe) against three forward passes per training sample.",
+        "split, probe; with batch norm also the re-estimate's 2,048 training samples and the train subset and "
+        "validation split scored a second time, with the moving averages kept beside the re-estimate) against "
+        "three forward passes per training sample.",
         "- **engine**: `fit` (Keras `model.fit`, one call per epoch) or `scan` (JAX: each epoch one compiled "
         "`lax.scan`); JAX rows are measured with both.",
         "- **% of peak**: normbench's training FLOP/s (3x the forward multiply-adds per sample) over the "

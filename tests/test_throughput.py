@@ -38,6 +38,17 @@ def test_both_measurements_time_training_inside_the_epoch(data_dir):
     plain = throughput.measure_plain(spec, splits, epochs=4)
     assert 0 < plain["train_s"] < plain["wall_s"]  # the validation pass is inside fit's epoch
     assert plain["jit_compile"] is False  # Keras' "auto" resolves to no XLA for TensorFlow on a CPU
+    assert nb["n_eval"] == 300 + 300 + 64  # no batch norm: train subset, validation split, probe
+
+
+def test_the_floor_counts_the_batch_norm_re_estimate_and_the_second_scoring(data_dir):
+    from normbench.runner import run
+
+    spec = RunSpec("mlp", "batchnorm", "mnist", epochs=1, limit=600, eval_limit=300, val_size=300,
+                   train_eval_size=300, probe_size=64, batch_size=32, model_params={"depth": 2, "width": 8})
+    rec = run(spec, data_dir=data_dir, log=lambda _m: None)
+    assert rec["data"]["bn_statistics"]["samples"] == 16 * 32
+    assert throughput.evaluated_samples(rec, spec) == 2 * (300 + 300) + 16 * 32 + 64
 
 
 def _row(model, strategy, speedup, train_speedup, fraction, engine="fit", share=0.10, floor=0.08, train=1000.0, whole=800.0):
