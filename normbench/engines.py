@@ -124,12 +124,15 @@ class ScanEngine:
         self._forward = jax.jit(forward)
         self._device_sets: dict[int, tuple] = {}
 
-    def _state(self):
+    def state(self):
+        """The model's training state as ``train_step`` takes it: (trainable, non-trainable, optimizer, metrics)
+        variable values, in Keras' variable order (also stacked by :mod:`normbench.together`)."""
         m = self.model
         return ([v.value for v in m.trainable_variables], [v.value for v in m.non_trainable_variables],
                 [v.value for v in m.optimizer.variables], [v.value for v in m.metrics_variables])
 
-    def _assign(self, state) -> None:
+    def assign_state(self, state) -> None:
+        """Put a state of :meth:`state`'s layout back into the model's variables."""
         m = self.model
         for refs, values in zip((m.trainable_variables, m.non_trainable_variables, m.optimizer.variables,
                                  m.metrics_variables), state):
@@ -142,14 +145,14 @@ class ScanEngine:
         if callbacks:
             raise ConfigError("the scan engine takes no per-step callbacks")
         self.model.reset_metrics()
-        state = self._state()
+        state = self.state()
         full = len(order) // self.batch_size
         if full:
             idx = jnp.asarray(order[: full * self.batch_size].reshape(full, self.batch_size))
             state = self._many(state, self.x, self.y, idx)
         if len(order) > full * self.batch_size:  # fit's last, partial batch
             state = self._one(state, self.x, self.y, jnp.asarray(order[full * self.batch_size :]))
-        self._assign(state)
+        self.assign_state(state)
         return {k: float(v) for k, v in self.model.get_metrics_result().items()}
 
     def logits(self, x: np.ndarray) -> np.ndarray:

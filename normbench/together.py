@@ -63,7 +63,7 @@ class Lanes:
 
         for t in self.trainers:
             t.model.reset_metrics()
-        states = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *[t._state() for t in self.trainers])
+        states = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *[t.state() for t in self.trainers])
         x, y, b = self.trainers[0].x, self.trainers[0].y, self.batch_size
         full = len(orders[0]) // b
         if full:
@@ -73,7 +73,7 @@ class Lanes:
             states = self._step(states, x, y, jnp.asarray(np.stack([o[full * b :] for o in orders])))
         logs = []
         for k, t in enumerate(self.trainers):
-            t._assign(jax.tree_util.tree_map(lambda a, k=k: a[k], states))
+            t.assign_state(jax.tree_util.tree_map(lambda a, k=k: a[k], states))
             logs.append({name: float(v) for name, v in t.model.get_metrics_result().items()})
         return logs
 
