@@ -48,7 +48,8 @@ def suite_train_flops(suite_name: str) -> tuple[float, int]:
     import keras
 
     from normbench.builtins import load_builtins
-    from normbench.perf import DATASET_SHAPES, training_flops
+    from normbench.datasets import DATASET_FACTS
+    from normbench.flops import training_flops
     from normbench.runner import build
     from normbench.suites import get_suite
 
@@ -60,10 +61,10 @@ def suite_train_flops(suite_name: str) -> tuple[float, int]:
         key = (spec.model, spec.dataset, json.dumps(spec.model_params, sort_keys=True))
         if key not in per_sample:
             keras.backend.clear_session()
-            shape, _, classes = DATASET_SHAPES[spec.dataset]
-            model, _ = build(spec.with_(strategy="none"), shape, classes)
+            facts = DATASET_FACTS[spec.dataset]
+            model, _ = build(spec.with_(strategy="none"), facts.shape, facts.classes)
             per_sample[key] = training_flops(model)
-        n_total = DATASET_SHAPES[spec.dataset][1]
+        n_total = DATASET_FACTS[spec.dataset].train
         n = min(spec.limit or n_total, n_total - spec.val_size)
         total += per_sample[key] * n * spec.epochs
     return total, len(suite.specs)

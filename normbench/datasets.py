@@ -295,12 +295,26 @@ def _download_error(name: str, files: str, e: Exception) -> DataError:
     )
 
 
-# Training images (before the validation split) and classes of the built-in datasets, for checks that read no data.
-TRAIN_SIZES = {"mnist": (60000, 10), "mnist_binary": (60000, 10), "cifar10": (50000, 10)}
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What is known about a built-in dataset without reading it (pre-flight checks, cost estimates)."""
 
-# The files each dataset is read from in a data directory (any one of them), for checks that do not read them.
-DATA_FILES = {"mnist": ("mnist.npz",), "mnist_binary": ("mnist.npz",),
-              "cifar10": ("cifar-10-batches-py", "cifar-10-python.tar.gz", "cifar10_jpeg.npz")}
+    shape: tuple[int, ...]  # one sample's shape
+    train: int  # training images, before the validation split
+    classes: int
+    files: tuple[str, ...]  # what a data directory may hold it as (any one of them)
+
+
+_MNIST = DatasetFacts((28, 28, 1), 60000, 10, ("mnist.npz",))
+DATASET_FACTS = {
+    "mnist": _MNIST,
+    "mnist_binary": _MNIST,
+    "cifar10": DatasetFacts((32, 32, 3), 50000, 10,
+                            ("cifar-10-batches-py", "cifar-10-python.tar.gz", "cifar10_jpeg.npz")),
+}
+# views of the one table, under the names the checks read
+TRAIN_SIZES = {name: (f.train, f.classes) for name, f in DATASET_FACTS.items()}
+DATA_FILES = {name: f.files for name, f in DATASET_FACTS.items()}
 
 
 def check_available(names, data_dir: str | None = None) -> None:

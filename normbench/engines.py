@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import ConfigError
-from .perf import is_conv
+from .execution import is_conv
 
 ENGINES = ("fit", "scan")
 EVAL_BATCH = 1024

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from . import reader, store
 from .executors import GridContext, get_executor
 from .errors import OutputClosed, say
-from .perf import run_costs
+from .flops import run_costs
 from .preflight import check_grid
 from .runner import run
 from .search import Search, choose, finals, trial_score

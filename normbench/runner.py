@@ -29,7 +29,8 @@ from .errors import say
 from .metrics import loss_and_accuracy  # noqa: F401  (runner.loss_and_accuracy: used through here too)
 from .models import build_model, portable_initialization
 from .norms import get_strategy, hidden_layer_name
-from .perf import choose_execution, is_conv, training_flops
+from .execution import choose_execution, is_conv
+from .flops import training_flops
 from .probe import ActivationProbe, hidden_blocks, statistics_on_device
 from .registry import DIAGNOSTICS
 from .spec import RunSpec
@@ -77,7 +78,7 @@ def norm_description(model, index: int) -> dict:
 def compile_model(model, spec: RunSpec, execution=None, steps_per_epoch: int | None = None) -> None:
     """Compile with the spec's optimizer, logits + sparse cross-entropy, accuracy.
 
-    ``execution`` (a :class:`normbench.perf.Execution`) sets XLA and steps per execution;
+    ``execution`` (a :class:`normbench.execution.Execution`) sets XLA and steps per execution;
     None keeps Keras' defaults. ``steps_per_epoch`` sizes a learning-rate schedule.
     """
     import keras

@@ -34,7 +34,7 @@ def engine_agreement():
 
     from normbench.builtins import load_builtins
     from normbench.engines import epoch_order, make_engine
-    from normbench.perf import choose_execution
+    from normbench.execution import choose_execution
     from normbench.registry import NORMS
     from normbench.runner import build, compile_model
     from normbench.spec import RunSpec

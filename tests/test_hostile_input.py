@@ -150,7 +150,7 @@ def test_a_pack_cell_nested_100000_deep_is_refused_like_any_cell_that_is_not_jso
 @pytest.mark.parametrize("value", ["²", "１６", "99999999999999999999", "1" + "0" * 5000, "-3", "16.0", ""])
 def test_steps_per_execution_takes_ascii_digits_in_range_only_and_names_the_variable(tmp_path, capsys, monkeypatch,
                                                                                       value):
-    from normbench.perf import choose_execution
+    from normbench.execution import choose_execution
 
     monkeypatch.setenv("NORMBENCH_STEPS_PER_EXECUTION", value)
     assert main(["run", "--models", "mlp8", "--strategies", "none", "--dry-run", "--results", str(tmp_path)]) == 2
@@ -177,7 +177,7 @@ def test_every_spelling_of_off_turns_determinism_off_and_the_record_says_so(monk
     from types import SimpleNamespace
 
     from normbench.env import enable_determinism, environment
-    from normbench.perf import choose_execution
+    from normbench.execution import choose_execution
 
     monkeypatch.setenv("NORMBENCH_DETERMINISTIC", spelling)
     assert enable_determinism() is False

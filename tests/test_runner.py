@@ -193,7 +193,7 @@ def test_a_record_is_known_by_its_content_not_its_file_name(grid_dir, tmp_path, 
 
 
 def test_run_costs_scale_with_depth_epochs_and_samples():
-    from normbench.perf import run_costs
+    from normbench.flops import run_costs
 
     a = RunSpec("mlp8", "none", "mnist", epochs=2, limit=1000, val_size=100, eval_limit=100, train_eval_size=100, probe_size=16)
     specs = [a, a.with_(model="mlp32"), a.with_(epochs=4), a.with_(limit=2000), a.with_(dataset="cifar10", model="convnet")]
