@@ -32,19 +32,18 @@ def hidden_blocks(model) -> list[tuple[int, object, object]]:
     return sorted(blocks, key=lambda b: b[0])
 
 
-def statistics_on_device(device_kind: str, conv: bool) -> bool:
+def statistics_on_device(device_kind: str) -> bool:
     """Where the probe summarizes its taps: with the backend's ops inside the probe's compiled function
-    (:mod:`normbench.device_stats`) on a GPU and, on a CPU, for conv nets; in NumPy on the host for MLPs on a CPU.
+    (:mod:`normbench.device_stats`) on a GPU, in NumPy on the host on a CPU.
 
-    Measured on a 2-core CPU (``make overhead``, results/perf.md "Probe statistics"): the percentiles' sorts run
-    2-10x slower in the backends' CPU kernels (XLA, TensorFlow, torch) than in NumPy, which wins on an MLP's taps
-    (65,536 values each); a conv net's taps are many times larger, and summarizing them where they are (on a
-    fixed subset) beats copying them whole to the host. NORMBENCH_PROBE_ON_DEVICE=on|off overrides the choice;
-    both give the same numbers up to float32 round-off (tests/test_probe.py)."""
+    Measured on a 2-core CPU (``make overhead``; results/perf.md, "Probe statistics"): NumPy was as fast or faster
+    on every model and backend there (mlp8 on JAX 0.028 s a probe against 0.107 s; the convnet 0.175 s against
+    0.214 s on JAX, 0.115 s against 0.110 s on TensorFlow): the percentiles' sorts run 2-10x slower in the backends'
+    CPU kernels than NumPy's partition. On a GPU the sorts are the device's and only a few numbers per tap cross to
+    the host; that is unmeasured so far (docs/gpu.md). NORMBENCH_PROBE_ON_DEVICE=on|off overrides the choice; both
+    give the same numbers up to float32 round-off (tests/test_probe.py)."""
     override = probe_on_device_override()
-    if override is not None:
-        return override
-    return device_kind == "gpu" or conv
+    return device_kind == "gpu" if override is None else override
 
 
 class ActivationProbe:

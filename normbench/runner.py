@@ -29,7 +29,7 @@ from .errors import say
 from .metrics import loss_and_accuracy  # noqa: F401  (runner.loss_and_accuracy: used through here too)
 from .models import build_model, portable_initialization
 from .norms import get_strategy, hidden_layer_name
-from .execution import choose_execution, is_conv
+from .execution import choose_execution
 from .flops import training_flops
 from .probe import ActivationProbe, hidden_blocks, statistics_on_device
 from .registry import DIAGNOSTICS
@@ -187,7 +187,7 @@ def run_steps(spec: RunSpec, *, data_dir: str | None = None, log: Log = say, eng
         trained = with_augmentation(model, spec.augment, spec.seed)  # the probe measures `model`, its layers
         compile_model(trained, spec, execution, steps_per_epoch=-(-len(splits.y_train) // spec.batch_size))
         engine_name = resolve_engine(engine, keras.backend.backend(), spec, model)
-        on_device = statistics_on_device(record["environment"]["device_kind"], is_conv(model))
+        on_device = statistics_on_device(record["environment"]["device_kind"])
         record["performance"] = {**execution.as_dict(), "train_flops_per_sample": training_flops(model),
                                  "engine": engine_name, "concurrent_runs": int(concurrent_runs),
                                  "probe_statistics": "device" if on_device else "host"}
