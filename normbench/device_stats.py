@@ -23,23 +23,9 @@ from .stats import (
     MAX_VALUES,
     PERCENTILES,
     SATURATION,
-    SELU_SATURATED_BELOW,
     UNIT_PERCENTILES,
     fixed_subset,
 )
-
-
-def _saturated(activation: str, a):
-    """keras.ops twin of :data:`normbench.stats.SATURATION` (the thresholds are the same numbers)."""
-    if activation == "relu":
-        return a <= 0.0
-    if activation == "sigmoid":
-        return ops.logical_or(a < 0.01, a > 0.99)
-    if activation == "tanh":
-        return ops.abs(a) > 0.99
-    if activation == "selu":
-        return a < SELU_SATURATED_BELOW
-    return None
 
 
 def summary_names(activation: str | None = None, pre: bool = False) -> list[str]:
@@ -77,9 +63,8 @@ class TapSummary(keras.layers.Layer):
         std = ops.sqrt(ops.mean(ops.square(flat - mean)))
         q = ops.convert_to_tensor(np.asarray(PERCENTILES, dtype="float32") / 100.0)
         out = [ops.reshape(mean, (1,)), ops.reshape(std, (1,)), _nan_if_any(flat, ops.quantile(sample, q))]
-        mask = _saturated(self.activation_name, v) if self.activation_name is not None else None
-        if mask is not None:
-            mask = ops.cast(mask, "float32")
+        if self.activation_name in SATURATION:  # the host's own thresholds, applied to the backend tensor
+            mask = ops.cast(SATURATION[self.activation_name](v), "float32")
             out += [ops.reshape(ops.mean(mask), (1,)), ops.reshape(ops.mean(ops.min(mask, axis=0)), (1,))]
         if self.pre:
             unit = v_all[:, 0]  # unit_summary: one unit over every sample and position, no subset
