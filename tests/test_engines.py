@@ -48,6 +48,50 @@ def test_one_spec_starts_from_the_same_weights_on_tensorflow_and_jax(jax_checks,
         assert [r[4] for r in a] == pytest.approx([r[4] for r in b], rel=1e-4, abs=1e-5)
 
 
+RAMP = {"momentum_start": 0.5, "momentum_ramp_epochs": 1.5, "lr_schedule": "exponential", "lr_decay": 0.5}
+TINY = {"mlp": ((20,), {"depth": 3, "width": 16}), "convnet": ((16, 16, 3), {"filters": [4, 8], "dense": 16})}
+
+
+# the fast tier: batch norm's moving statistics, AlphaDropout's seed state, max-norm under a schedule, a conv net;
+# the slow tier every other registered strategy
+@pytest.mark.parametrize("model,strategy,strategy_params,extra",
+                         [pytest.param("mlp", s, {}, {}, marks=() if s == "batchnorm" else (pytest.mark.slow,))
+                          for s in NORMS.list()]
+                         + [("mlp", "selu", {"dropout_rate": 0.1}, {}), ("mlp", "maxnorm", {}, RAMP),
+                            ("convnet", "batchnorm", {}, {})])
+def test_fit_engine_input_pipeline_trains_as_fit_on_arrays(model, strategy, strategy_params, extra):
+    """On TensorFlow the fit engine feeds its own tf.data batches (autotuning off): the same steps as ``fit`` on the
+    arrays, bit for bit (a partial last batch, moving statistics, dropout seeds, constraints, schedules)."""
+    import keras
+
+    from normbench.engines import FitEngine
+    from normbench.runner import build, compile_model
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the tf.data input is TensorFlow's; other backends get the arrays")
+    shape, params = TINY[model]
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((200, *shape)).astype("float32"), rng.integers(0, 3, 200)
+    spec = RunSpec(model, strategy, "mnist", batch_size=32, learning_rate=0.05, model_params=params,
+                   strategy_params=strategy_params, epochs=2, **extra)
+    runs = []
+    for pipeline in (True, False):
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(3)
+        net, _ = build(spec, shape, 3)
+        compile_model(net, spec, steps_per_epoch=7)
+        start = [w.copy() for w in net.get_weights()]
+        engine = FitEngine(net, x, y, 32)  # 6 full batches and one of 8
+        engine._tensorflow = pipeline
+        logs = [engine.train_epoch(epoch_order(0, k, len(y)), k) for k in (1, 2)]
+        runs.append((start, net.get_weights(), logs))
+    (start, ours, our_logs), (_, theirs, their_logs) = runs
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(start, ours)) > 1e-4  # training moved the weights
+    assert our_logs == their_logs
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_the_batch_order_is_a_seeded_permutation_of_the_spec_alone():
     a = epoch_order(3, 1, 1000)
     assert sorted(a) == list(range(1000))
