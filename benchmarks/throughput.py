@@ -416,8 +416,8 @@ def target_lines(results: dict[str, dict]) -> list[str]:
 def write_report(results: dict[str, dict], args, out: Path) -> None:
     rows = [r for res in results.values() for r in res["rows"]]
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "perf.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    with open(out / "perf.csv", "w", newline="") as f:  # the columns of every row (only scan rows have scan/fit)
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
         w.writeheader()
         w.writerows(rows)
     lines = [
@@ -519,14 +519,18 @@ def main() -> None:
             p.error(f"--models-for {item!r}: use BACKEND=model,model (BACKEND one of tensorflow, jax, torch)")
         args.models_by_backend[backend] = models
     results = {}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends.split(","):
             res = run_backend(backend, args, Path(tmp) / f"{backend}.json")
             if res:
                 results[backend] = res
+                # kept as soon as measured, so a failure later (another backend, the report) loses nothing
+                (out / "throughput.json").write_text(json.dumps(results, indent=1))
     if not results:
         sys.exit("no backend produced measurements")
-    write_report(results, args, Path(args.out))
+    write_report(results, args, out)
 
 
 if __name__ == "__main__":

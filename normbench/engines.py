@@ -5,13 +5,13 @@ seed and the epoch alone, the same on every backend), so they compute the same t
 
 - ``fit``: Keras ``model.fit`` over the training split in that order (``shuffle=False``), one
   call per epoch. Every backend (on TensorFlow the batches come from :func:`tf_batches`).
-- ``scan``: JAX only. The training split lives on the device; each epoch is one compiled
-  program, ``lax.scan`` over Keras' own pure ``train_step`` (``stateless_call`` and
-  ``optimizer.stateless_apply`` inside), so max-norm constraints, BN moving statistics and
-  AlphaDropout's seed state behave exactly as under ``fit``. The state is donated to the
-  compiled program (one copy of weights and optimizer state, updated in place); the engine
-  calls no private Keras method. A final partial batch is one
-  more compiled step, as ``fit`` does it. Measurement uses one compiled inference function
+- ``scan``: JAX only. The training split lives on the device (moved there once, when first
+  trained on); each epoch is one compiled program, ``lax.scan`` over Keras' own pure
+  ``train_step`` (``stateless_call`` and ``optimizer.stateless_apply`` inside), so max-norm
+  constraints, BN moving statistics and AlphaDropout's seed state behave exactly as under
+  ``fit``. The state is donated to the compiled program (one copy of weights and optimizer
+  state, updated in place); the engine calls no private Keras method. A final partial batch is
+  one more compiled step, as ``fit`` does it. Measurement uses one compiled inference function
   over device-resident evaluation sets.
 
 Engines are execution settings: they do not change the run id; every record names its engine.
@@ -125,7 +125,7 @@ class ScanEngine:
         import jax.numpy as jnp
 
         self.model, self.batch_size = model, batch_size
-        self.x, self.y = jnp.asarray(x), jnp.asarray(y)
+        self._host, self._device = (x, y), None
         build_training_state(model, x[:batch_size], y[:batch_size])
 
         def one_step(state, x, y, idx):
@@ -147,6 +147,15 @@ class ScanEngine:
         self._many = jax.jit(many_steps, donate_argnums=0)
         self._forward = jax.jit(forward)
         self._device_sets: dict[int, tuple] = {}
+
+    def device_data(self):
+        """The training split on the device, moved there when first trained on (the runs of a seeds-together
+        group train on the first run's copy, so the others never move theirs)."""
+        import jax.numpy as jnp
+
+        if self._device is None:
+            self._device = tuple(jnp.asarray(a) for a in self._host)
+        return self._device
 
     def state(self):
         """The model's training state as ``train_step`` takes it: (trainable, non-trainable, optimizer, metrics)
@@ -170,12 +179,13 @@ class ScanEngine:
             raise ConfigError("the scan engine takes no per-step callbacks")
         self.model.reset_metrics()
         state = self.state()
+        x, y = self.device_data()
         full = len(order) // self.batch_size
         if full:
             idx = jnp.asarray(order[: full * self.batch_size].reshape(full, self.batch_size))
-            state = self._many(state, self.x, self.y, idx)
+            state = self._many(state, x, y, idx)
         if len(order) > full * self.batch_size:  # fit's last, partial batch
-            state = self._one(state, self.x, self.y, jnp.asarray(order[full * self.batch_size :]))
+            state = self._one(state, x, y, jnp.asarray(order[full * self.batch_size :]))
         self.assign_state(state)
         return {k: float(v) for k, v in self.model.get_metrics_result().items()}
 

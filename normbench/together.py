@@ -5,8 +5,9 @@ its own seed, initial weights, batch order, dropout seed state, BN statistics, e
 and diagnostics); only the training epochs are shared. Each epoch is one compiled program: ``lax.scan`` over
 the epoch's steps, each step ``jax.vmap`` of Keras' pure ``train_step`` over the runs' stacked states
 (trainable, non-trainable (BN moving statistics, AlphaDropout's seed state), optimizer and metric variables)
-and their own batch indices, the training split on the device once and shared. After the epoch each run gets
-its slice back in its own model and measures it.
+and their own batch indices, the training split on the device once and shared (the first run's copy; the
+others' training splits never leave the host). After the epoch each run gets its slice back in its own model
+and measures it.
 
 The records are those of separate runs (same run ids; the weights and metrics agree to float rounding: a
 vmapped matrix product may sum in another order than an unbatched one), and each says how it was trained:
@@ -64,7 +65,7 @@ class Lanes:
         for t in self.trainers:
             t.model.reset_metrics()
         states = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *[t.state() for t in self.trainers])
-        x, y, b = self.trainers[0].x, self.trainers[0].y, self.batch_size
+        (x, y), b = self.trainers[0].device_data(), self.batch_size  # one device copy for the group
         full = len(orders[0]) // b
         if full:
             idx = np.stack([o[: full * b].reshape(full, b) for o in orders], axis=1)

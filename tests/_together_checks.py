@@ -51,7 +51,8 @@ def alone(spec):
 
 
 def together(specs):
-    """The runs trained together, and each model's weights at the end (the program's trainers, caught)."""
+    """The runs trained together, each model's weights at the end and whether its training split went to the device
+    (the program's trainers, caught)."""
     from normbench import together as module
 
     caught = []
@@ -67,7 +68,8 @@ def together(specs):
     finally:
         module.Lanes = original
     weights = {t.model: [np.array(v.numpy()) for v in t.model.weights] for t in caught}
-    return records, [weights[t.model] for t in caught]
+    on_device = [t._device is not None for t in caught]  # whose training split the program moved to the device
+    return records, [weights[t.model] for t in caught], on_device
 
 
 def biggest(a: dict, b: dict) -> float:
@@ -85,7 +87,7 @@ def main(out_path, names):
                          strategy_params=sparams, learning_rate=0.05, **tiny(epochs=2, limit=200), **extra)
                  for s in SEEDS[: 3 if tag else 2]]
         separate = [alone(s) for s in specs]
-        records, weights = together(specs)
+        records, weights, on_device = together(specs)
         out[strategy + tag] = {
             "run_ids": [s.run_id for s in specs],
             "together_ids": sorted(records),
@@ -102,6 +104,7 @@ def main(out_path, names):
             "performance_differs": sorted({k for (r, _), s in zip(separate, specs) for k in r["performance"]
                                            if r["performance"][k] != records[s.run_id]["performance"][k]}),
             "epochs": [len(records[s.run_id]["history"]) for s in specs],
+            "training_split_on_device": on_device,
             "test": max(biggest(r["test"], records[s.run_id]["test"]) for (r, _), s in zip(separate, specs)),
             "stats": max(float(np.max(np.abs(np.array([row[-1] for row in r["stats"]["rows"]], dtype=float)
                                              - np.array([row[-1] for row in records[s.run_id]["stats"]["rows"]],

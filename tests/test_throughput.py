@@ -61,21 +61,22 @@ def _row(model, strategy, speedup, train_speedup, fraction, engine="fit", share=
     return row
 
 
+def _epoch(train_s, wall_s):
+    """One measurement as measure_normbench / measure_plain return it."""
+    return {"train_s": train_s, "wall_s": wall_s, "n_train": 1000, "n_eval": 100, "jit_compile": True,
+            "performance": {"train_flops_per_sample": 1e6, "jit_compile": True, "steps_per_execution": 16}}
+
+
 def test_scan_is_compared_with_fit_inside_each_repeat():
     """The machine drifts between repeats: scan/fit is the median of the ratios inside a repeat, not a ratio of
     medians that may come from different repeats."""
     from types import SimpleNamespace
 
-    def epoch(train_s, wall_s):
-        return {"train_s": train_s, "wall_s": wall_s, "n_train": 1000, "n_eval": 100, "jit_compile": True,
-                "performance": {"train_flops_per_sample": 1e6, "jit_compile": True, "steps_per_execution": 16}}
-
     # repeat 1 fast machine, repeats 2-3 slow: scan is 1.1x fit inside every repeat
-    reps = [{"fit": epoch(1.1 * k, 1.3 * k), "scan": epoch(1.0 * k, 1.2 * k), "plain": epoch(1.2 * k, 1.3 * k)}
+    reps = [{"fit": _epoch(1.1 * k, 1.3 * k), "scan": _epoch(1.0 * k, 1.2 * k), "plain": _epoch(1.2 * k, 1.3 * k)}
             for k in (1.0, 2.0, 2.1)]
     spec = RunSpec("mlp8", "none", "mnist")
-    args = SimpleNamespace(repeats=3, bf16=False)
-    fit, scan = (throughput.engine_row(reps, e, spec, args) for e in ("fit", "scan"))
+    fit, scan = (throughput.engine_row(reps, e, spec, SimpleNamespace(repeats=3, bf16=False)) for e in ("fit", "scan"))
     assert "scan_over_fit_train" not in fit
     assert scan["scan_over_fit_train"] == pytest.approx(1.1)
     assert scan["scan_over_fit_train_min"] == pytest.approx(1.1) == scan["scan_over_fit_train_max"]
@@ -124,3 +125,26 @@ def test_the_grid_benchmark_replaces_its_own_section_and_keeps_every_other():
     out = grid.replace_section(text, grid.SECTION, "## Grid wall time\nnew\n")
     assert out == "# T\n\n## Grid wall time\nnew\n\n# Diagnostics\nd\n\n## Numbers moved\nn\n"
     assert grid.replace_section("# T\n", grid.SECTION, "## Grid wall time\nnew\n") == "# T\n\n## Grid wall time\nnew\n"
+
+
+def test_the_report_holds_rows_with_and_without_the_scan_columns(tmp_path):
+    """A TensorFlow row (fit only) and JAX rows (fit and scan) in one report: perf.csv has every row's columns."""
+    import csv
+    from types import SimpleNamespace
+
+    args = SimpleNamespace(repeats=1, bf16=False, mnist_samples=1000, cifar_samples=500, epochs=4)
+    spec = RunSpec("mlp8", "none", "mnist")
+    env = {"backend_version": "v", "keras": "k", "device": "CPU", "device_kind": "cpu", "deterministic_ops": True,
+           "git_commit": "abc", "git_dirty": False}
+    results = {}
+    for backend, engines in (("tensorflow", ["fit"]), ("jax", ["fit", "scan"])):
+        reps = [{**{e: _epoch(1.0, 1.2) for e in engines}, "plain": _epoch(1.1, 1.2)}]
+        rows = [throughput.engine_row(reps, e, spec, args) | {"fraction_of_peak": 0.5, "backend": backend}
+                for e in engines]
+        results[backend] = {"meta": {"environment": env, "peak_gflops": 100.0, "peak_rss_mib": 10.0}, "rows": rows}
+    throughput.write_report(results, args, tmp_path)
+    with open(tmp_path / "perf.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["backend"], r["engine"]) for r in table] == [("tensorflow", "fit"), ("jax", "fit"), ("jax", "scan")]
+    assert table[0]["scan_over_fit_train"] == "" and float(table[2]["scan_over_fit_train"]) == 1.0
+    assert "scan engine never slower than fit for training alone" in (tmp_path / "perf.md").read_text()

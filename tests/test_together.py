@@ -77,6 +77,8 @@ def test_seeds_together_record_what_separate_runs_record(together_checks, case):
     assert got["together_ids"] == sorted(got["run_ids"])  # one record per seed, under the separate runs' ids
     assert set(got["status"]) == {"ok"}
     assert got["epochs"] == [3] * len(got["run_ids"])  # initialization and two epochs each
+    # one device copy of the training split for the group: the first run's, never the others'
+    assert got["training_split_on_device"] == [True] + [False] * (len(got["run_ids"]) - 1)
     assert got["moved"] > 100 * TOLERANCE  # training moved every run's weights: the equality below says something
     assert got["weights"] <= TOLERANCE
     assert got["history"] <= TOLERANCE
