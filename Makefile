@@ -6,7 +6,7 @@ RESULTS ?= runs
 EXTRAS ?= test
 JOBS ?= 1
 
-.PHONY: install test test-slow test-all bench report smoke check baseline papers papers-report perf perf-grid full-report norms norms-report tuned tuned-report cifar-resnet-cpu cifar-resnet-cpu-report diagnostics diagnostics-report overhead diagnostics-overhead gpu-bench gpu-bench-tiny gpu-wheels clean
+.PHONY: install test test-slow test-all bench report smoke check baseline papers papers-report perf perf-grid full-report norms norms-report tuned tuned-report cifar-resnet-cpu cifar-resnet-cpu-report diagnostics diagnostics-report overhead tf-input diagnostics-overhead gpu-bench gpu-bench-tiny gpu-wheels clean
 
 $(BIN)/normbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -111,6 +111,10 @@ gpu-wheels: install
 # Cost of the activation statistics relative to an epoch (prints numbers).
 overhead: install
 	$(BIN)/python benchmarks/stats_overhead.py
+
+# TensorFlow: the fit engine's own input pipeline against the autotuned one fit builds from arrays (prints numbers).
+tf-input: install
+	$(BIN)/python benchmarks/tf_input.py
 
 # What each diagnostic costs against training at the standard suite's sizes (prints numbers)
 diagnostics-overhead: install

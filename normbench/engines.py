@@ -92,9 +92,9 @@ def tf_batches(x: np.ndarray, y: np.ndarray, batch_size: int):
     autotuning off.
 
     What ``fit`` builds from arrays itself is the same batches with an autotuned prefetch; on this project's
-    2-core CPU its background threads took a core from training in about half the epochs (a convnet epoch of
-    5,000 CIFAR-10 images took 5.2 s instead of 3.3 s in 10 of 20 epochs, in 0 of 24 with autotuning off;
-    docs/performance.md). Execution only: the optimizer sees the same batches, so results do not change.
+    2-core CPU its background threads took a core from training in about half the epochs (docs/performance.md,
+    "The TensorFlow input pipeline"). Execution only: the optimizer sees the same batches, so results do not
+    change (tests/test_engines.py).
     """
     import tensorflow as tf
 

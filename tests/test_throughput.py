@@ -148,3 +148,15 @@ def test_the_report_holds_rows_with_and_without_the_scan_columns(tmp_path):
     assert [(r["backend"], r["engine"]) for r in table] == [("tensorflow", "fit"), ("jax", "fit"), ("jax", "scan")]
     assert table[0]["scan_over_fit_train"] == "" and float(table[2]["scan_over_fit_train"]) == 1.0
     assert "scan engine never slower than fit for training alone" in (tmp_path / "perf.md").read_text()
+
+
+def test_the_tf_input_benchmark_prints_both_inputs(data_dir, monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("tf_input", _PATH.with_name("tf_input.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr("sys.argv", ["tf_input.py", "--model", "mlp", "--strategy", "batchnorm", "--epochs", "2",
+                                     "--samples", "300", "--data-dir", data_dir])
+    bench.main()
+    out = capsys.readouterr().out
+    assert "300 mnist images" in out and out.count("  epoch ") == 2
+    assert "tf_batches: median" in out and "fit on arrays: median" in out and "of 1 epochs over 1.3x" in out
