@@ -106,6 +106,8 @@ def test_target_verdicts_name_what_misses():
     assert "scan >= 1.2x fit for a whole epoch with its measurement: **not met** on 1 of 1 (mlp8/none 1.25x)" not in text
     assert "1.2x fit for a whole epoch with its measurement: met (mlp8/none 1.25x)" in text
     assert "**not met** on 1 of 5 rows: x/scan mlp8/none 15.0% (floor 8.0%)" in text
+    assert ("JAX (CPU), every (engine, model, strategy) at >= 0.97x plain Keras: **not met** on 2 of 2: "
+            "fit mlp8/none 0.90x (training 1.00x), scan mlp8/none 0.90x (training 1.00x).") in text
 
 
 @pytest.mark.parametrize("argv", [["--epochs", "3"], ["--backends", "tensorflow,theano"]])
