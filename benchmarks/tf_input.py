@@ -49,8 +49,8 @@ def main() -> None:
     for name, own in (("tf_batches", True), ("fit on arrays", False)):
         model, _ = build(spec, splits.input_shape, splits.num_classes)
         compile_model(model, spec)
-        engines[name] = FitEngine(model, splits.x_train, splits.y_train, spec.batch_size)
-        engines[name]._tensorflow = own  # False: fit gets the arrays and builds its own (autotuned) pipeline
+        # own=False: fit gets the arrays and builds its own (autotuned) pipeline
+        engines[name] = FitEngine(model, splits.x_train, splits.y_train, spec.batch_size, own_batches=own)
     seconds = {name: [] for name in engines}
     print(f"{args.model}/{args.strategy}, {len(splits.y_train):,} {dataset} images, batch {spec.batch_size}, "
           f"{args.epochs} epochs of each, interleaved", flush=True)

@@ -65,15 +65,17 @@ class FitEngine:
 
     name = "fit"
 
-    def __init__(self, model, x, y, batch_size: int):
+    def __init__(self, model, x, y, batch_size: int, own_batches: bool | None = None):
+        """``own_batches``: feed :func:`tf_batches` instead of the arrays; default on TensorFlow only (False gives
+        ``fit`` the arrays, as a user's call would: tests and benchmarks/tf_input.py compare the two)."""
         import keras
 
         self.model, self.x, self.y, self.batch_size = model, x, y, batch_size
-        self._tensorflow = keras.backend.backend() == "tensorflow"
+        self.own_batches = keras.backend.backend() == "tensorflow" if own_batches is None else own_batches
 
     def train_epoch(self, order: np.ndarray, epoch: int, callbacks=()) -> dict:
         x, y = self.x[order], self.y[order]
-        if self._tensorflow:  # the same batches in the same order, fed without tf.data's autotuning
+        if self.own_batches:  # the same batches in the same order, fed without tf.data's autotuning
             data = dict(x=tf_batches(x, y, self.batch_size))
         else:
             data = dict(x=x, y=y, batch_size=self.batch_size)

@@ -11,6 +11,7 @@ once and reused, so batch-norm moving statistics and dropout are never touched.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -34,17 +35,14 @@ def hidden_blocks(model) -> list[tuple[int, object, object]]:
     return sorted(blocks, key=lambda b: b[0])
 
 
-_POOL: list[ThreadPoolExecutor] = []
-
-
+@functools.cache
 def _summary_pool() -> ThreadPoolExecutor:
     """The threads the host summarizes taps on, made on first use and kept for the process."""
-    if not _POOL:
-        _POOL.append(ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="probe"))
-    return _POOL[0]
+    return ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="probe")
 
 
-os.register_at_fork(after_in_child=_POOL.clear)  # a forked child has none of the parent's threads: it makes its own
+# a forked child has none of the parent's threads: it makes its own pool
+os.register_at_fork(after_in_child=_summary_pool.cache_clear)
 
 
 def statistics_on_device(device_kind: str) -> bool:

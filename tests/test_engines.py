@@ -81,8 +81,7 @@ def test_fit_engine_input_pipeline_trains_as_fit_on_arrays(model, strategy, stra
         net, _ = build(spec, shape, 3)
         compile_model(net, spec, steps_per_epoch=7)
         start = [w.copy() for w in net.get_weights()]
-        engine = FitEngine(net, x, y, 32)  # 6 full batches and one of 8
-        engine._tensorflow = pipeline
+        engine = FitEngine(net, x, y, 32, own_batches=pipeline)  # 6 full batches and one of 8
         logs = [engine.train_epoch(epoch_order(0, k, len(y)), k) for k in (1, 2)]
         runs.append((start, net.get_weights(), logs))
     (start, ours, our_logs), (_, theirs, their_logs) = runs
