@@ -264,7 +264,7 @@ def grid_from_args(args: argparse.Namespace) -> tuple[list, dict | None, object]
         if suite.search is not None and any(k in overrides for k, _ in suite.search.values):
             raise ConfigError(f"suite {suite.name!r} searches {', '.join(k for k, _ in suite.search.values)}; "
                               f"--lr cannot fix a searched setting (drop it, or edit the suite's [search])")
-        return specs, {"name": name, "definition_hash": definition_hash(specs)}, suite.search
+        return specs, {**suite.provenance(specs), "name": name}, suite.search
     if args.models is None:
         raise ConfigError("nothing to run: give --suite NAME or --models (see `normbench list`)")
     for option, value in (("--models", args.models), ("--strategies", args.strategies), ("--datasets", args.datasets)):

@@ -6,6 +6,9 @@ or glob patterns) and ``seeds``; any other key in a grid table is a RunSpec fiel
 that overrides the defaults for that grid. Every grid expands to the cross product.
 An optional ``[search]`` table makes the suite a tuning study (:mod:`normbench.search`):
 trials over the searched settings first, then the grids' runs with the chosen values.
+An optional ``[verdicts]`` table states how the report decides: ``reference`` (the strategy every
+other one is tested against, default batch norm) and ``margin_points`` (the equivalence margin of
+the TOST, in accuracy points, default 0.5). It is recorded with every run's suite provenance.
 """
 
 from __future__ import annotations
@@ -39,6 +42,12 @@ class Suite:
     specs: tuple[RunSpec, ...]  # with a search: the finals' grid, before their searched values are chosen
     path: str
     search: Search | None = None  # a tuning study's [search] (trials first, then the specs with chosen values)
+    verdicts: dict | None = None  # [verdicts]: reference and margin_points for the report's primary family
+
+    def provenance(self, specs=None) -> dict:
+        """What every record of this suite says about it: name, definition hash, and [verdicts] when stated."""
+        out = {"name": self.name, "definition_hash": definition_hash(self.specs if specs is None else specs)}
+        return {**out, "verdicts": dict(self.verdicts)} if self.verdicts else out
 
     @property
     def definition_hash(self) -> str:
@@ -82,10 +91,11 @@ def load_suite(path: Path) -> Suite:
     except RecursionError:  # tomllib parses nested arrays and tables recursively
         raise ConfigError(f"suite file {path}: cannot parse it as TOML (nested too deeply); a suite file is a few "
                           f"flat tables and arrays") from None
-    unknown = sorted(set(doc) - {"description", "defaults", "grid", "search"})
+    unknown = sorted(set(doc) - {"description", "defaults", "grid", "search", "verdicts"})
     if unknown:
         raise ConfigError(f"suite file {path}: unknown top-level key(s) {unknown}; use description, defaults, [[grid]], "
-                          f"[search]")
+                          f"[search], [verdicts]")
+    verdicts = parse_verdicts(doc["verdicts"], f"suite file {path}") if "verdicts" in doc else None
     search = Search.from_table(doc["search"], f"suite file {path}") if "search" in doc else None
     grids = doc.get("grid")
     if not grids:
@@ -133,7 +143,30 @@ def load_suite(path: Path) -> Suite:
             validate_specs(search.trials(specs))
         except ConfigError as e:
             raise ConfigError(f"suite file {path}: {e}") from None
-    return Suite(path.stem, doc.get("description", ""), tuple(specs), str(path), search)
+    return Suite(path.stem, doc.get("description", ""), tuple(specs), str(path), search, verdicts)
+
+
+def parse_verdicts(table, where: str) -> dict:
+    """A suite's ``[verdicts]`` table, checked: a registered reference strategy and a positive margin in points."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [verdicts] must be a table, e.g. reference = \"batchnorm\" and margin_points = 0.5")
+    unknown = sorted(set(table) - {"reference", "margin_points"})
+    if unknown:
+        raise ConfigError(f"{where}: [verdicts] takes reference and margin_points, not {unknown}")
+    out = {}
+    if "reference" in table:
+        load_builtins()
+        if not isinstance(table["reference"], str):
+            raise ConfigError(f"{where}: [verdicts] reference = {table['reference']!r}; give a strategy name")
+        NORMS.get(table["reference"])  # an unknown name lists the valid ones
+        out["reference"] = table["reference"]
+    if "margin_points" in table:
+        m = table["margin_points"]
+        if not isinstance(m, (int, float)) or isinstance(m, bool) or not 0 < m < 100:
+            raise ConfigError(f"{where}: [verdicts] margin_points = {m!r}; expected a number of accuracy points in "
+                              f"(0, 100), e.g. 0.5")
+        out["margin_points"] = float(m)
+    return out
 
 
 def get_suite(name: str) -> Suite:

@@ -119,13 +119,14 @@ def test_verdicts_pairwise_tests_and_ranks_come_from_per_seed_values(records_dir
         assert pair.p_value == pytest.approx(stats.ttest_ind(acc["none"], acc["selu"], equal_var=False).pvalue)
         assert pair.p_holm == pytest.approx(pair.p_value)  # a family of one pair
         v = verdicts[verdicts.model == model].iloc[0]
-        assert v.n == "none=2, selu=2" and v.verdict == ("best" if pair.p_value < 0.05 else "tied" if pair.p_value >= 0.05 else "undecided")
+        assert v.n == "none=2, selu=2" and v.verdict == ("best" if pair.p_value < 0.05 else "no single best" if pair.p_value >= 0.05
+                                                   else "undecided")
         top = max(acc, key=lambda s: acc[s].mean())
         cell = f"{acc[top].mean():.4f} ± "
         assert (f"**{cell}" in md) == (v.verdict == "best") and cell in md
     diverged = verdicts[verdicts.model == "mlp[depth=3,width=32]"].iloc[0]
-    assert diverged.sentence == ("mnist / mlp[depth=3,width=32]: nothing to compare, no strategy has a finished run; "
-                                 "runs not finished (not counted in n): `none` 1 diverged")
+    assert diverged.sentence == ("mnist / mlp[depth=3,width=32]: nothing to compare, only `none` has scored runs; "
+                                 "runs that did not finish: `none` 1 diverged (scored 0.1)")
     ranks = pd.read_csv(out / "tables" / "ranks.csv")
     assert ranks.configurations.tolist() == [2, 2]  # the two models where both finished, seeds averaged first
     assert "No Friedman test: it needs at least 3 strategies, these records have 2." in md
@@ -154,7 +155,7 @@ def test_a_single_strategy_folder_reports_and_says_why_there_is_no_test(tmp_path
     make_report(tmp_path / "runs", tmp_path / "out", log=quiet)
     md = (tmp_path / "out" / "README.md").read_text()
     assert "Rank test: need two strategies with finished runs; these records have 1 (none)" in md
-    assert "mnist / mlp[depth=2,width=16]: nothing to compare, only `none` has finished runs" in md
+    assert "mnist / mlp[depth=2,width=16]: nothing to compare, only `none` has scored runs" in md
     assert (tmp_path / "out" / "tables" / "accuracy.csv").exists()
 
 

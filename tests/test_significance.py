@@ -80,20 +80,21 @@ def test_a_clear_winner_is_best_and_bold():
     top = pairs[(pairs.strategy_a == "selu") | (pairs.strategy_b == "selu")]
     assert v.p_holm == pytest.approx(top.p_holm.max()) and v.p_holm < 0.05
     assert v.sentence == (f"mnist / mlp8: `selu` is best (n = 5 each; Holm-adjusted Welch p <= {v.p_holm:.2g} "
-                          f"against each of 2 others)")
+                          f"against each of 2 others, all pairs)")
     text, bold = tables.accuracy_cells(tables.accuracy_summary(runs), sig.verdicts(runs), "mnist")
     assert bold.loc["mlp8 (8 layers)"].to_dict() == {"batchnorm": False, "none": False, "selu": True}
     half = stats.t.ppf(0.975, 4) * np.std([0.970, 0.972, 0.971, 0.973, 0.969], ddof=1) / math.sqrt(5)
     assert text.loc["mlp8 (8 layers)", "selu"] == f"0.9710 ± {half:.4f} (n=5)"
 
 
-def test_overlapping_strategies_are_tied_and_none_is_bold():
+def test_overlapping_strategies_are_not_separable_never_tied_and_none_is_bold():
     runs = _runs(("selu", [0.90, 0.93, 0.91, 0.94, 0.92]), ("batchnorm", [0.91, 0.92, 0.90, 0.94, 0.925]),
                  ("none", [0.50, 0.51, 0.52, 0.50, 0.51]))
     v = _verdict(runs)
-    assert v.verdict == "tied" and v.strategies == "selu, batchnorm" and v.p_holm > 0.5
-    assert v.sentence.startswith("mnist / mlp8: `selu` and `batchnorm` are tied (top mean `selu` 0.9200, n = 5; "
-                                 "Holm-adjusted Welch p >= ")
+    assert v.verdict == "no single best" and v.strategies == "selu, batchnorm" and v.p_holm > 0.5
+    assert v.sentence.startswith("mnist / mlp8: no single best: `batchnorm` not separable from `selu` (top mean "
+                                 "`selu` 0.9200, n = 5 each; Holm-adjusted Welch p >= ")
+    assert "tied" not in v.sentence
     assert "below it: `none` (p <= " in v.sentence
     _, bold = tables.accuracy_cells(tables.accuracy_summary(runs), sig.verdicts(runs), "mnist")
     assert not bold.to_numpy().any()
@@ -110,22 +111,25 @@ def test_a_strategy_with_one_run_leaves_no_verdict():
 
 def test_identical_values_tie_and_different_constants_are_undefined():
     v = _verdict(_runs(("selu", [0.98] * 3), ("batchnorm", [0.98] * 3)))
-    assert v.verdict == "tied" and v.p_holm == 1.0
+    assert v.verdict == "no single best" and v.p_holm == 1.0
     v = _verdict(_runs(("selu", [0.98] * 3), ("batchnorm", [0.97] * 3)))
     assert v.verdict == "undecided" and "no Welch test against `batchnorm` (zero variance, different values)" in v.sentence
 
 
-def test_diverged_runs_are_not_in_n_and_are_said():
+def test_diverged_runs_are_scored_at_chance_and_said():
     runs = _runs(("selu", [0.970, 0.972, 0.971, 0.973]), ("none", [0.90, 0.91, 0.905], ["diverged", "diverged"]),
                  ("spectralnorm", [], ["diverged"]))
     v = _verdict(runs)
-    assert v.verdict == "best" and v.n == "none=3, selu=4"
-    assert v.sentence.endswith("against each of 1 other); runs not finished (not counted in n): "
-                               "`none` 2 diverged; `spectralnorm` 1 diverged")
+    # none: 3 finished + 2 diverged scored 0.1 = n 5; spectral norm: one diverged run, n = 1, no test
+    assert v.verdict == "no single best" and v.strategies == "selu, none" and v.n == "none=5, selu=4, spectralnorm=1"
+    assert v.sentence.endswith("runs that did not finish: `none` 2 diverged (scored 0.1); `spectralnorm` 1 diverged "
+                               "(scored 0.1)")
+    assert "below it: `none`" not in v.sentence  # 0.90, 0.91, 0.905, 0.1, 0.1 is not separable from selu at n = 5
+    assert "no Welch test against `spectralnorm` (n < 2)" in v.sentence
     assert sig.verdict_sentences(runs) == [v.sentence]
-    assert _verdict(_runs(("none", [], ["diverged"]))).sentence == (
-        "mnist / mlp8: nothing to compare, no strategy has a finished run; runs not finished (not counted in n): "
-        "`none` 1 diverged")
+    assert _verdict(_runs(("none", [], ["error"]))).sentence == (
+        "mnist / mlp8: nothing to compare, no strategy has a scored run; runs that did not finish: `none` 1 error "
+        "(not scored)")
 
 
 def test_gap_to_batch_norm_has_a_welch_interval_in_points():
@@ -140,11 +144,13 @@ def test_gap_to_batch_norm_has_a_welch_interval_in_points():
     assert gaps.gap_points["groupnorm"] == pytest.approx(-13.5) and math.isnan(gaps.ci95_low["groupnorm"])
     cells = tables.gap_cells(gaps.reset_index(), "mnist").loc["mlp8 (8 layers)"].to_dict()
     # a side with fewer finished runs than BN says how many, and why (full's none/mlp32 showed n = 2 nowhere)
-    assert cells == {"batchnorm": "reference", "groupnorm": "-13.50 (n=1 vs 4)", "none": "1 diverged",
+    # a diverged run is scored at chance (0.1) in the gap too, and named
+    assert cells == {"batchnorm": "reference", "groupnorm": "-13.50 (n=1 vs 4)",
+                     "none": "-73.50 (n=1 vs 4; 1 diverged (scored 0.1))",
                      "selu": f"+8.50 [{8.5 - half:+.2f}, {8.5 + half:+.2f}] (n=3 vs 4)",
-                     "maxnorm": cells["maxnorm"].split(" (")[0] + " (n=3 vs 4; 1 diverged)",
+                     "maxnorm": cells["maxnorm"].split(" (")[0] + " (1 diverged (scored 0.1))",
                      "rmsnorm": cells["rmsnorm"]}
-    assert cells["maxnorm"].startswith("-0.")  # a gap with its interval, then the note
+    assert cells["maxnorm"].startswith("-19.00 [")  # (0.80 + 0.85 + 0.83 + 0.1) / 4 - 0.835
     assert cells["rmsnorm"].startswith("+0.00 [") and "(n=" not in cells["rmsnorm"]  # equal n: no note
     assert sig.gap_to_reference(_runs(("selu", [0.9, 0.91]), ("none", [0.8, 0.81]))).empty  # no BN beside them
 
@@ -202,3 +208,103 @@ def test_norm_free_strategies_against_the_comparators_read_the_verdicts_family()
     cells = tables.versus_cells(table)
     assert cells.loc["mnist / mlp8 / nf", "vs batchnorm"].startswith("-5.00 [") and cells.loc[
         "mnist / mlp8 / nf", "vs batchnorm"].endswith(": below")
+
+
+def _primary(*cells, reference="batchnorm", margin=0.5):
+    runs = _runs(*cells)
+    names = runs.strategy.str.split("[").str[0]  # the bare name, as runs_frame gives it
+    return sig.reference_tests(runs.assign(strategy_name=names), reference, margin).set_index("strategy")
+
+
+BN = ("batchnorm", [0.951, 0.953, 0.950, 0.952, 0.954])
+
+
+def test_the_primary_family_is_each_strategy_against_the_reference_holm_over_k_minus_1():
+    table = _primary(BN, ("none", [0.945, 0.946, 0.944, 0.947, 0.945]), ("layernorm", [0.952, 0.9525, 0.951, 0.953,
+                     0.9515]), ("selu", [0.960, 0.961, 0.962, 0.960, 0.961]))
+    assert sorted(table.index) == ["layernorm", "none", "selu"] and (table.family == 3).all()
+    raw = {s: stats.ttest_ind(np.array(c[1]), np.array(BN[1]), equal_var=False).pvalue
+           for s, c in (("none", ("", [0.945, 0.946, 0.944, 0.947, 0.945])), ("selu", ("", [0.960, 0.961, 0.962, 0.960,
+                                                                                             0.961])))}
+    assert table.p_value["none"] == pytest.approx(raw["none"])
+    assert table.p_holm.to_numpy() == pytest.approx(sig.holm(table.p_value.to_numpy()))  # Holm over 3, not 6 pairs
+    assert table.outcome.to_dict() == {"layernorm": "equivalent", "none": "below", "selu": "above"}
+    # the interval is adjusted to the family: Bonferroni level 0.05 / 3, wider than the 95% one
+    a, b = np.array([0.960, 0.961, 0.962, 0.960, 0.961]), np.array(BN[1])
+    va, vb = a.var(ddof=1) / 5, b.var(ddof=1) / 5
+    df = (va + vb) ** 2 / (va ** 2 / 4 + vb ** 2 / 4)
+    half = 100 * stats.t.ppf(1 - 0.05 / 6, df) * math.sqrt(va + vb)
+    gap = 100 * (a.mean() - b.mean())
+    assert table.diff_points["selu"] == pytest.approx(gap)
+    assert (table.ci_low["selu"], table.ci_high["selu"]) == pytest.approx((gap - half, gap + half))
+    assert table.ci_low["selu"] > 0 and table.ci_high["none"] < 0
+    sentence = sig.reference_sentences(table.reset_index())[0]
+    assert sentence.startswith("mnist / mlp8, against `batchnorm` (0.9520, n = 5; Holm over 3 comparisons")
+    assert "above: `selu` +0.88 [" in sentence and "equivalent within +-0.5 points: `layernorm` +0.00, TOST p" in sentence
+    assert "tied" not in sentence
+
+
+def test_a_noisy_strategy_is_never_called_equivalent_and_says_what_it_could_detect():
+    rng = np.random.default_rng(3)
+    for _ in range(20):  # planted: the same mean as the reference, a 5-point spread
+        noisy = list(0.952 + rng.normal(0, 0.05, 5))
+        row = _primary(BN, ("dyt", noisy)).loc["dyt"]
+        assert row.outcome in ("not separable", "above", "below") and row.outcome != "equivalent"
+        if row.outcome == "not separable":
+            assert row.mdd_points > 2  # a spread of about 5 points hides gaps of several points at n = 5
+    # the MDD is statsmodels' power solution times the pooled spread: a gap of exactly that size has 80% power
+    from statsmodels.stats.power import TTestIndPower
+    a, b = np.array([0.95, 0.93, 0.97, 0.94, 0.96]), np.array(BN[1])
+    mdd = sig.detectable(a, b, 0.05)
+    sd = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    assert TTestIndPower().power(effect_size=mdd / sd, nobs1=5, alpha=0.05, ratio=1.0) == pytest.approx(0.8, abs=1e-6)
+    # a narrower margin than the seeds can resolve is not met either
+    assert _primary(BN, ("layernorm", [0.952, 0.9525, 0.951, 0.953, 0.9515]), margin=0.01).loc[
+        "layernorm", "outcome"] == "not separable"
+
+
+def test_a_diverged_final_counts_and_can_change_the_verdict():
+    good = [0.960, 0.961, 0.962, 0.960, 0.961]
+    assert _primary(BN, ("selu", good)).loc["selu", "outcome"] == "above"
+    planted = _primary(BN, ("selu", good[:4], ["diverged"])).loc["selu"]  # four good seeds and one diverged
+    assert planted.n == 5 and planted["mean"] == pytest.approx((sum(good[:4]) + 0.1) / 5)
+    assert planted.outcome != "above" and planted.failed == "1 diverged (scored 0.1)"
+    errored = _primary(BN, ("selu", good[:4], ["error"])).loc["selu"]  # an error is not a result: incomplete
+    assert errored.outcome == "incomplete" and errored.n == 4 and math.isnan(errored.p_holm)
+    assert "incomplete: `selu` (1 error (not scored))" in sig.reference_sentences(
+        _primary(BN, ("selu", good[:4], ["error"])).reset_index())[0]
+
+
+def test_the_reference_can_be_named_and_matches_a_strategy_with_parameters():
+    table = _primary(("maxnorm[c=1.0]", [0.95, 0.951, 0.952]), ("none", [0.94, 0.941, 0.942]), reference="maxnorm")
+    assert table.reference.tolist() == ["maxnorm[c=1.0]"] and table.outcome["none"] == "below"
+    assert _primary(("none", [0.94, 0.941]), ("selu", [0.95, 0.951])).empty  # no reference: no primary family
+
+
+@pytest.mark.parametrize("table,message", [
+    ({"reference": "batchnrom"}, "Did you mean 'batchnorm'"),
+    ({"margin_points": 0}, r"margin_points = 0; expected a number of accuracy points in \(0, 100\)"),
+    ({"margin": 0.5}, "takes reference and margin_points, not"),
+    ("batchnorm", "must be a table"),
+])
+def test_a_bad_verdicts_table_is_refused_naming_the_problem(table, message):
+    from normbench.errors import NormbenchError
+    from normbench.suites import parse_verdicts
+
+    with pytest.raises(NormbenchError, match=message):
+        parse_verdicts(table, "suite file x.toml")
+    assert parse_verdicts({"reference": "layernorm", "margin_points": 1}, "x") == {"reference": "layernorm",
+                                                                                  "margin_points": 1.0}
+
+
+def test_the_report_reads_the_verdict_settings_the_records_state():
+    from normbench.errors import NormbenchError
+    from normbench.report import verdict_settings
+
+    def rec(v):
+        return {"suite": {"name": "s", "verdicts": v} if v is not None else None}
+
+    assert verdict_settings([rec(None)]) == ("batchnorm", 0.5)
+    assert verdict_settings([rec({"reference": "layernorm", "margin_points": 1.0}), rec(None)]) == ("layernorm", 1.0)
+    with pytest.raises(NormbenchError, match="different verdict settings"):
+        verdict_settings([rec({"margin_points": 1.0}), rec({"margin_points": 0.25})])

@@ -37,6 +37,17 @@ def check_consistent(runs: pd.DataFrame, results_dir) -> None:
             )
 
 
+def verdict_settings(records: list[dict]) -> tuple[str, float]:
+    """The reference strategy and equivalence margin (points) the records' suite states (``[verdicts]`` in its file),
+    else batch norm and 0.5 points; records that disagree are refused (their verdicts would not be one family)."""
+    stated = {(v.get("reference", significance.REFERENCE), float(v.get("margin_points", significance.MARGIN_POINTS)))
+              for v in (rec_mod.suite(r).get("verdicts") for r in records) if v}
+    if len(stated) > 1:
+        raise NormbenchError(f"the records state different verdict settings {sorted(stated)}: report each suite's "
+                             f"records from its own folder")
+    return stated.pop() if stated else (significance.REFERENCE, significance.MARGIN_POINTS)
+
+
 def recipe(spec: dict) -> str:
     """One line of a spec's training settings: optimizer, rate and schedule, batch, weight decay, augmentation."""
     sgd = spec.get("optimizer", "sgd") == "sgd"
@@ -246,8 +257,9 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
     md += ["## Test accuracy", "",
            "Final test accuracy, mean ± half-width of the 95% t confidence interval of the mean over seeds (n = runs "
            "that finished; no interval when n < 2; std in `tables/accuracy.csv`). Bold: the strategy the verdict "
-           "below calls best (none when the top strategies are tied or undecided). Diverged or failed runs are "
-           "counted in the cell, never dropped.", ""]
+           "below calls best over all pairs (none when no single strategy is best). Runs that did not finish are "
+           "named in the cell; the mean and n here are of finished runs, while the verdicts score a diverged run at "
+           "chance accuracy.", ""]
     for dataset in sorted(runs.dataset.unique()):
         text, best = tables.accuracy_cells(summary, verdicts, dataset)
         source = ", ".join(sorted(runs[runs.dataset == dataset].source.dropna().unique()))
@@ -264,13 +276,27 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
                    "(none when either side has fewer than 2 finished runs).", "",
                    markdown_table(tables.gap_cells(gaps, dataset), corner="model"), ""]
 
+    reference, margin = verdict_settings(records)
+    primary = significance.reference_tests(runs, reference, margin)
+    write_csv(primary, out / "tables" / "reference_tests.csv", index=False)
     md += ["## Verdicts", "",
-           f"Generated from the tests, per (dataset, model): two-sided Welch t-tests between every two strategies on "
-           f"per-seed final test accuracy of finished runs, Holm-corrected over the pairs of that (dataset, model). "
-           f"A strategy is best only when it beats every other one (adjusted p < {significance.ALPHA}); otherwise the "
-           f"strategies not separable from the top one are tied. A test that is undefined (fewer than 2 finished runs "
-           f"on a side, or two different constants) is named and left out of the family. All pairs: "
-           f"`tables/pairwise.csv`.", ""]
+           f"Generated from the tests, per (dataset, model). **Primary family: every strategy against `{reference}`** "
+           f"(the suite's reference): two-sided Welch t-tests of per-seed final test accuracy, Holm-adjusted over the "
+           f"k-1 comparisons of that (dataset, model); the interval beside each gap (percentage points) is adjusted to "
+           f"the same family (Bonferroni level {significance.ALPHA} / (k-1)). 'above' / 'below': adjusted p < "
+           f"{significance.ALPHA}. 'equivalent': a TOST shows the gap inside +-{margin:g} points (the suite's margin; "
+           f"Holm-adjusted). 'not separable': neither, which is not equal; the bracket gives the smallest gap these "
+           f"seeds could have detected (two-sided, family level, {significance.POWER:.0%} power, from the cell's "
+           f"spread). A diverged run counts, scored at chance accuracy; a run that ended in an error is not scored and "
+           f"leaves its comparison 'incomplete'. Every comparison: `tables/reference_tests.csv`.", ""]
+    md += [f"- {sentence}" for sentence in significance.reference_sentences(primary)] + [""]
+    if primary.empty:
+        md += [f"_No primary family: no (dataset, model) has scored runs of `{reference}`._", ""]
+    md += ["### All pairs (secondary)", "",
+           "Welch t-tests between every two strategies, Holm-corrected over all pairs of the (dataset, model): a "
+           "strategy is best only when it beats every other one; otherwise the strategies not separable from the top "
+           "one are named (not separable is not equal). An undefined test (fewer than 2 scored runs on a side, or two "
+           "different constants) is named and left out of the family. All pairs: `tables/pairwise.csv`.", ""]
     md += [f"- {sentence}" for sentence in verdicts.sentence] + [""]
 
     free = significance.versus(pairs)

@@ -1,8 +1,19 @@
-"""Statistics that decide: confidence intervals, Holm-corrected Welch tests per (dataset, model), the verdict
-sentences generated from them, the gap to batch norm with intervals, and a rank test over configurations.
+"""Statistics that decide: confidence intervals, Welch tests per (dataset, model), the verdict sentences generated
+from them, the gap to batch norm with intervals, and a rank test over configurations.
 
-Every test here works on per-seed final test accuracies of finished runs (status ok). Seeds are replicates of
-one configuration, never independent blocks: tests across configurations average the seeds first.
+The primary family (:func:`reference_tests`) answers the question a reader asks of a benchmark: where does each
+strategy stand against a reference (batch norm unless the suite names another)? k-1 Welch tests, Holm-adjusted
+over those k-1 (statsmodels' ``multipletests``), intervals adjusted to the same family (Bonferroni level
+alpha / (k-1), the simultaneous intervals that go with Holm's first step), an equivalence test (TOST, statsmodels'
+``ttost_ind``) against a stated margin, and the minimum detectable difference (statsmodels' power solver) for
+every comparison that is neither. "Not separable" never reads as "equal": only a TOST says equivalent. All pairs
+(:func:`pairwise`, :func:`verdicts`) stay as the secondary table.
+
+Failed runs count. A diverged run is scored at chance accuracy (1 / classes: a network that outputs NaN has
+learned nothing), so that four good seeds and one diverged one are not read as four good seeds; a run that ended
+in an error (a crash of the code or the machine, not an outcome of the strategy) is not scored, and its cell is
+named incomplete wherever it is tested. Seeds are replicates of one configuration, never independent blocks:
+tests across configurations average the seeds first.
 """
 
 from __future__ import annotations
@@ -13,12 +24,18 @@ import math
 import numpy as np
 import pandas as pd
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestIndPower
+from statsmodels.stats.weightstats import ttost_ind
 
 from .. import reader
+from ..datasets import DATASET_FACTS
 from . import frames
 
 ALPHA = 0.05
-REFERENCE = "batchnorm"  # the strategy every other one is measured against in the gap table
+REFERENCE = "batchnorm"  # the strategy every other one is measured against (a suite may name another)
+MARGIN_POINTS = 0.5  # equivalence margin of the TOST, in accuracy points (a suite may state another)
+POWER = 0.8  # the power at which the minimum detectable difference is computed
 MIN_FRIEDMAN_BLOCKS = 3  # fewer (dataset, model) configurations give a Friedman statistic with no meaning
 KEYS = ["dataset", "model"]
 NO_N = "n < 2"
@@ -41,9 +58,8 @@ def holm(p_values) -> np.ndarray:
     p = np.asarray(p_values, dtype=float)
     out = np.full_like(p, np.nan)
     tested = np.flatnonzero(~np.isnan(p))
-    order = tested[np.argsort(p[tested], kind="stable")]
-    m = len(order)
-    out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    if len(tested):
+        out[tested] = multipletests(p[tested], alpha=ALPHA, method="holm")[1]
     return out
 
 
@@ -72,12 +88,29 @@ def _depth(g: pd.DataFrame) -> float:
     return pd.to_numeric(g.depth).max()
 
 
+def chance(dataset: str) -> float:
+    """The accuracy a diverged run is scored at: 1 / the dataset's classes (10 when the dataset is not built in)."""
+    facts = DATASET_FACTS.get(dataset)
+    return 1.0 / (facts.classes if facts else 10)
+
+
+def scored(g: pd.DataFrame, dataset: str) -> dict[str, np.ndarray]:
+    """{strategy: per-seed scores}: a finished run's test accuracy, a diverged run's chance accuracy; runs that
+    ended in an error (or are still running) are not scored."""
+    out = {}
+    for s, h in g.groupby("strategy", sort=True):
+        values = [float(a) if status == "ok" else chance(dataset)
+                  for status, a in zip(h.status, h.test_accuracy) if status in ("ok", "diverged")]
+        if values:
+            out[s] = np.asarray(values, dtype=float)
+    return out
+
+
 def _families(runs: pd.DataFrame):
-    """Per (dataset, model), shallow models first: its runs and {strategy: finished runs' test accuracies}."""
+    """Per (dataset, model), shallow models first: its runs and {strategy: scored runs' accuracies} (:func:`scored`)."""
     groups = sorted(runs.groupby(KEYS), key=lambda kv: (kv[0][0], np.nan_to_num(_depth(kv[1]), nan=np.inf), kv[0][1]))
     for (dataset, model), g in groups:
-        ok = g[g.status == "ok"]
-        yield dataset, model, g, {s: h.test_accuracy.to_numpy(dtype=float) for s, h in ok.groupby("strategy", sort=True)}
+        yield dataset, model, g, scored(g, dataset)
 
 
 def pairwise(runs: pd.DataFrame) -> pd.DataFrame:
@@ -107,18 +140,25 @@ def _some(names: list[str]) -> str:
     return _names(names) if len(names) <= 3 else f"{len(names)} others"
 
 
+def failure_note(statuses: pd.Series, dataset: str) -> str:
+    """How a cell's runs that did not finish were counted, e.g. '1 diverged (scored 0.1), 1 error (not scored)'."""
+    bad = statuses[statuses != "ok"].value_counts()
+    how = {"diverged": f"scored {chance(dataset):g}"}
+    return ", ".join(f"{n} {s} ({how.get(s, 'not scored')})" for s, n in bad.items())
+
+
 def _verdict(dataset: str, model: str, g: pd.DataFrame, samples: dict, pairs: pd.DataFrame) -> dict:
-    """One (dataset, model)'s verdict row; see ``verdicts``."""
+    """One (dataset, model)'s all-pairs verdict row; see ``verdicts``."""
     n = {s: len(v) for s, v in samples.items()}
-    unfinished = {s: status_note(h.status) for s, h in g.groupby("strategy", sort=True)}
+    unfinished = {s: failure_note(h.status, dataset) for s, h in g.groupby("strategy", sort=True)}
     unfinished = "; ".join(f"{_names([s])} {note}" for s, note in unfinished.items() if note)
     row = {"dataset": dataset, "model": model, "verdict": "undecided", "strategies": "", "top_strategy": None,
            "top_mean": math.nan, "n": ", ".join(f"{s}={k}" for s, k in n.items()), "p_holm": math.nan,
            "not_finished": unfinished}
     head = f"{dataset} / {model}: "
-    tail = f"; runs not finished (not counted in n): {unfinished}" if unfinished else ""
+    tail = f"; runs that did not finish: {unfinished}" if unfinished else ""
     if len(samples) < 2:
-        what = f"only {_names(list(samples))} has finished runs" if samples else "no strategy has a finished run"
+        what = f"only {_names(list(samples))} has scored runs" if samples else "no strategy has a scored run"
         return {**row, "sentence": f"{head}nothing to compare, {what}{tail}"}
     means = {s: v.mean() for s, v in samples.items()}
     top = max(means, key=means.get)
@@ -126,7 +166,7 @@ def _verdict(dataset: str, model: str, g: pd.DataFrame, samples: dict, pairs: pd
     vs = vs.assign(other=np.where(vs.strategy_a == top, vs.strategy_b, vs.strategy_a)).set_index("other")
     vs = vs.loc[sorted(vs.index, key=lambda s: -means[s])]  # the others, best mean first
     beaten = vs.index[vs.p_holm < ALPHA].tolist()
-    tied = vs.index[vs.p_holm >= ALPHA].tolist()
+    close = vs.index[vs.p_holm >= ALPHA].tolist()
     untested = [(note, vs.index[vs.p_holm.isna() & (vs.note == note)].tolist()) for note in (NO_N, CONSTANT)]
     untested = "".join(f"; no Welch test against {_some(names)} ({note})" for note, names in untested if names)
     sizes = sorted(set(n.values()))
@@ -135,29 +175,181 @@ def _verdict(dataset: str, model: str, g: pd.DataFrame, samples: dict, pairs: pd
     if len(beaten) == len(vs):
         row.update(verdict="best", p_holm=vs.p_holm.max())
         text = (f"{_names([top])} is best ({n_text}; Holm-adjusted Welch p <= {_p(row['p_holm'])} against each of "
-                f"{len(beaten)} other{'s' * (len(beaten) > 1)})")
+                f"{len(beaten)} other{'s' * (len(beaten) > 1)}, all pairs)")
     else:
         below = f"; below it: {_some(beaten)} (p <= {_p(vs.p_holm[beaten].max())})" if beaten else ""
         lead = f"top mean {_names([top])} {means[top]:.4f}, "
-        if tied:
-            row.update(verdict="tied", strategies=", ".join([top] + tied), p_holm=vs.p_holm[tied].min())
-            text = (f"{_names([top] + tied)} are tied ({lead}n = {n[top]}; Holm-adjusted Welch p >= "
-                    f"{_p(row['p_holm'])} against {_names([top])}{below}{untested})")
+        if close:
+            row.update(verdict="no single best", strategies=", ".join([top] + close), p_holm=vs.p_holm[close].min())
+            text = (f"no single best: {_names(close)} not separable from {_names([top])} ({lead}{n_text}; "
+                    f"Holm-adjusted Welch p >= {_p(row['p_holm'])} over all pairs; not separable is not equal){below}"
+                    f"{untested}")
         else:
             text = f"no verdict ({lead}{n_text}{below}{untested})"
     return {**row, "sentence": head + text + tail}
 
 
 def verdicts(runs: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per (dataset, model): 'best' when the top-mean strategy beats every other (Holm-adjusted Welch p < 0.05),
-    'tied' with the strategies not separable from it, or 'undecided' (no tie, but a test against the top one is
-    undefined, or nothing to compare); with a generated sentence that gives n and p."""
+    """The secondary, all-pairs verdict per (dataset, model): 'best' when the top-mean strategy beats every other
+    (Holm-adjusted Welch p < 0.05 over all pairs), 'no single best' with the strategies not separable from it, or
+    'undecided' (a test against the top one is undefined, or nothing to compare); with a generated sentence."""
     pairs = pairwise(runs) if pairs is None else pairs
     return pd.DataFrame([_verdict(dataset, model, g, samples,
                                   pairs[(pairs.dataset == dataset) & (pairs.model == model)])
                          for dataset, model, g, samples in _families(runs)],
                         columns=["dataset", "model", "verdict", "strategies", "top_strategy", "top_mean", "n", "p_holm",
                                  "not_finished", "sentence"])
+
+
+def _pooled_sd(a: np.ndarray, b: np.ndarray) -> float:
+    return math.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
+
+
+def detectable(a, b, alpha: float, power: float = POWER) -> float:
+    """The smallest difference of means (same units as the samples) a two-sided two-sample t-test at level
+    ``alpha`` detects with ``power``, given these samples' sizes and pooled spread (statsmodels' TTestIndPower);
+    NaN when a side has n < 2, 0 when both are constant."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if min(len(a), len(b)) < 2:
+        return math.nan
+    sd = _pooled_sd(a, b)
+    if sd == 0:
+        return 0.0
+    d = TTestIndPower().solve_power(effect_size=None, nobs1=len(a), alpha=alpha, power=power,
+                                    ratio=len(b) / len(a), alternative="two-sided")
+    return float(d) * sd
+
+
+def tost(a, b, margin: float) -> float:
+    """p-value of the two one-sided tests (Welch) that the difference of means lies within +-``margin``
+    (statsmodels' ttost_ind); NaN when a side has n < 2; for two constants, 0 when |difference| < margin else 1."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if min(len(a), len(b)) < 2:
+        return math.nan
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return 0.0 if abs(a[0] - b[0]) < margin else 1.0
+    return float(ttost_ind(a, b, -margin, margin, usevar="unequal")[0])
+
+
+def _reference_name(samples: dict, strategy_names: dict, reference: str) -> str | None:
+    """The cell key of the reference: the key itself, or the one key whose bare strategy name it is
+    (``maxnorm[c=1.0]`` for ``maxnorm``)."""
+    if reference in samples:
+        return reference
+    keys = [k for k in samples if strategy_names.get(k) == reference]
+    return keys[0] if len(keys) == 1 else None
+
+
+REFERENCE_COLUMNS = ["dataset", "model", "strategy", "reference", "n", "n_ref", "mean", "mean_ref", "diff_points",
+                     "ci_low", "ci_high", "p_value", "p_holm", "p_tost", "p_tost_holm", "margin_points",
+                     "mdd_points", "family", "outcome", "failed"]
+
+
+def reference_tests(runs: pd.DataFrame, reference: str = REFERENCE, margin_points: float = MARGIN_POINTS,
+                    alpha: float = ALPHA) -> pd.DataFrame:
+    """The primary family: per (dataset, model) where ``reference`` has scored runs, every other strategy against it.
+
+    Welch t-test of strategy - reference (percentage points), Holm-adjusted over the k-1 comparisons of that
+    (dataset, model); an interval adjusted to the same family (Bonferroni level alpha / (k-1), so it excludes 0
+    whenever the first Holm step rejects); TOST against +-``margin_points``, Holm-adjusted over the family; and the
+    minimum detectable difference at the family's level and 80% power. Outcome: 'above' / 'below' (adjusted Welch
+    p < alpha), 'equivalent' (adjusted TOST p < alpha), 'not separable' (neither: mdd_points says what could have
+    been seen), 'no test' (n < 2 on a side, or two different constants), or 'incomplete' (a run ended in an
+    error: the cell is not tested until it is rerun)."""
+    rows = []
+    names = dict(zip(runs.strategy, runs.strategy_name)) if "strategy_name" in runs else {}
+    for dataset, model, g, samples in _families(runs):
+        ref = _reference_name(samples, names, reference)
+        if ref is None:
+            continue
+        errors = {s: h for s, h in g.groupby("strategy", sort=True) if (h.status == "error").any()}
+        others = [s for s in sorted(set(samples) | set(errors)) if s != ref]  # an errored reference: all incomplete
+        family = []
+        for s in others:
+            a, b = samples.get(s, np.array([])), samples[ref]
+            w = welch(a, b)
+            row = {"dataset": dataset, "model": model, "strategy": s, "reference": ref, "n": w["n_a"],
+                   "n_ref": w["n_b"], "mean": w["mean_a"], "mean_ref": w["mean_b"],
+                   "diff_points": 100 * w["diff"], "p_value": w["p_value"], "note": w["note"],
+                   "failed": failure_note(g[g.strategy == s].status, dataset),
+                   "incomplete": s in errors or ref in errors, "a": a, "b": b}
+            if row["incomplete"]:
+                row["p_value"] = math.nan
+            family.append(row)
+        m = sum(not math.isnan(r["p_value"]) for r in family)
+        level = alpha / max(m, 1)
+        p_holm = holm([r["p_value"] for r in family])
+        p_tost = [tost(r["a"], r["b"], margin_points / 100) if not r["incomplete"] else math.nan for r in family]
+        p_tost_holm = holm(p_tost)
+        for r, ph, pt, pth in zip(family, p_holm, p_tost, p_tost_holm):
+            a, b = r.pop("a"), r.pop("b")
+            half = math.nan
+            if not math.isnan(r["p_value"]) and r["note"] == "":
+                va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+                df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+                half = 100 * float(stats.t.ppf(1 - level / 2, df) * math.sqrt(va + vb))
+            elif r["note"] == "identical values":
+                half = 0.0
+            mdd = 100 * detectable(a, b, level) if not r["incomplete"] else math.nan
+            note = r.pop("note")
+            if r.pop("incomplete"):
+                outcome = "incomplete"
+            elif math.isnan(ph):
+                outcome = "no test"
+            elif ph < alpha:
+                outcome = "above" if r["diff_points"] > 0 else "below"
+            elif not math.isnan(pth) and pth < alpha:
+                outcome = "equivalent"
+            else:
+                outcome = "not separable"
+            r.update(ci_low=r["diff_points"] - half, ci_high=r["diff_points"] + half, p_holm=ph, p_tost=pt,
+                     p_tost_holm=pth, margin_points=margin_points, mdd_points=mdd, family=m, outcome=outcome)
+            if note and outcome == "no test":
+                r["failed"] = "; ".join(x for x in (r["failed"], note) if x)
+            rows.append(r)
+    return pd.DataFrame(rows, columns=REFERENCE_COLUMNS)
+
+
+OUTCOME_ORDER = ("above", "equivalent", "not separable", "below", "no test", "incomplete")
+
+
+def reference_sentences(table: pd.DataFrame, flags: dict | None = None) -> list[str]:
+    """One sentence per (dataset, model) of a :func:`reference_tests` table: the strategies above, equivalent to,
+    not separable from (with what could have been detected), and below the reference; ``flags`` maps
+    (dataset, model, strategy) to a note printed beside the strategy (e.g. a mechanism that never engaged)."""
+    flags = flags or {}
+    out = []
+    for (dataset, model), g in table.groupby(["dataset", "model"], sort=False):
+        ref = g.reference.iloc[0]
+        sizes = sorted(set(g.n) | set(g.n_ref))
+        n_text = f"n = {sizes[0]}" if len(sizes) == 1 else f"n = {sizes[0]} to {sizes[-1]}"
+        parts = []
+        for outcome in OUTCOME_ORDER:
+            h = g[g.outcome == outcome].sort_values("diff_points", ascending=False)
+            if not len(h):
+                continue
+
+            def item(r) -> str:
+                flag = flags.get((dataset, model, r.strategy))
+                flag = f" [{flag}]" if flag else ""
+                if outcome in ("above", "below"):
+                    return (f"{_names([r.strategy])} {r.diff_points:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}], "
+                            f"p = {_p(r.p_holm)}{flag}")
+                if outcome == "equivalent":
+                    return f"{_names([r.strategy])} {r.diff_points:+.2f}, TOST p = {_p(r.p_tost_holm)}{flag}"
+                if outcome == "not separable":
+                    return (f"{_names([r.strategy])} {r.diff_points:+.2f} (could detect >= {r.mdd_points:.2f}, "
+                            f"n = {r.n} vs {r.n_ref}){flag}")
+                return f"{_names([r.strategy])} ({r.failed or 'n < 2'}){flag}"
+
+            word = {"equivalent": f"equivalent within +-{g.margin_points.iloc[0]:g} points",
+                    "not separable": "not separable (not shown equal; the smallest gap these seeds could detect at "
+                                     "80% power in brackets)"}.get(outcome, outcome)
+            parts.append(f"{word}: " + "; ".join(item(r) for r in h.itertuples()))
+        lead = (f"{dataset} / {model}, against {_names([ref])} ({g.mean_ref.iloc[0]:.4f}, {n_text}; Holm over "
+                f"{int(g.family.max())} comparisons, points with family-adjusted intervals): ")
+        out.append(lead + " | ".join(parts))
+    return out
 
 
 def verdict_sentences(runs) -> list[str]:
@@ -168,8 +360,9 @@ def verdict_sentences(runs) -> list[str]:
 
 
 def gap_to_reference(runs: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
-    """Per (dataset, model, strategy) where the reference finished: mean test accuracy minus the reference's in
-    percentage points, with its 95% Welch interval and unadjusted Welch p (NaN when either side has n < 2)."""
+    """Per (dataset, model, strategy) where the reference has scored runs: mean test accuracy minus the reference's
+    in percentage points (diverged runs scored at chance, as in every test here), with its 95% Welch interval and
+    unadjusted Welch p (NaN when either side has n < 2)."""
     out = []
     for dataset, model, g, samples in _families(runs):
         if reference not in samples or g.strategy.nunique() < 2:
@@ -182,7 +375,7 @@ def gap_to_reference(runs: pd.DataFrame, reference: str = REFERENCE) -> pd.DataF
             gap, half = 100 * w["diff"], 100 * w["ci95"]
             out.append({"dataset": dataset, "model": model, "depth": depth, "strategy": strategy, "n": w["n_a"],
                         "n_ref": w["n_b"], "gap_points": gap, "ci95_low": gap - half, "ci95_high": gap + half,
-                        "p_value": w["p_value"], "failed": status_note(h.status)})
+                        "p_value": w["p_value"], "failed": failure_note(h.status, dataset)})
     return pd.DataFrame(out, columns=["dataset", "model", "depth", "strategy", "n", "n_ref", "gap_points", "ci95_low",
                                       "ci95_high", "p_value", "failed"])
 

@@ -76,8 +76,10 @@ def gap_cells(gaps: pd.DataFrame, dataset: str) -> pd.DataFrame:
     text = pd.DataFrame("", index=list(dict.fromkeys(d.row)), columns=sorted(d.strategy.unique()))
     for r in d.itertuples():
         interval = f" [{r.ci95_low:+.2f}, {r.ci95_high:+.2f}]" if not math.isnan(r.ci95_low) else ""
-        # a side with fewer finished runs than the other (a diverged seed) says so: its mean rests on fewer seeds
-        fewer = f" (n={r.n} vs {r.n_ref}" + (f"; {r.failed})" if r.failed else ")") if r.n and r.n != r.n_ref else ""
+        # a side with fewer scored runs than the other says so, and runs that did not finish are always named
+        notes = [f"n={r.n} vs {r.n_ref}"] if r.n and r.n != r.n_ref else []
+        notes += [r.failed] if r.failed else []
+        fewer = f" ({'; '.join(notes)})" if notes else ""
         text.loc[r.row, r.strategy] = ("reference" if r.strategy == REFERENCE else
                                        f"{r.gap_points:+.2f}{interval}{fewer}" if r.n else (r.failed or "no run"))
     return text
