@@ -308,3 +308,16 @@ def test_the_report_reads_the_verdict_settings_the_records_state():
     assert verdict_settings([rec({"reference": "layernorm", "margin_points": 1.0}), rec(None)]) == ("layernorm", 1.0)
     with pytest.raises(NormbenchError, match="different verdict settings"):
         verdict_settings([rec({"margin_points": 1.0}), rec({"margin_points": 0.25})])
+
+
+def test_holm_step_levels_make_intervals_agree_with_the_adjusted_p():
+    p = np.array([0.001, 0.02, 0.013, np.nan, 0.2, 0.04])
+    levels = sig.holm_levels(p)  # m = 5: 0.001 <= .01, 0.013 <= .0125? no: Holm stops at the second step
+    assert levels == pytest.approx([0.01, 0.0125, 0.0125, np.nan, 0.0125, 0.0125], nan_ok=True)
+    adjusted = sig.holm(p)
+    assert ((p <= levels) == (adjusted < 0.05))[~np.isnan(p)].all()
+    rng = np.random.default_rng(5)
+    for _ in range(200):  # consistency on random families, ties and all-rejected ones included
+        p = np.round(rng.uniform(0, 0.08, rng.integers(1, 9)), 3)
+        levels, adjusted = sig.holm_levels(p), sig.holm(p)
+        assert ((p <= levels) == (adjusted <= 0.05)).all(), (p, levels, adjusted)

@@ -3,8 +3,8 @@ from them, the gap to batch norm with intervals, and a rank test over configurat
 
 The primary family (:func:`reference_tests`) answers the question a reader asks of a benchmark: where does each
 strategy stand against a reference (batch norm unless the suite names another)? k-1 Welch tests, Holm-adjusted
-over those k-1 (statsmodels' ``multipletests``), intervals adjusted to the same family (Bonferroni level
-alpha / (k-1), the simultaneous intervals that go with Holm's first step), an equivalence test (TOST, statsmodels'
+over those k-1 (statsmodels' ``multipletests``), intervals adjusted to the same family (each at the level of the
+Holm step that tested it, so an interval excludes 0 exactly when Holm rejects), an equivalence test (TOST, statsmodels'
 ``ttost_ind``) against a stated margin, and the minimum detectable difference (statsmodels' power solver) for
 every comparison that is neither. "Not separable" never reads as "equal": only a TOST says equivalent. All pairs
 (:func:`pairwise`, :func:`verdicts`) stay as the secondary table.
@@ -60,6 +60,25 @@ def holm(p_values) -> np.ndarray:
     tested = np.flatnonzero(~np.isnan(p))
     if len(tested):
         out[tested] = multipletests(p[tested], alpha=ALPHA, method="holm")[1]
+    return out
+
+
+def holm_levels(p_values, alpha: float = ALPHA) -> np.ndarray:
+    """The level at which Holm's step-down tests each hypothesis: alpha / (m - r + 1) for the r-th smallest p, up to
+    the first one it keeps; that one and every later one get the level of the step where it stopped. An interval at
+    this level excludes 0 exactly when Holm rejects (the intervals are consistent with the adjusted p; they are
+    Bonferroni's, alpha / m, for the first step). NaN entries stay NaN."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full_like(p, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m = len(order)
+    for r, i in enumerate(order):
+        step = alpha / (m - r)
+        if p[i] > step:  # Holm stops here: this and every later hypothesis keep this step's level
+            out[order[r:]] = step
+            break
+        out[i] = step
     return out
 
 
@@ -250,8 +269,8 @@ def reference_tests(runs: pd.DataFrame, reference: str = REFERENCE, margin_point
     """The primary family: per (dataset, model) where ``reference`` has scored runs, every other strategy against it.
 
     Welch t-test of strategy - reference (percentage points), Holm-adjusted over the k-1 comparisons of that
-    (dataset, model); an interval adjusted to the same family (Bonferroni level alpha / (k-1), so it excludes 0
-    whenever the first Holm step rejects); TOST against +-``margin_points``, Holm-adjusted over the family; and the
+    (dataset, model); an interval adjusted to the same family (at the level of Holm's step that tested it,
+    :func:`holm_levels`, so it excludes 0 exactly when Holm rejects); TOST against +-``margin_points``, Holm-adjusted over the family; and the
     minimum detectable difference at the family's level and 80% power. Outcome: 'above' / 'below' (adjusted Welch
     p < alpha), 'equivalent' (adjusted TOST p < alpha), 'not separable' (neither: mdd_points says what could have
     been seen), 'no test' (n < 2 on a side, or two different constants), or 'incomplete' (a run ended in an
@@ -277,17 +296,18 @@ def reference_tests(runs: pd.DataFrame, reference: str = REFERENCE, margin_point
                 row["p_value"] = math.nan
             family.append(row)
         m = sum(not math.isnan(r["p_value"]) for r in family)
-        level = alpha / max(m, 1)
+        level = alpha / max(m, 1)  # the first step's: the minimum detectable difference is computed at it
         p_holm = holm([r["p_value"] for r in family])
+        steps = holm_levels([r["p_value"] for r in family], alpha)
         p_tost = [tost(r["a"], r["b"], margin_points / 100) if not r["incomplete"] else math.nan for r in family]
         p_tost_holm = holm(p_tost)
-        for r, ph, pt, pth in zip(family, p_holm, p_tost, p_tost_holm):
+        for r, ph, pt, pth, step in zip(family, p_holm, p_tost, p_tost_holm, steps):
             a, b = r.pop("a"), r.pop("b")
             half = math.nan
             if not math.isnan(r["p_value"]) and r["note"] == "":
                 va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
                 df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-                half = 100 * float(stats.t.ppf(1 - level / 2, df) * math.sqrt(va + vb))
+                half = 100 * float(stats.t.ppf(1 - step / 2, df) * math.sqrt(va + vb))
             elif r["note"] == "identical values":
                 half = 0.0
             mdd = 100 * detectable(a, b, level) if not r["incomplete"] else math.nan
