@@ -34,11 +34,17 @@ def unit_norms(x, ndim: int):
     return ops.sqrt(ops.sum(ops.square(x), axis=axes, keepdims=axes is not None))
 
 
+def clip_limits(weight, clip: float, eps: float = AGC_EPSILON):
+    """Each unit's gradient-norm limit, ``clip * max(||weight unit||, eps)`` (shaped as :func:`unit_norms`'s):
+    a unit whose gradient norm exceeds it is clipped."""
+    return clip * ops.maximum(unit_norms(weight, len(weight.shape)), eps)
+
+
 def adaptive_clip(gradient, weight, clip: float, eps: float = AGC_EPSILON):
     """``gradient`` with each unit's norm capped at ``clip * max(||weight unit||, eps)``."""
     ndim = len(weight.shape)
     weight = ops.cast(weight, gradient.dtype)
-    limit = clip * ops.maximum(unit_norms(weight, ndim), eps)
+    limit = clip_limits(weight, clip, eps)
     norm = unit_norms(gradient, ndim)
     scale = ops.where(norm > limit, limit / ops.maximum(norm, 1e-12), 1.0)
     return gradient * ops.cast(scale, gradient.dtype)

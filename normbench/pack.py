@@ -45,10 +45,11 @@ SCALARS = ("run_id", "schema_version", "status", "error", "diverged_epoch", "par
 
 def optional_sections() -> tuple[str, ...]:
     """The sections some records have, each a column of runs.csv.gz (a pack made before one existed lacks its
-    column): the diagnostics' rows, the tables the registered diagnostics declare, their errors, the step probes."""
+    column): the diagnostics' rows, the tables the registered diagnostics declare, their errors, the step probes, the
+    mechanisms' rows (normbench.mechanisms)."""
     from .diagnostics import record_sections  # here: importing the diagnostics imports NumPy, which a pack needs not
 
-    return ("diagnostics", *record_sections(), "diagnostics_errors", "steps", "step_stats")
+    return ("diagnostics", *record_sections(), "diagnostics_errors", "steps", "step_stats", "mechanisms")
 
 
 def is_pack(folder: str | Path) -> bool:

@@ -15,6 +15,13 @@ Schema versions (each step has its upgrade function, which says what changed):
 - 3: :func:`upgrade_2_to_3`: fair comparisons (issue 22): precise BN, the same input scaling for
   every strategy. The layout did not change.
 
+Layout additions within a version: a section added to what a run records, without changing how the run is
+computed (its training, its numbers), keeps the version and needs no upgrade: :data:`_DEFAULTS` gives it to every
+record, so a record made before it is read with the section empty (:func:`normalized`). So far:
+
+- ``mechanisms`` (schema 3, issue 34): rows (epoch, layer, mechanism, quantity, value) of what each normalization
+  mechanism did (:mod:`normbench.mechanisms`); empty in an older record and in a run whose strategy has none.
+
 An upgrade changes the layout only, never the ``schema_version``: the version says how the run was
 computed, so ``check`` refuses to compare records of different versions even after they are upgraded.
 """
@@ -31,6 +38,7 @@ from .spec import RunSpec
 
 SCHEMA_VERSION = 3  # bump when the record layout or a run's computation changes; comparisons across versions are refused
 STATS_COLUMNS = ["epoch", "layer", "tap", "quantity", "value"]
+MECHANISM_COLUMNS = ["epoch", "layer", "mechanism", "quantity", "value"]  # normbench.mechanisms.COLUMNS
 STATUSES = ("running", "ok", "diverged", "error")
 COMPLETE = ("ok", "diverged")  # statuses that resume skips; "error" runs are retried
 WARMUP_EPOCHS = 2  # epoch 0 is initialization, epoch 1 includes tracing/compilation: timings skip both
@@ -45,6 +53,7 @@ _DEFAULTS: dict[str, Any] = {
     "history": [],
     "test": None,
     "stats": {"columns": STATS_COLUMNS, "rows": []},
+    "mechanisms": {"columns": MECHANISM_COLUMNS, "rows": []},  # a layout addition (see above): empty when older
     "timings": {},
     "environment": {},
     "suite": None,
@@ -121,7 +130,7 @@ SECTION_TYPES: dict[str, type] = {
     "run_id": str, "error": str, "diverged_epoch": int, "param_count": int, "finished_at": str,
     "layers": list, "data": dict, "history": list, "test": dict, "stats": dict, "timings": dict,
     "environment": dict, "suite": dict, "performance": dict, "strategy_config": dict,
-    "diagnostics": dict, "diagnostics_errors": list, "steps": dict, "step_stats": dict,
+    "diagnostics": dict, "diagnostics_errors": list, "steps": dict, "step_stats": dict, "mechanisms": dict,
 }
 
 
@@ -253,7 +262,22 @@ def check_layout(rec: Any) -> None:
                 and type(row[2]) is str and type(row[3]) is str and _is_number(row[4])):
             raise LayoutError(f"stats.rows[{i}] is {_what(row)}, not a row of {STATS_COLUMNS} "
                               f"(integer epoch and layer, text tap and quantity, a finite number or null)", "stats")
+    _check_mechanisms(rec["mechanisms"])
     check_epochs(rec)
+
+
+def _check_mechanisms(table: dict) -> None:
+    """The ``mechanisms`` section's columns and rows (integer epoch, text layer, mechanism and quantity, a finite
+    number or null); LayoutError otherwise."""
+    if table["columns"] != MECHANISM_COLUMNS:
+        raise LayoutError(f"mechanisms.columns are {table['columns']!r}, not {MECHANISM_COLUMNS}", "mechanisms")
+    if not isinstance(table["rows"], list):
+        raise LayoutError(f"mechanisms.rows is {_what(table['rows'])}, not a list", "mechanisms")
+    for i, row in enumerate(table["rows"]):
+        if not (isinstance(row, (list, tuple)) and len(row) == 5 and type(row[0]) is int
+                and all(type(v) is str for v in row[1:4]) and _is_number(row[4])):
+            raise LayoutError(f"mechanisms.rows[{i}] is {_what(row)}, not a row of {MECHANISM_COLUMNS} (integer "
+                              f"epoch, text layer, mechanism and quantity, a finite number or null)", "mechanisms")
 
 
 def _planned_epochs(spec: dict) -> int | None:
@@ -301,10 +325,11 @@ def check_epochs(rec: dict) -> None:
                           f"there)", "history")
     allowed = len(epochs) if status in COMPLETE else len(epochs) + 1
     has = f"epochs 0..{last}" if epochs else "no epochs"
-    for i, row in enumerate(rec["stats"]["rows"]):
-        if not 0 <= row[0] < allowed:
-            raise LayoutError(f"stats.rows[{i}] is at epoch {row[0]}, which the run's history does not have ({has})",
-                              "stats")
+    for section in ("stats", "mechanisms"):
+        for i, row in enumerate(rec[section]["rows"]):
+            if not 0 <= row[0] < allowed:
+                raise LayoutError(f"{section}.rows[{i}] is at epoch {row[0]}, which the run's history does not have "
+                                  f"({has})", section)
 
 
 MAX_DEPTH = 64  # a record nests 4 levels deep (a diagnostic's table rows); readers recurse into what they read
@@ -350,12 +375,13 @@ def genuine(rec: dict) -> bool:
 
 def _filled(rec: dict) -> dict:
     """A shallow copy of ``rec`` (whose sections are each missing, null or of their type) with every key of
-    :func:`new`'s layout: a missing or null section as :func:`new` makes it, stats with its columns and a list
+    :func:`new`'s layout: a missing or null section as :func:`new` makes it, stats (and mechanisms) with its columns and a list
     of rows unless they are given (:func:`check_layout` checks those), ``performance`` a copy (to add to)."""
     out = {**copy.deepcopy(_DEFAULTS), **{k: v for k, v in rec.items() if v is not None or k not in _DEFAULTS}}
-    stats = out["stats"]
-    out["stats"] = {**stats, "columns": STATS_COLUMNS if stats.get("columns") is None else stats["columns"],
-                    "rows": [] if stats.get("rows") is None else stats["rows"]}
+    for section, columns in (("stats", STATS_COLUMNS), ("mechanisms", MECHANISM_COLUMNS)):
+        table = out[section]
+        out[section] = {**table, "columns": columns if table.get("columns") is None else table["columns"],
+                        "rows": [] if table.get("rows") is None else table["rows"]}
     out["performance"] = dict(out["performance"])
     return out
 

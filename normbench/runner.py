@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import precise_bn, stop
+from . import mechanisms, precise_bn, stop
 from . import record as rec_mod
 from .builtins import load_builtins
 from .datasets import load_splits
@@ -271,6 +271,11 @@ class _EpochMeasure:
                                   "samples": min(len(self.bn_x), batches * spec.batch_size)}
         else:
             self.bn_statistics = {"method": "moving", "layers": layers} if layers else None
+        # what each normalization mechanism did (normbench.mechanisms): nothing for a strategy without one
+        self.mechanisms = mechanisms.Mechanisms(
+            probe.model, agc_clip=get_strategy(spec.strategy, **spec.strategy_params).agc_clip, x_probe=probe.x,
+            x_train=splits.x_train, y_train=splits.y_train, seed=spec.seed, batch_size=spec.batch_size,
+            batch_norm=self.bn_x is not None)
         if spec.diagnostics:
             record["diagnostics"] = {"columns": ["epoch", "layer", "diagnostic", "quantity", "value"], "rows": []}
         # the probe batch: the first probe_size validation samples, the same at every epoch; the training
@@ -330,6 +335,21 @@ class _EpochMeasure:
             cost = self.record["timings"].setdefault("diagnostics_s", {})
             cost[name] = cost.get(name, 0.0) + time.perf_counter() - t
 
+    def measure_mechanisms(self, epoch: int, moving: dict, finite: bool) -> None:
+        """The ``mechanisms`` rows of ``epoch`` (:mod:`normbench.mechanisms`), their seconds summed in
+        ``timings.mechanisms_s``. A measurement never ends a run: one that fails is recorded in
+        ``diagnostics_errors`` (as ``mechanisms``) and logged."""
+        if not self.mechanisms:
+            return
+        t = time.perf_counter()
+        try:
+            self.record["mechanisms"]["rows"] += self.mechanisms.measure(epoch, moving, finite)
+        except Exception as e:  # noqa: BLE001  (recorded; training is not the measurement's to stop)
+            self.record.setdefault("diagnostics_errors", []).append([epoch, "mechanisms", f"{type(e).__name__}: {e}"])
+            self.log(f"    mechanisms failed (epoch {epoch}): {type(e).__name__}: {e}")
+        timings = self.record["timings"]
+        timings["mechanisms_s"] = timings.get("mechanisms_s", 0.0) + time.perf_counter() - t
+
     def evaluate(self, x, y) -> tuple[float, float]:
         return loss_and_accuracy(self.trainer.logits(x), y)
 
@@ -375,14 +395,16 @@ class _EpochMeasure:
         t = time.perf_counter()
         sets = {"train_": (self.x_train_eval, self.y_train_eval), "val_": (self.x_val, self.y_val)}
         row.update(self.moving_scores(sets))
+        moving = self.mechanisms.moving()  # before the re-estimate: the moving statistics as training left them
         with self.precise():  # metrics, activations and diagnostics of the network as it is evaluated
             row.update(self.scores(sets))
             row["eval_s"] = time.perf_counter() - t
             t = time.perf_counter()
             self.record["stats"]["rows"] += self.probe.measure(epoch)
             row["probe_s"] = time.perf_counter() - t
-            self.diagnose(epoch, all(math.isfinite(v) for v in (row.get("fit_loss", 0.0), row["train_loss"],
-                                                                row["val_loss"])))
+            finite = all(math.isfinite(v) for v in (row.get("fit_loss", 0.0), row["train_loss"], row["val_loss"]))
+            self.diagnose(epoch, finite)
+            self.measure_mechanisms(epoch, moving, finite)
         self.record["history"].append(row)
         self.log(
             f"    epoch {epoch:>3}/{self.spec.epochs}  train loss {_fmt(row['train_loss'])} acc {_fmt(row['train_accuracy'], '.3f')}"

@@ -21,7 +21,7 @@ from .. import reader
 from ..errors import NormbenchError
 from ..files import naming, refuse_link, write_csv, write_text
 from ..norms import BATCH_STATISTICS
-from . import diagnostics, frames, origin, plots, significance, tables, tuning
+from . import diagnostics, frames, mechanisms, origin, plots, significance, tables, tuning
 from .render import latex_table, markdown_table, slug
 
 
@@ -379,6 +379,7 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
                    markdown_table(table.round(2), corner="dataset / model / strategy"), ""]
 
     diagnostic_figures = diagnostics.sections(records, runs, out, md, section)
+    mechanisms.section(records, runs, out, md, section)  # what each mechanism did; those that never engaged
     diagnostic_figures += tuning.sections(trials, out, md, section)
 
     md += ["## Figures", ""]
