@@ -321,3 +321,10 @@ def test_holm_step_levels_make_intervals_agree_with_the_adjusted_p():
         p = np.round(rng.uniform(0, 0.08, rng.integers(1, 9)), 3)
         levels, adjusted = sig.holm_levels(p), sig.holm(p)
         assert ((p <= levels) == (adjusted <= 0.05)).all(), (p, levels, adjusted)
+
+
+def test_a_flag_is_printed_where_the_strategy_is_ranked():
+    table = _primary(BN, ("maxnorm", [0.945, 0.946, 0.944, 0.947, 0.945]))
+    flag = "max-norm never bound (largest unit norm 0.54 c): the network trained as without the constraint"
+    sentence = sig.reference_sentences(table.reset_index(), {("mnist", "mlp8", "maxnorm"): flag})[0]
+    assert f"below: `maxnorm` -0.66 [" in sentence and sentence.endswith(f"[{flag}]")

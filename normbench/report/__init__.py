@@ -290,7 +290,10 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
            f"seeds could have detected (two-sided, family level, {significance.POWER:.0%} power, from the cell's "
            f"spread). A diverged run counts, scored at chance accuracy; a run that ended in an error is not scored and "
            f"leaves its comparison 'incomplete'. Every comparison: `tables/reference_tests.csv`.", ""]
-    md += [f"- {sentence}" for sentence in significance.reference_sentences(primary)] + [""]
+    flags = {}
+    with section(md, "Mechanism flags"):
+        flags = mechanisms.never_engaged(records)  # a strategy whose mechanism never engaged, flagged where ranked
+    md += [f"- {sentence}" for sentence in significance.reference_sentences(primary, flags)] + [""]
     if primary.empty:
         md += [f"_No primary family: no (dataset, model) has scored runs of `{reference}`._", ""]
     md += ["### All pairs (secondary)", "",
