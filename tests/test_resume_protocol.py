@@ -94,3 +94,83 @@ def test_the_published_schema_2_pack_still_reports_and_is_marked_superseded(tmp_
     assert "Superseded for comparing strategies" in text and "schema 2" in text
     with open(tmp_path / "out" / "tables" / "accuracy.csv") as f:
         assert len(list(csv.DictReader(f))) == 4
+
+
+# -- item 7: a folder grown by several commands reports and checks as one; only a true conflict is refused ---------
+
+TINY_RUN = ("run", "--models", "mlp", "--strategies", "none", "--datasets", "mnist", "--epochs", "1", "--limit", "300")
+
+
+def _accuracy_rows(out: Path) -> list[dict]:
+    with open(out / "tables" / "accuracy.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_folder_grown_by_a_second_seed_reports_and_checks_as_one_and_a_changed_setting_is_refused(tmp_path,
+                                                                                                  data_dir):
+    env = {"NORMBENCH_DATA_DIR": data_dir} if data_dir else {}
+    runs = tmp_path / "runs"
+    for seed in ("0", "1"):
+        done = cli(*TINY_RUN, "--seeds", seed, "--results", str(runs), env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+    hashes = {record.suite(r)["definition_hash"] for r in reader.load_records(runs)}
+    assert len(hashes) == 2  # two benchmark definitions, as before: what `report` used to refuse
+
+    done = cli("report", "--results", str(runs), "--out", str(tmp_path / "report"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = _accuracy_rows(tmp_path / "report")
+    assert (row["dataset"], row["strategy"], row["n"], row["runs"]) == ("mnist", "none", "2", "2"), row
+
+    baseline = tmp_path / "baseline"
+    shutil.copytree(runs, baseline)
+    (baseline / "rules.txt").write_text("final_train_loss: +50%\n")
+    done = cli("check", "--baseline", str(baseline), "--current", str(runs))
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
+    assert "0 worse" in done.stdout and "(2 runs, 1 rules)" in done.stdout, done.stdout
+
+    # a third command into the same cell with another number of epochs: a true conflict, named with its values
+    done = cli(*TINY_RUN[:-4], "--epochs", "2", "--limit", "300", "--seeds", "2", "--results", str(runs), env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for refused in (cli("report", "--results", str(runs), "--out", str(tmp_path / "report2")),
+                    cli("check", "--baseline", str(baseline), "--current", str(runs))):
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+        assert "mnist/mlp/none: epochs 1 (2 runs) vs 2 (1 run)" in refused.stderr, refused.stderr
+        assert "own folder" in refused.stderr
+    assert not (tmp_path / "report2" / "README.md").exists()
+
+
+def _made(spec, definition, schema=record.SCHEMA_VERSION, **suite):
+    return {**record.new(spec), "status": "ok", "history": ONE_EPOCH, "schema_version": schema,
+            "suite": {"name": None, "definition_hash": definition, **suite}}
+
+
+def test_only_settings_that_no_one_definition_varies_in_a_cell_conflict():
+    from normbench.check import cell_conflicts
+
+    bs = [RunSpec("mlp8", "none", "mnist", epochs=1, batch_size=b, seed=s) for b in (32, 64) for s in (0, 1)]
+    sweep = [_made(s, "sweep-seed0" if s.seed == 0 else "sweep-seed1") for s in bs]
+    assert cell_conflicts(sweep) == []  # a batch-size sweep, grown by a seed: the report keys runs by batch size
+    other_cells = [_made(NONE, "a"), _made(SELU.with_(learning_rate=0.1), "b")]
+    assert cell_conflicts(other_cells) == []  # cells are compared within themselves only
+    lr = [_made(NONE, "a"), _made(NONE.with_(seed=1, learning_rate=0.1), "b"), _made(NONE.with_(seed=2), "c")]
+    assert cell_conflicts(lr) == ["mnist/mlp8/none: learning_rate 0.01 (2 runs) vs 0.1 (1 run)"]
+    schema = [_made(NONE, "a", schema=2), _made(NONE.with_(seed=1), "a")]
+    assert cell_conflicts(schema) == ["mnist/mlp8/none: record schema 2 (1 run) vs 3 (1 run)"]
+    params = [_made(RunSpec("mlp", "none", "mnist", model_params={"depth": 3, "width": 32}), "a"),
+              _made(RunSpec("mlp", "none", "mnist", model_params={"depth": 3, "width": 32}, seed=1, epochs=2), "b")]
+    assert cell_conflicts(params) == ['mnist/mlp[depth=3,width=32]/none: epochs 1 (1 run) vs 2 (1 run)']
+
+
+def test_check_compares_a_tuning_studys_finals_only_and_says_so(tmp_path):
+    folder = tmp_path / "study"
+    for lr in (0.1, 0.01):
+        for spec in (NONE, SELU):
+            store.save_record(folder, _made(spec.with_(learning_rate=lr, seed=100), "trials", phase="trial"))
+    for seed in (0, 1):
+        for spec in (NONE, SELU):
+            store.save_record(folder, _made(spec.with_(learning_rate=0.1, seed=seed), "finals", phase="final"))
+    (folder / "rules.txt").write_text("final_train_loss: +10%\n")
+    done = cli("check", "--baseline", str(folder), "--current", str(folder))
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
+    assert "(4 runs, 1 rules)" in done.stdout and "seed100" not in done.stdout, done.stdout
+    assert "4 search trial(s) of the current folder not compared" in done.stdout, done.stdout
