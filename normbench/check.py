@@ -35,7 +35,7 @@ import json
 import math
 import re
 import statistics
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ from .datasets import TRAIN_SIZES
 from .record import SCHEMA_VERSION
 from .stats import kernel_norms, summarize, unit_summary
 from .reader import load_records
+from .spec import RunSpec
 
 SCALARS = {
     "test_accuracy": lambda r: record.test_metrics(r).get("accuracy"),
@@ -265,14 +266,76 @@ def distinct_labels(records: list[dict]) -> dict[str, str]:
     return out
 
 
+
+# The settings of a run besides its cell (dataset, model and its parameters, strategy and its parameters) and its seed.
+CELL_SETTINGS = tuple(f for f in RunSpec.__dataclass_fields__
+                      if f not in ("model", "strategy", "dataset", "seed", "model_params", "strategy_params"))
+
+
+def _with_params(name: str, params) -> str:
+    """``mlp[depth=3,width=32]``: a builder or strategy and its parameters, as the report names them."""
+    if not params:
+        return name
+    return f"{name}[{','.join(f'{k}={json.dumps(v, sort_keys=True)}' for k, v in sorted(params.items()))}]"
+
+
+def cell(rec: dict) -> str:
+    """The cell of a run in a report's tables: dataset / model and its parameters / strategy and its parameters."""
+    s = rec["spec"]
+    return (f"{s.get('dataset')}/{_with_params(str(s.get('model')), s.get('model_params'))}/"
+            f"{_with_params(str(s.get('strategy')), s.get('strategy_params'))}")
+
+
+def _setting(rec: dict, name: str) -> str:
+    """A spec setting of ``rec`` as comparable text; a field an older record lacks has its default."""
+    field = RunSpec.__dataclass_fields__[name]
+    default = field.default_factory() if field.default_factory is not MISSING else field.default
+    return json.dumps(rec["spec"].get(name, default), sort_keys=True)
+
+
+def cell_conflicts(records: list[dict]) -> list[str]:
+    """The cells whose runs were made under different settings, other than the seed: one line per cell naming
+    each setting that differs and its values (with how many runs have each). Records of several ``normbench
+    run`` commands (benchmark definitions) may share a folder (a seed, model, strategy or dataset added); in one
+    cell they conflict when they differ in the record schema, or in a setting that no one definition varies in
+    that cell (a batch-size sweep varies ``batch_size`` on purpose, and the report keys its runs by it)."""
+    cells: dict[str, list[dict]] = {}
+    for rec in records:
+        cells.setdefault(cell(rec), []).append(rec)
+    out = []
+    for name, recs in sorted(cells.items()):
+        groups: dict = {}
+        for rec in recs:
+            groups.setdefault(record.suite(rec).get("definition_hash"), []).append(rec)
+        differ = {"record schema": [str(r["schema_version"]) for r in recs]}
+        for field in CELL_SETTINGS if len(groups) > 1 else ():
+            swept = any(len({_setting(r, field) for r in group}) > 1 for group in groups.values())
+            if not swept:
+                differ[field] = [_shown(_setting(r, field)) for r in recs]
+        shown = []
+        for field, values in differ.items():
+            counts = {v: values.count(v) for v in sorted(set(values), key=str)}
+            if len(counts) > 1:
+                shown.append(f"{field} " + " vs ".join(f"{v} ({n} run{'s' * (n > 1)})" for v, n in counts.items()))
+        if shown:
+            out.append(f"{name}: {'; '.join(shown)}")
+    return out
+
+
+def refuse_conflicts(records: list[dict], where: str) -> None:
+    """NormbenchError naming every cell of ``records`` that :func:`cell_conflicts` finds, and the fix."""
+    problems = cell_conflicts(records)
+    if problems:
+        raise NormbenchError(
+            f"{where} holds runs of one cell made under different settings (besides the seed), which a table would "
+            f"pool as one: {' | '.join(problems)}. A folder may grow by seeds, models, strategies and datasets, not "
+            f"by changed settings: move the runs of one setting into their own folder (normbench run --results DIR), "
+            f"or rerun them with the other runs' settings.")
+
+
 MIXED_FIX = {
     "schema version": "re-run those runs into a fresh folder with this normbench, so that all records are of one "
                       "schema version (for the baseline: `make baseline`)",
-    "suite": "keep each suite's records in its own folder (normbench run --suite NAME --results DIR) and check that "
-             "folder against a baseline of the same suite (for the baseline: `make baseline`)",
-    "benchmark definition": "the records come from different suites, or from a suite edited between runs; keep each "
-                            "suite's records in its own folder (normbench run --suite NAME --results DIR) and check "
-                            "that folder (for the baseline: `make baseline`)",
     "backend": "keep each backend's records in its own folder (normbench run --results DIR) and check one backend "
                "against a baseline of the same backend",
 }
@@ -298,18 +361,32 @@ def _sources(records: list[dict]) -> str:
     return ", ".join(sorted({str(r["data"].get("source")) for r in records}))
 
 
-# May differ between the sides: the definition hash is the hash of the suite's run ids, and runs are matched by run
-# id (the hash of every setting), so a suite with runs added or changed is still compared run by run: a run only in
-# the current results is new (listed, not judged), a baseline run that is missing (or whose settings changed, so
-# that its id did) fails. Within one folder, two definitions mean two grids mixed, and are refused.
-PER_SIDE_ONLY = ("benchmark definition",)
+# Each side may hold several benchmark definitions (a folder grown by several `normbench run` commands: a seed,
+# model, strategy or dataset added) and several suite names, as long as no cell of it conflicts (cell_conflicts);
+# runs are matched by run id (the hash of every setting), so a run only in the current results is new (listed, not
+# judged), a baseline run that is missing (or whose settings changed, so that its id did) fails.
+
+
+def _names(records: list[dict], what) -> str:
+    return ", ".join(sorted({str(what(r)) for r in records}))
+
+
+def finals_only(records: list[dict]) -> tuple[list[dict], int]:
+    """A tuning study's finals (``suite.phase`` other than ``trial``) and how many trials were left out; a folder
+    of trials only (no finals yet), like one outside a study, is compared whole. The report tables the same runs."""
+    finals = [r for r in records if record.suite(r).get("phase") != "trial"]
+    return (finals, len(records) - len(finals)) if finals else (records, 0)
 
 
 def refuse_incomparable(baseline: list[dict], current: list[dict]) -> None:
-    """Schema version, suite name, backend and data sources must match on both sides; each side must hold one
-    benchmark definition (suite hash), which may differ between the sides (:data:`PER_SIDE_ONLY`)."""
-    pairs = {what: (_one(baseline, what, "baseline"), _one(current, what, "current")) for what in WHAT}
-    pairs = {what: pair for what, pair in pairs.items() if what not in PER_SIDE_ONLY}
+    """Each side holds one schema version and one backend, and no cell of it conflicts (:func:`cell_conflicts`);
+    schema version, set of suite names, backend and data sources must match on both sides. The benchmark
+    definitions (suite hashes) may differ, within a side and between the sides."""
+    for side, recs in (("baseline", baseline), ("current", current)):
+        refuse_conflicts(recs, f"the {side} folder")
+    pairs = {what: (_one(baseline, what, "baseline"), _one(current, what, "current"))
+             for what in ("schema version", "backend")}
+    pairs["set of suites"] = (_names(baseline, WHAT["suite"]), _names(current, WHAT["suite"]))
     pairs["set of data sources"] = (_sources(baseline), _sources(current))
     for what, (b, c) in pairs.items():
         if b != c:
@@ -492,7 +569,7 @@ def _uncompared(rules: list[Rule], rows: list[dict], where: str) -> tuple[str | 
 
 def definition_notes(baseline: list[dict], current: list[dict], rows: list[dict]) -> list[str]:
     """Notes for a suite whose definition changed since the baseline: what that means for the rows."""
-    b, c = _one(baseline, "benchmark definition", "baseline"), _one(current, "benchmark definition", "current")
+    b, c = (_names(side, WHAT["benchmark definition"]) for side in (baseline, current))
     if b == c:
         return []
     new = sum(r["verdict"] == "new" for r in rows)
@@ -540,6 +617,10 @@ def run_check(baseline_dir, current_dir, rules_path=None, out=print) -> int:
     for side, recs, d in (("baseline", baseline, baseline_dir), ("current", current, current_dir)):
         if not recs:
             raise NormbenchError(f"the {side} folder {d} holds no records: {fixes[side]}.")
+    (baseline, b_trials), (current, c_trials) = finals_only(baseline), finals_only(current)
+    trial_note = [f"note: {n} search trial(s) of the {side} folder not compared: a tuning study is checked by its "
+                  f"finals (the runs its report tables); its trials try other settings by design"
+                  for side, n in (("baseline", b_trials), ("current", c_trials)) if n]
     refuse_incomparable(baseline, current)
     check_scopes(rules, baseline, f"rules file {rules_path}")
     check_overlaps(rules, baseline + current, f"rules file {rules_path}")
@@ -556,7 +637,7 @@ def run_check(baseline_dir, current_dir, rules_path=None, out=print) -> int:
         + (f", {counts[NA]} not comparable" if counts[NA] else "")
         + (f", {counts['new']} new runs" if counts["new"] else "")
         + f" ({len({r['run'] for r in rows})} runs, {len(rules)} rules)")
-    for note in notes + definition_notes(baseline, current, rows):
+    for note in notes + trial_note + definition_notes(baseline, current, rows):
         out(note)
     if counts["worse"]:
         out("REGRESSION: see the rows marked 'worse'. If the change is intended, refresh the baseline with "

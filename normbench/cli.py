@@ -316,6 +316,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         warning = too_many_jobs(args.jobs, len(specs))
         if warning:
             print(f"normbench: warning: {warning}", file=sys.stderr, flush=True)
+    from .reader import superseded, superseded_message
+
+    old = {r["run_id"]: r for r in superseded(args.results)}  # records of an older schema: never resumed, refused
     if args.dry_run:  # a dry run lists only a grid that would run: it passed the same checks, nothing was created
         from .check import distinct_labels
         from .reader import completed_ids
@@ -326,14 +329,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         for s in specs:
             complete = s.run_id in complete_ids
             done += complete
-            state = "complete, skipped on resume" if complete else "to run"
+            state = ("complete, skipped on resume" if complete else
+                     f"schema-{old[s.run_id]['schema_version']} record, superseded: refused" if s.run_id in old
+                     else "to run")
             print(f"{s.run_id}  {labels[s.run_id]}  epochs={s.epochs} limit={s.limit}  [{state}]")
+        if old:
+            raise ConfigError(superseded_message(args.results, list(old.values()), {s.run_id for s in specs}))
         print(f"{len(specs)} runs: {len(specs) - done} to run, {done} already complete in {args.results}")
         if search is not None:
             print(f"then {len(finals)} finals: the runs above are the trials of a search over "
                   f"{', '.join(n for n, _ in search.values)}; each setting's finals use the values its trials chose "
                   f"on validation accuracy")
         return 0
+    if old:  # before the data is loaded and the folder held; run_grid refuses it too
+        raise ConfigError(superseded_message(args.results, list(old.values()), {s.run_id for s in specs}))
     from .store import hold_folder
 
     options = None

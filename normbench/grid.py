@@ -73,6 +73,7 @@ def run_grid(
     executor_options: dict | None = None,
     log: Log = say,
     bar_stream=None,
+    accept: Callable[[dict], bool] | None = None,
 ) -> dict[str, int]:
     """Run every spec not already complete in ``results_dir``; return counts by status.
 
@@ -81,12 +82,18 @@ def run_grid(
     A progress bar (tqdm) weighted by each run's estimated cost is drawn on ``bar_stream``, by
     default on the terminal when the output is one and the log is the default; the log's lines
     are printed above it. Output that is not a terminal (CI logs, a file) gets plain lines only.
+
+    Resume counts a run as complete only when its record was made under the current record schema and
+    ``accept`` (when given) takes it (:func:`normbench.reader.completed_ids`). A folder that holds records of an
+    older schema is refused before anything trains, ``force`` or not (:func:`normbench.reader.refuse_superseded`):
+    they would be reported as current, or overwritten.
     """
     results_dir = Path(results_dir)
     check_grid(specs)  # the pre-flight the CLI runs too (normbench.preflight)
     name = choose_executor(executor, jobs)
     run_executor = get_executor(name)
-    done = set() if force else reader.completed_ids(results_dir, warn=log)  # known by content, not by file name
+    reader.refuse_superseded(results_dir, {s.run_id for s in specs})  # before anything trains, --force or not
+    done = set() if force else reader.completed_ids(results_dir, warn=log, accept=accept)  # known by content, not by file name
     todo = [s for s in specs if s.run_id not in done]
     counts = {"skipped": len(specs) - len(todo), "ok": 0, "diverged": 0, "error": 0}
     if counts["skipped"]:

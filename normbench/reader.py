@@ -10,8 +10,9 @@ A folder may hold both (a run resumed in a packed folder). Each codec decodes wh
 dicts and hands each to :func:`normbench.record.usable`: the layout checked, the schema upgrades applied in
 order (:data:`normbench.record.UPGRADES`), every section filled in (:func:`normbench.record.normalized`),
 and the run id checked against the spec. So every reader gets records of the current layout and trusts
-them: report, check and pack through :func:`load_records`, resume through :func:`completed_ids`, preflight
-through :func:`record_backends`. A record that fails is refused the same way by all of them: the readers stop
+them: report, check and pack through :func:`load_records`, resume through :func:`completed_ids` (complete records of the current
+schema only; :func:`refuse_superseded` stops a run into a folder of older records), preflight through
+:func:`record_backends`. A record that fails is refused the same way by all of them: the readers stop
 with a message naming it and the fix, resume trains its run again and warns.
 
 Nothing read can run code: JSON text is parsed by :func:`normbench.record.loads` (strict JSON, no pickles),
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from . import pack
 from . import record as rec_mod
-from .errors import NormbenchError
+from .errors import ConfigError, NormbenchError
 from .record import COMPLETE
 from .spec import RunSpec
 
@@ -176,8 +177,16 @@ def _warn(message: str) -> None:
     print(f"normbench: warning: {message}", file=sys.stderr, flush=True)
 
 
-def completed_ids(results_dir: str | os.PathLike, warn: Callable[[str], None] | None = None) -> set[str]:
+def completed_ids(results_dir: str | os.PathLike, warn: Callable[[str], None] | None = None,
+                  accept: Callable[[dict], bool] | None = None) -> set[str]:
     """Run ids of the complete records in a folder, known by their content, whatever their file names.
+
+    A record counts as complete when its status is complete (ok or diverged), it was made under the current
+    record schema (:data:`normbench.record.SCHEMA_VERSION`: a record of an older schema was computed another way
+    and is never resumed as current, see :func:`superseded`), and ``accept`` (when given) returns True for it
+    (a caller's own protocol check, e.g. a tuning study's ``suite.search``). A rejected record is not complete,
+    so its run is trained again: :func:`normbench.store.save_record` then replaces its JSON file, so a caller
+    that must keep such records refuses or moves them first.
 
     It reads the folder as :func:`load_records` does. A record that a codec refuses is not complete: its
     run is trained again, and ``warn`` (default: a warning on stderr) says so, naming it. A pack that cannot
@@ -188,7 +197,42 @@ def completed_ids(results_dir: str | os.PathLike, warn: Callable[[str], None] | 
     for codec in (JSON, PACK):
         for name, why in folder.refused.get(codec.name, []):
             warn(codec.warning(folder.root, name, why))
-    return {r["run_id"] for r in folder.all_records() if r["status"] in COMPLETE}
+    return {r["run_id"] for r in folder.all_records() if r["status"] in COMPLETE
+            and r["schema_version"] == rec_mod.SCHEMA_VERSION and (accept is None or accept(r))}
+
+
+def superseded(results_dir: str | os.PathLike) -> list[dict]:
+    """The records of a folder made under an older record schema than :data:`normbench.record.SCHEMA_VERSION`,
+    one per run (:func:`_one_per_run`), leaving out runs that also have a copy of the current schema. Records a
+    codec refuses are not read (resume warns about them; see :func:`completed_ids`)."""
+    records = read_folder(results_dir).all_records()
+    current = {r["run_id"] for r in records if r["schema_version"] == rec_mod.SCHEMA_VERSION}
+    return [r for r in _one_per_run(records)
+            if r["schema_version"] < rec_mod.SCHEMA_VERSION and r["run_id"] not in current]
+
+
+def superseded_message(results_dir: str | os.PathLike, old: list[dict], grid_ids: set[str] = frozenset()) -> str:
+    """Why ``normbench run`` refuses a folder holding the records ``old`` (:func:`superseded`), with the fix."""
+    versions = sorted({r["schema_version"] for r in old})
+    in_grid = [r for r in old if r["run_id"] in grid_ids]
+    spec = in_grid[0]["spec"] if in_grid else old[0]["spec"]
+    example = f"{spec.get('dataset')}/{spec.get('model')}/{spec.get('strategy')}/seed{spec.get('seed')}"
+    return (f"{results_dir} holds {len(old)} record(s) of record schema {', '.join(map(str, versions))} "
+            f"({len(in_grid)} of them of runs in this grid; e.g. {example}); this normbench writes schema "
+            f"{rec_mod.SCHEMA_VERSION}, which computes runs another way (see docs/records.md, 'Schema versions'). "
+            f"Resuming would report the old records as current, and retraining would overwrite them, so nothing "
+            f"was trained (--force does not change this). Run into a new --results folder; the old records stay "
+            f"readable by `normbench report --results {results_dir}`, which marks them superseded (or move them "
+            f"out of {results_dir} first)")
+
+
+def refuse_superseded(results_dir: str | os.PathLike, grid_ids: set[str] = frozenset()) -> None:
+    """ConfigError (:func:`superseded_message`) if the folder holds records of an older record schema: a folder is
+    grown and resumed only under the schema this normbench writes. ``grid_ids``: the run ids about to run (named in
+    the message)."""
+    old = superseded(results_dir)
+    if old:
+        raise ConfigError(superseded_message(results_dir, old, grid_ids))
 
 
 def is_complete(results_dir: str | os.PathLike, spec: RunSpec) -> bool:

@@ -140,9 +140,10 @@ def test_empty_and_mixed_folders_give_clear_errors(tmp_path, records_dir):
     mixed.mkdir()
     for i, p in enumerate(sorted(records_dir.glob("*.json"))[:2]):
         rec = json.loads(p.read_text())
-        rec["suite"] = {"name": f"suite{i}", "definition_hash": str(i)}
+        rec["suite"] = {"name": f"suite{i}", "definition_hash": str(i)}  # two suites: one folder grown (issue 34)
+        rec["environment"]["backend"] = ["tensorflow", "jax"][i]  # two backends: never reported together
         (mixed / p.name).write_text(json.dumps(rec))
-    with pytest.raises(NormbenchError, match="mixes records of several suites"):
+    with pytest.raises(NormbenchError, match="mixes records of several Keras backends"):
         make_report(mixed, tmp_path / "out", log=quiet)
     (mixed / "broken.json").write_text("{not json")
     with pytest.raises(NormbenchError, match="unreadable record"):

@@ -18,6 +18,7 @@ import pandas as pd
 
 from .. import record as rec_mod
 from .. import reader
+from ..check import refuse_conflicts
 from ..errors import NormbenchError
 from ..files import naming, refuse_link, write_csv, write_text
 from ..norms import BATCH_STATISTICS
@@ -25,16 +26,17 @@ from . import diagnostics, frames, mechanisms, origin, plots, significance, tabl
 from .render import latex_table, markdown_table, slug
 
 
-def check_consistent(runs: pd.DataFrame, results_dir) -> None:
-    """Refuse a folder that mixes suites or backends: its tables would compare unlike runs."""
-    for column, what in (("suite", "suites"), ("definition_hash", "benchmark definitions (suite edited between runs?)"),
-                         ("backend", "Keras backends")):
-        values = sorted(v for v in runs[column].dropna().unique())
-        if len(values) > 1:
-            raise NormbenchError(
-                f"{results_dir} mixes records of several {what} ({', '.join(map(str, values))}); a report must "
-                f"compare like with like. Move each into its own folder (normbench run --results DIR) and report each."
-            )
+def check_consistent(runs: pd.DataFrame, results_dir, records: list[dict] = ()) -> None:
+    """Refuse a folder whose tables would compare unlike runs: records of several Keras backends, or a cell holding
+    runs made under different settings besides the seed (:func:`normbench.check.cell_conflicts`). A folder grown by
+    several `normbench run` commands (several benchmark definitions or suite names) is reported as one."""
+    backends = sorted(v for v in runs["backend"].dropna().unique())
+    if len(backends) > 1:
+        raise NormbenchError(
+            f"{results_dir} mixes records of several Keras backends ({', '.join(map(str, backends))}); a report must "
+            f"compare like with like. Move each into its own folder (normbench run --results DIR) and report each."
+        )
+    refuse_conflicts(list(records), str(results_dir))
 
 
 def verdict_settings(records: list[dict]) -> tuple[str, float]:
@@ -219,7 +221,7 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
         raise NormbenchError(f"--threshold for {', '.join(unmatched)}: no run in {results_dir} used that dataset "
                              f"(they used {', '.join(sorted(runs.dataset.unique()))}); drop it or report another folder")
     thresholds = {**tables.DEFAULT_THRESHOLDS, **(thresholds or {})}
-    check_consistent(runs, results_dir)
+    check_consistent(runs, results_dir, records)
     long = frames.long_frame(records)
     history = tables.history_frame(long)
     (out / "tables").mkdir(parents=True, exist_ok=True)
