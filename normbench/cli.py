@@ -201,18 +201,21 @@ def _describe_suite(name: str) -> str:
     except NormbenchError as e:
         return f"cannot be read: {e}"
     if suite.search is not None:
-        return f"{len(suite.search.trials(suite.specs))} trials + {len(suite.specs)} finals. {suite.description}"
+        return (f"at most {suite.search.most_trials(suite.specs)} trials + {len(suite.specs)} finals. "
+                f"{suite.description}")
     return f"{len(suite.specs)} runs. {suite.description}"
 
 
 def cmd_list(what: str) -> None:
     from . import models
+    from .norms import strategy_knobs
     from .suites import get_suite
 
     load_builtins()
     sections = {
         "models": (MODELS, lambda n: models.describe(n)),
-        "strategies": (NORMS, lambda n: (NORMS.get(n).__doc__ or "").strip().splitlines()[0]),
+        "strategies": (NORMS, lambda n: (NORMS.get(n).__doc__ or "").strip().splitlines()[0] + "".join(
+            f" [knob {k.name}: {', '.join(f'{v:g}' for v in k.values)}]" for k in strategy_knobs(n))),
         "datasets": (DATASETS, lambda n: (DATASETS.get(n).__doc__ or "").strip().splitlines()[0]),
         "diagnostics": (DIAGNOSTICS, lambda n: (DIAGNOSTICS.get(n).__doc__ or "").strip().splitlines()[0]),
         "suites": (SUITES, _describe_suite),
@@ -337,9 +340,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError(superseded_message(args.results, list(old.values()), {s.run_id for s in specs}))
         print(f"{len(specs)} runs: {len(specs) - done} to run, {done} already complete in {args.results}")
         if search is not None:
-            print(f"then {len(finals)} finals: the runs above are the trials of a search over "
-                  f"{', '.join(n for n, _ in search.values)}; each setting's finals use the values its trials chose "
-                  f"on validation accuracy")
+            later = search.most_trials(finals) - len(specs)
+            print(f"the runs above are the first trials of a search ({search.describe()})"
+                  + (f"; then at most {later} more trials (the best configurations at full length, rates beyond an "
+                     f"edge), chosen from these" if later > 0 else "")
+                  + f"; then {len(finals)} finals with each setting's values chosen on validation accuracy")
         return 0
     if old:  # before the data is loaded and the folder held; run_grid refuses it too
         raise ConfigError(superseded_message(args.results, list(old.values()), {s.run_id for s in specs}))

@@ -15,12 +15,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import reader, store
+from . import record as rec_mod
 from .executors import GridContext, get_executor
 from .errors import OutputClosed, say
 from .flops import run_costs
 from .preflight import check_grid
 from .runner import run
-from .search import Search, choose, finals, trial_score
+from .search import Search, advance, finals, trial_score
 from .spec import RunSpec, definition_hash
 from .together import run_together
 
@@ -66,7 +67,7 @@ def run_grid(
     *,
     force: bool = False,
     data_dir: str | None = None,
-    suite: dict | None = None,
+    suite: dict | Callable[[RunSpec], dict] | None = None,
     executor: str | None = None,
     jobs: int = 1,
     engine: str | None = None,
@@ -77,7 +78,8 @@ def run_grid(
 ) -> dict[str, int]:
     """Run every spec not already complete in ``results_dir``; return counts by status.
 
-    ``suite`` (name and definition hash) is stored in each record as provenance; it is not
+    ``suite`` (name and definition hash, or a function of the spec giving them) is stored in each record as
+    provenance; it is not
     part of the run id. ``jobs`` runs train at once (``processes`` executor by default).
     A progress bar (tqdm) weighted by each run's estimated cost is drawn on ``bar_stream``, by
     default on the terminal when the output is one and the log is the default; the log's lines
@@ -132,7 +134,7 @@ def run_grid(
                       options=dict(executor_options or {}))
     try:
         for spec, record in run_executor(todo, ctx):
-            record["suite"] = suite
+            record["suite"] = suite(spec) if callable(suite) else suite
             store.save_record(results_dir, record)
             counts[record["status"]] += 1
             finished += 1
@@ -155,28 +157,55 @@ def run_grid(
 
 def run_search(specs: Sequence[RunSpec], search: Search, results_dir: str | Path, *, suite: dict, log: Log = say,
                **options) -> dict[str, int]:
-    """A tuning study (:mod:`normbench.search`): the trials, the choice of each setting's values on validation
-    accuracy, then the finals with those values and the grids' seeds; counts by status over both phases.
-    ``options`` are :func:`run_grid`'s. Trials are recorded with ``suite.phase = "trial"``, finals ``"final"``."""
-    trials = search.trials(specs)
-    bases = search.bases(specs)
-    log(f"== tuning, phase 1 of 2: {len(trials)} trials ({len(bases)} settings x {len(search.combinations())} "
-        f"combinations of {', '.join(n for n, _ in search.values)} x {len(search.trial_seeds)} trial seed(s))")
+    """A tuning study (:mod:`normbench.search`): its trials phase by phase (rung 0, rung 1, rates beyond an edge:
+    whatever :func:`normbench.search.advance` says is left), the choice of each setting's values on validation
+    accuracy, then the finals with those values and the grids' seeds; counts by status over every phase.
+    ``options`` are :func:`run_grid`'s. Trials are recorded with ``suite.phase = "trial"`` (and ``suite.rung``),
+    finals with ``"final"`` and their setting's ``suite.chosen``. A final counts as complete on resume only when
+    its record was made under this search (its ``suite.search`` is this one's): a final chosen under another
+    protocol is trained again."""
     described = {**suite, "search": search.as_dict()}
-    counts = run_grid(trials, results_dir, suite={**described, "phase": "trial", "definition_hash":
-                                                  definition_hash(trials)}, log=log, **options)
-    scores = {r["run_id"]: trial_score(r) for r in reader.load_records(results_dir)}
-    choices, missing = choose(search, specs, scores)
-    for c in choices:
-        edge = c.at_edge(search)
+    search.check_seeds(specs)
+    bases = search.bases(specs)
+    log(f"== tuning: {len(bases)} settings; {search.describe()}")
+    counts = {"skipped": 0, "ok": 0, "diverged": 0, "error": 0}
+    failed: set[str] = set()
+    phase = 0
+    while True:
+        scores = {r["run_id"]: trial_score(r) for r in reader.load_records(results_dir)}
+        step = advance(search, specs, scores, failed)
+        todo = [t for t in step.todo if t.run_id not in failed]
+        if not todo:
+            break
+        phase += 1
+        short = sum(step.rung(t) == 0 for t in todo)
+        log(f"== tuning, trial phase {phase}: {len(todo)} trials"
+            + (f" ({short} short rung-0 trials of {search.halving.epochs} epoch(s))" if short else " (full length)"))
+        got = run_grid(todo, results_dir, suite=lambda t: {**described, "phase": "trial", "definition_hash":
+                                                             definition_hash(todo), "rung": step.rung(t)},
+                       log=log, **options)
+        counts = {k: counts[k] + got[k] for k in counts}
+        failed |= {t.run_id for t in todo} & _errored(results_dir, todo)
+    for c in step.choices:
         log(f"    chose {', '.join(f'{k} = {v:g}' for k, v in c.values.items())} for {c.base.label.rsplit('/', 1)[0]} "
-            f"(validation accuracy {c.score:.4f}, mean over {len(search.trial_seeds)} trial seed(s))"
-            + (f"; at the edge of the grid for {', '.join(edge)}" if edge else ""))
-    if missing:
-        log(f"    no choice for {len(missing)} settings whose trials did not all finish (e.g. {missing[0]}): their "
-            f"finals are not run; run the suite again to retry the failed trials")
-    final = finals(search, specs, choices)
-    log(f"== tuning, phase 2 of 2: {len(final)} finals (the chosen values, {len({s.seed for s in specs})} seeds)")
-    second = run_grid(final, results_dir, suite={**described, "phase": "final", "definition_hash":
-                                                 definition_hash(final)}, log=log, **options)
+            f"(validation accuracy {c.score:.4f}, mean over {len(search.trial_seeds)} trial seed(s); runner-up "
+            f"{'-' if c.runner_up is None else f'{c.runner_up:.4f}'}; {c.trials} trials, {c.epochs} epochs)"
+            + (f"; at the edge of the grid for {', '.join(c.edge)}" if c.edge else ""))
+    if step.missing:
+        log(f"    no choice for {len(step.missing)} settings whose trials did not all finish (e.g. {step.missing[0]}): "
+            f"their finals are not run; run the suite again to retry the failed trials")
+    final = finals(search, specs, step.choices)
+    chosen = {c.base.run_id: c.as_dict() for c in step.choices}
+    log(f"== tuning, finals: {len(final)} runs (the chosen values, {len({s.seed for s in specs})} seeds)")
+    this_search = search.as_dict()
+    second = run_grid(final, results_dir, suite=lambda f: {**described, "phase": "final", "definition_hash":
+                                                           definition_hash(final),
+                                                           "chosen": chosen[search.base(f).run_id]},
+                      log=log, accept=lambda r: rec_mod.suite(r).get("search") == this_search, **options)
     return {k: counts[k] + second[k] for k in counts}
+
+
+def _errored(results_dir, todo) -> set[str]:
+    """The run ids among ``todo`` whose record in the folder ended in an error."""
+    ids = {t.run_id for t in todo}
+    return {r["run_id"] for r in reader.load_records(results_dir) if r["run_id"] in ids and r["status"] == "error"}

@@ -291,6 +291,39 @@ def get_strategy(identifier: "str | dict | NormStrategy", **params: Any) -> Norm
     raise ConfigError(f"cannot interpret {identifier!r} as a normalization strategy (give a name, dict or NormStrategy)")
 
 
+# --- knobs: what a tuning study searches for a strategy --------------------------------------
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A strategy parameter that a tuning study with ``knobs = true`` searches jointly with the learning rate: its
+    values (in grid order) and why they are the ones to try (from the strategy's paper or a measured failure)."""
+
+    name: str  # a parameter of the strategy's factory (a key of the run's strategy_params)
+    values: tuple
+    reason: str
+
+
+def knobs(*declared: Knob):
+    """Declare a registered strategy's knobs (under ``@NORMS.register``); a strategy without this has none."""
+
+    def attach(factory):
+        names = set(inspect.signature(factory).parameters)
+        for k in declared:
+            if k.name not in names or len(k.values) < 2 or len(set(k.values)) != len(k.values):
+                raise ValueError(f"knob {k.name!r} of {factory.__name__}: a parameter of the factory with at least "
+                                 f"two distinct values")
+        factory.knobs = tuple(declared)
+        return factory
+
+    return attach
+
+
+def strategy_knobs(name: str) -> tuple[Knob, ...]:
+    """The knobs a registered strategy declares (empty for none); an unknown name lists the valid ones."""
+    return getattr(NORMS.get(name), "knobs", ())
+
+
 # --- the registered strategies -------------------------------------------------------------
 
 
@@ -313,6 +346,9 @@ def _batchnorm_post() -> NormStrategy:
 
 
 @NORMS.register(name="maxnorm")
+@knobs(Knob("c", (1.0, 1.5, 2.0), "He initialization puts each unit's incoming norm near sqrt(2) = 1.41, so "
+            "radii of 1-2 bind during training; the usual c = 3-4 (Srivastava et al. 2014, with dropout and large "
+            "rates) never bound in normbench's tuned study (largest unit norm 1.61): max-norm was `none` there"))
 def _maxnorm(c: float = 3.0, dropout_rate: float = 0.0, input_dropout_rate: float = 0.0) -> NormStrategy:
     """Max-norm: each hidden unit's incoming weight vector rescaled to norm <= c after every update."""
     dropout = "standard" if dropout_rate or input_dropout_rate else None
@@ -321,6 +357,8 @@ def _maxnorm(c: float = 3.0, dropout_rate: float = 0.0, input_dropout_rate: floa
 
 
 @NORMS.register(name="selu")
+@knobs(Knob("dropout_rate", (0.0, 0.05, 0.1), "AlphaDropout is part of the self-normalizing bundle; Klambauer et "
+            "al. 2017 used rates of 0.05 and 0.1 for fully connected nets, and none is the plain SELU net"))
 def _selu(dropout_rate: float = 0.0) -> NormStrategy:
     """Self-normalizing bundle: SELU, LeCun-normal init, AlphaDropout, no BN (standardized inputs: the run's
     default input_scaling, which every strategy gets)."""
@@ -374,6 +412,9 @@ def _spectralnorm() -> NormStrategy:
 
 
 @NORMS.register(name="dyt")
+@knobs(Knob("alpha_init", (0.5, 1.0, 2.0), "alpha0 = 0.5 is the authors' default for Transformers; on a "
+            "He-initialized ReLU net it shrinks the signal about 4x per layer (kernel gradients at init 500-1000x "
+            "smaller than without normalization in normbench's tuned study), while 1 trained the same net"))
 def _dyt(alpha_init: float = 0.5) -> NormStrategy:
     """Dynamic Tanh in place of the norm layer: gamma * tanh(alpha x) + beta, alpha one learned scalar per layer
     starting at 0.5, gamma and beta per channel (Zhu et al. 2025, "Transformers without Normalization")."""
@@ -381,6 +422,9 @@ def _dyt(alpha_init: float = 0.5) -> NormStrategy:
 
 
 @NORMS.register(name="derf")
+@knobs(Knob("alpha_init", (0.5, 1.0, 2.0), "alpha0 = 0.5 is the authors' default for Transformers; on a "
+            "He-initialized ReLU net it shrinks the signal about 4x per layer (kernel gradients at init 500-1000x "
+            "smaller than without normalization in normbench's tuned study), while 1 trained the same net"))
 def _derf(alpha_init: float = 0.5) -> NormStrategy:
     """Dynamic erf in place of the norm layer: gamma * erf(alpha x + s) + beta, alpha and s learned scalars per
     layer (Chen et al. 2025, arXiv 2512.10938); alpha starts at DyT's 0.5 and s at 0."""
@@ -396,14 +440,17 @@ def _ws_groupnorm(groups: int = 32, min_group_channels: int = 4) -> NormStrategy
 
 
 @NORMS.register(name="nf")
+@knobs(Knob("clip", (0.0, 0.01, 0.1), "AGC's lambda = 0.01 is the NFNets' value at batch 4096; at batch 128 it "
+            "clipped every unit in normbench's tuned study, so a larger lambda and no clipping (0) are tried too"))
 def _nf(alpha: float = 0.2, clip: float = 0.01) -> NormStrategy:
     """Normalization-free (Brock et al. 2021a, NF-ResNets; 2021b, NFNets): Scaled WS, g (v - mean) / (std
     sqrt(fan-in)) with a learned gain g per unit; the activation times gamma (ReLU: 1.7139); adaptive gradient
-    clipping with lambda = clip (0.01, the NFNets' value at batch 4096) and eps 1e-3, the classifier unclipped; on
+    clipping with lambda = clip (0.01, the NFNets' value at batch 4096; 0: no clipping) and eps 1e-3, the classifier
+    unclipped; on
     a residual builder, a stem without activation and pre-activation branches h + alpha * f(h / beta), alpha = 0.2,
     beta^2 the analytic variance of h (LayerStack); on a plain net, the standardization, gain and clipping alone."""
     return NormStrategy("nf", kernel_parametrization="scaled_standardize", activation_gain=True,
-                        residual_alpha=float(alpha), agc_clip=float(clip))
+                        residual_alpha=float(alpha), agc_clip=float(clip) if clip > 0 else None)
 
 
 # --- the one place a strategy becomes layers ---------------------------------------------

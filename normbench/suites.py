@@ -140,7 +140,12 @@ def load_suite(path: Path) -> Suite:
         seen[s.run_id] = s
     if search is not None:
         try:
-            validate_specs(search.trials(specs))
+            search = search.resolved(specs)  # the budget every strategy gets, checked
+            trials = search.trials(specs)
+            # every value a later phase can train: full-length runs of each configuration, rates beyond the edges
+            bases = search.bases(specs)
+            full = [search.apply(b, c) for b in bases for c in search.configurations(b)]
+            validate_specs(trials + full)
         except ConfigError as e:
             raise ConfigError(f"suite file {path}: {e}") from None
     return Suite(path.stem, doc.get("description", ""), tuple(specs), str(path), search, verdicts)

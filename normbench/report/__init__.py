@@ -385,7 +385,7 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
 
     diagnostic_figures = diagnostics.sections(records, runs, out, md, section)
     mechanisms.section(records, runs, out, md, section)  # what each mechanism did; those that never engaged
-    diagnostic_figures += tuning.sections(trials, out, md, section)
+    diagnostic_figures += tuning.sections(trials, out, md, section, records)
 
     md += ["## Figures", ""]
     figures = []
