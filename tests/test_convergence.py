@@ -207,3 +207,21 @@ def test_only_the_finals_reach_the_section():
     trial = {"suite": {"name": "s", "phase": "trial"}}
     with pytest.raises(NormbenchError, match="finals only"):
         convergence.section([trial], pd.DataFrame(), pd.DataFrame(), None, [], None)
+
+
+def test_a_target_stated_for_one_dataset_leaves_the_others_chosen():
+    mnist, mnist_hist = _frames({("a", 0): [0.1, 0.99]})
+    cifar, cifar_hist = _frames({("a", 1): [0.1, 0.456], ("b", 1): [0.1, 0.30]}, dataset="cifar10")
+    table = convergence.converged(pd.concat([mnist, cifar]), convergence.curves(
+        pd.concat([mnist, cifar]), pd.concat([mnist_hist, cifar_hist])), 0.2)
+    goals = convergence.targets({"mnist": 0.97}, table)
+    assert goals["mnist"][0] == 0.97 and goals["cifar10"][0] == pytest.approx(0.37)  # median 0.378 rounded down
+    assert goals["cifar10"][1].startswith("chosen")
+
+
+def test_the_gpu_tuning_study_states_the_issues_reference_target():
+    from normbench.suites import get_suite
+
+    stated = get_suite("tuned-gpu").provenance()["convergence"]
+    assert stated["reference_target"] == {"strategy": "batchnorm", "model": "mlp8", "dataset": "mnist",
+                                          "test_accuracy": 0.98}
