@@ -219,13 +219,13 @@ def learning_curves(cells: pd.DataFrame, dataset: str, model: str, path: Path, t
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (0 = initialization)" if first == 0 else "epoch")
         ax.set_ylabel("validation accuracy")
-    axes[0][0].set_title("all epochs", fontsize=10)
     if zoom:
+        axes[0][0].set_title("all epochs", fontsize=10)
         axes[0][1].set_title(f"epochs {start}-{last}, own y-scale", fontsize=10)
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="strategy (n seeds)",
                        title_fontsize=8)  # outside the data
-    fig.suptitle(f"{dataset} / {model}: validation accuracy per epoch (line: mean over finished seeds; band: "
-                 f"min-max over seeds)", fontsize=11)
+    fig.suptitle(f"{dataset} / {model}: validation accuracy per epoch\nline: mean over finished seeds; band: "
+                 f"min-max over seeds", fontsize=11)
     return plots._save(fig, path)
 
 
