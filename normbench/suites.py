@@ -9,6 +9,11 @@ trials over the searched settings first, then the grids' runs with the chosen va
 An optional ``[verdicts]`` table states how the report decides: ``reference`` (the strategy every
 other one is tested against, default batch norm) and ``margin_points`` (the equivalence margin of
 the TOST, in accuracy points, default 0.5). It is recorded with every run's suite provenance.
+An optional ``[convergence]`` table states the report's budget-and-convergence criteria (:func:`parse_convergence`):
+``metric`` (``val_accuracy``, the only one), ``target`` (the validation accuracy for time-to-target: one number, or a
+table per dataset), ``plateau_points`` (a cell has converged when its seeds' mean validation accuracy rose by less than
+this many points over the last epoch) and ``reference_target`` (a test-accuracy floor for one strategy on one model,
+which the report says is met or not). It is recorded with every run's suite provenance too.
 """
 
 from __future__ import annotations
@@ -43,11 +48,17 @@ class Suite:
     path: str
     search: Search | None = None  # a tuning study's [search] (trials first, then the specs with chosen values)
     verdicts: dict | None = None  # [verdicts]: reference and margin_points for the report's primary family
+    convergence: dict | None = None  # [convergence]: metric, target, plateau_points, reference_target for the report
 
     def provenance(self, specs=None) -> dict:
-        """What every record of this suite says about it: name, definition hash, and [verdicts] when stated."""
+        """What every record of this suite says about it: name, definition hash, and [verdicts] and [convergence]
+        when stated."""
         out = {"name": self.name, "definition_hash": definition_hash(self.specs if specs is None else specs)}
-        return {**out, "verdicts": dict(self.verdicts)} if self.verdicts else out
+        if self.verdicts:
+            out["verdicts"] = dict(self.verdicts)
+        if self.convergence:
+            out["convergence"] = dict(self.convergence)
+        return out
 
     @property
     def definition_hash(self) -> str:
@@ -91,11 +102,12 @@ def load_suite(path: Path) -> Suite:
     except RecursionError:  # tomllib parses nested arrays and tables recursively
         raise ConfigError(f"suite file {path}: cannot parse it as TOML (nested too deeply); a suite file is a few "
                           f"flat tables and arrays") from None
-    unknown = sorted(set(doc) - {"description", "defaults", "grid", "search", "verdicts"})
+    unknown = sorted(set(doc) - {"description", "defaults", "grid", "search", "verdicts", "convergence"})
     if unknown:
         raise ConfigError(f"suite file {path}: unknown top-level key(s) {unknown}; use description, defaults, [[grid]], "
-                          f"[search], [verdicts]")
+                          f"[search], [verdicts], [convergence]")
     verdicts = parse_verdicts(doc["verdicts"], f"suite file {path}") if "verdicts" in doc else None
+    convergence = parse_convergence(doc["convergence"], f"suite file {path}") if "convergence" in doc else None
     search = Search.from_table(doc["search"], f"suite file {path}") if "search" in doc else None
     grids = doc.get("grid")
     if not grids:
@@ -148,7 +160,7 @@ def load_suite(path: Path) -> Suite:
             validate_specs(trials + full)
         except ConfigError as e:
             raise ConfigError(f"suite file {path}: {e}") from None
-    return Suite(path.stem, doc.get("description", ""), tuple(specs), str(path), search, verdicts)
+    return Suite(path.stem, doc.get("description", ""), tuple(specs), str(path), search, verdicts, convergence)
 
 
 def parse_verdicts(table, where: str) -> dict:
@@ -171,6 +183,86 @@ def parse_verdicts(table, where: str) -> dict:
             raise ConfigError(f"{where}: [verdicts] margin_points = {m!r}; expected a number of accuracy points in "
                               f"(0, 100), e.g. 0.5")
         out["margin_points"] = float(m)
+    return out
+
+
+CONVERGENCE_KEYS = ("metric", "target", "plateau_points", "reference_target")
+CONVERGENCE_METRICS = ("val_accuracy",)  # validation only: nothing the report chooses may read the test split
+REFERENCE_TARGET_KEYS = ("strategy", "model", "test_accuracy", "dataset")
+CONVERGENCE_EXAMPLE = ('e.g. metric = "val_accuracy", target = 0.97, plateau_points = 0.2, '
+                       'reference_target = {strategy = "batchnorm", model = "mlp8", test_accuracy = 0.98}')
+
+
+def _fraction(value) -> bool:
+    """An accuracy in (0, 1]: a number, never a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1
+
+
+def _registered(registry, name: str, where: str) -> None:
+    """A registered name, else the registry's error (it lists the valid names) led by the key that gave it."""
+    try:
+        registry.get(name)
+    except UnknownNameError as e:
+        raise UnknownNameError(f"{where}: {e}") from None
+
+
+def parse_convergence(table, where: str) -> dict:
+    """A suite's ``[convergence]`` table, checked: the metric (validation accuracy), a target in (0, 1] (one number or
+    one per registered dataset), a positive plateau in points, and a reference target naming a registered strategy
+    and model with a test-accuracy floor in (0, 1] (and optionally a registered dataset)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [convergence] must be a table, {CONVERGENCE_EXAMPLE}")
+    unknown = sorted(set(table) - set(CONVERGENCE_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: [convergence] takes {', '.join(CONVERGENCE_KEYS)}, not {unknown}")
+    load_builtins()
+    out: dict = {}
+    if "metric" in table:
+        if table["metric"] not in CONVERGENCE_METRICS:
+            raise ConfigError(f"{where}: [convergence] metric = {table['metric']!r}; the report's curves, targets and "
+                              f"ranks use validation accuracy only (never test): give metric = \"val_accuracy\" or "
+                              f"leave it out")
+        out["metric"] = table["metric"]
+    if "target" in table:
+        t = table["target"]
+        if isinstance(t, dict) and t:
+            for dataset, value in t.items():
+                _registered(DATASETS, dataset, f"{where}: [convergence] target.{dataset}")
+                if not _fraction(value):
+                    raise ConfigError(f"{where}: [convergence] target.{dataset} = {value!r}; expected a validation "
+                                      f"accuracy in (0, 1], e.g. target = {{{dataset} = 0.97}}")
+            out["target"] = {d: float(v) for d, v in sorted(t.items())}
+        elif _fraction(t):
+            out["target"] = float(t)
+        else:
+            raise ConfigError(f"{where}: [convergence] target = {t!r}; expected a validation accuracy in (0, 1] "
+                              f"(target = 0.97) or one per dataset (target = {{mnist = 0.97, cifar10 = 0.45}})")
+    if "plateau_points" in table:
+        m = table["plateau_points"]
+        if not isinstance(m, (int, float)) or isinstance(m, bool) or not 0 < m < 100:
+            raise ConfigError(f"{where}: [convergence] plateau_points = {m!r}; expected a number of accuracy points in "
+                              f"(0, 100), e.g. 0.2")
+        out["plateau_points"] = float(m)
+    if "reference_target" in table:
+        r = table["reference_target"]
+        example = 'reference_target = {strategy = "batchnorm", model = "mlp8", test_accuracy = 0.98}'
+        if not isinstance(r, dict):
+            raise ConfigError(f"{where}: [convergence] reference_target = {r!r}; expected a table, {example}")
+        missing = [k for k in ("strategy", "model", "test_accuracy") if k not in r]
+        extra = sorted(set(r) - set(REFERENCE_TARGET_KEYS))
+        if missing or extra:
+            raise ConfigError(f"{where}: [convergence] reference_target " + (f"lacks {missing}" if missing else
+                              f"takes {', '.join(REFERENCE_TARGET_KEYS)}, not {extra}") + f"; {example}")
+        for key, registry in (("strategy", NORMS), ("model", MODELS), ("dataset", DATASETS)):
+            if key in r:
+                if not isinstance(r[key], str):
+                    raise ConfigError(f"{where}: [convergence] reference_target.{key} = {r[key]!r}; give a {key} name")
+                _registered(registry, r[key], f"{where}: [convergence] reference_target.{key}")
+        if not _fraction(r["test_accuracy"]):
+            raise ConfigError(f"{where}: [convergence] reference_target.test_accuracy = {r['test_accuracy']!r}; "
+                              f"expected a test accuracy in (0, 1], e.g. 0.98")
+        out["reference_target"] = {**{k: r[k] for k in REFERENCE_TARGET_KEYS if k in r},
+                                   "test_accuracy": float(r["test_accuracy"])}
     return out
 
 

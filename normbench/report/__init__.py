@@ -22,7 +22,7 @@ from ..check import refuse_conflicts
 from ..errors import NormbenchError
 from ..files import naming, refuse_link, write_csv, write_text
 from ..norms import BATCH_STATISTICS
-from . import diagnostics, frames, mechanisms, origin, plots, significance, tables, tuning
+from . import convergence, diagnostics, frames, mechanisms, origin, plots, significance, tables, tuning
 from .render import latex_table, markdown_table, slug
 
 
@@ -305,6 +305,9 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
            "different constants) is named and left out of the family. All pairs: `tables/pairwise.csv`.", ""]
     md += [f"- {sentence}" for sentence in verdicts.sentence] + [""]
 
+    # which cells converged, learning curves, time to the validation target, rank stability across budgets
+    curve_figures = convergence.section(records, runs, history, out, md, section)
+
     free = significance.versus(pairs)
     if not free.empty:
         write_csv(free, out / "tables" / "norm_free.csv", index=False)
@@ -415,4 +418,4 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
         md += ["None: every run finished."]
     md += ["", f"_Report written {datetime.now(timezone.utc).isoformat(timespec='seconds')}._", ""]
     write_text(out / "README.md", "\n".join(md))
-    return len(runs), len(figures)
+    return len(runs), len(figures) + curve_figures
