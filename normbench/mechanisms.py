@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import agc
 from .record import MECHANISM_COLUMNS as COLUMNS  # noqa: F401  (the section's columns, kept with the record's layout)
 
 NETWORK = "all"  # the layer of a row about the whole network
@@ -205,6 +204,7 @@ class Mechanisms:
     def agc_rows(self) -> list[tuple]:
         import keras
 
+        from . import agc  # imports Keras: not at module import (the CLI imports this before the backend's set-up)
         from .diagnostics import autodiff
 
         variables = [v for v in self.model.trainable_variables if agc.clipped_layer(v.path)]
