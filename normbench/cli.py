@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", type=_path, default="results", help="folder for README.md, tables/ and figures/ (default: results)")
     rp.add_argument("--papers", type=_path, metavar="RUNS_DIR",
                     help="instead: the paper-replication report from RUNS_DIR/paper-snn, paper-bn, paper-maxnorm (writes OUT/papers.md)")
+    rp.add_argument("--published", type=_path, metavar="PACK",
+                    help="also compare each cell with the same cell of a published pack (e.g. results/tuned/records): "
+                         "inside or outside its 95%% interval, and whether the search chose the same values")
     rp.add_argument("--threshold", action="append", default=[], metavar="DATASET=ACC",
                     help="validation-accuracy threshold for the time-to-threshold table, e.g. mnist=0.98 (repeatable)")
 
@@ -439,7 +442,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import make_report
 
     thresholds = _thresholds(args.threshold)
-    make_report(args.results, args.out, thresholds=thresholds)
+    make_report(args.results, args.out, thresholds=thresholds, published_dir=args.published)
     return 0
 
 

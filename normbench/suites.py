@@ -178,12 +178,15 @@ def parse_verdicts(table, where: str) -> dict:
         NORMS.get(table["reference"])  # an unknown name lists the valid ones
         out["reference"] = table["reference"]
     if "margin_points" in table:
-        m = table["margin_points"]
-        if not isinstance(m, (int, float)) or isinstance(m, bool) or not 0 < m < 100:
-            raise ConfigError(f"{where}: [verdicts] margin_points = {m!r}; expected a number of accuracy points in "
-                              f"(0, 100), e.g. 0.5")
-        out["margin_points"] = float(m)
+        out["margin_points"] = _points(table["margin_points"], f"{where}: [verdicts] margin_points", 0.5)
     return out
+
+
+def _points(value, what: str, example: float) -> float:
+    """A number of accuracy points in (0, 100), else an error naming ``what`` and an example."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 100:
+        raise ConfigError(f"{what} = {value!r}; expected a number of accuracy points in (0, 100), e.g. {example:g}")
+    return float(value)
 
 
 CONVERGENCE_KEYS = ("metric", "target", "plateau_points", "reference_target")
@@ -238,11 +241,7 @@ def parse_convergence(table, where: str) -> dict:
             raise ConfigError(f"{where}: [convergence] target = {t!r}; expected a validation accuracy in (0, 1] "
                               f"(target = 0.97) or one per dataset (target = {{mnist = 0.97, cifar10 = 0.45}})")
     if "plateau_points" in table:
-        m = table["plateau_points"]
-        if not isinstance(m, (int, float)) or isinstance(m, bool) or not 0 < m < 100:
-            raise ConfigError(f"{where}: [convergence] plateau_points = {m!r}; expected a number of accuracy points in "
-                              f"(0, 100), e.g. 0.2")
-        out["plateau_points"] = float(m)
+        out["plateau_points"] = _points(table["plateau_points"], f"{where}: [convergence] plateau_points", 0.2)
     if "reference_target" in table:
         r = table["reference_target"]
         example = 'reference_target = {strategy = "batchnorm", model = "mlp8", test_accuracy = 0.98}'

@@ -244,3 +244,10 @@ def test_a_knob_study_gives_every_strategy_the_same_trials_and_searches_radius_a
     assert report.returncode == 0, report.stderr[-3000:]
     md = (tmp_path / "report" / "README.md").read_text()
     assert md.count("10 trials, 14 epochs") == 4 and "## Mechanisms" in md  # the same cost for every strategy
+    # make bench's last step, through the CLI: the same runs against themselves lie inside every interval
+    again = subprocess.run([sys.executable, "-m", "normbench.cli", "report", "--results", str(results), "--out",
+                            str(tmp_path / "again"), "--published", str(results)], capture_output=True, text=True,
+                           env=env, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "against the published numbers: 4 of 4 cells inside the published 95% intervals" in again.stdout
+    assert "## Against the published numbers" in (tmp_path / "again" / "README.md").read_text()

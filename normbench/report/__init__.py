@@ -22,7 +22,7 @@ from ..check import refuse_conflicts
 from ..errors import NormbenchError
 from ..files import naming, refuse_link, write_csv, write_text
 from ..norms import BATCH_STATISTICS
-from . import convergence, diagnostics, frames, mechanisms, origin, plots, significance, tables, tuning
+from . import convergence, diagnostics, frames, mechanisms, origin, plots, published, significance, tables, tuning
 from .render import latex_table, markdown_table, slug
 
 
@@ -193,17 +193,46 @@ def staged(out_dir: Path):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def make_report(results_dir, out_dir, thresholds: dict[str, float] | None = None, log=print) -> Path:
-    """Write the report of ``results_dir`` into ``out_dir``; return the Markdown file."""
+def make_report(results_dir, out_dir, thresholds: dict[str, float] | None = None, log=print,
+                published_dir=None) -> Path:
+    """Write the report of ``results_dir`` into ``out_dir``; return the Markdown file. With ``published_dir`` (a
+    published pack), the report ends with each cell beside the published one, and the log says how many lie
+    inside the published intervals."""
     final = Path(out_dir)
+    against = published.load_published(published_dir) if published_dir is not None else None
     with staged(final) as tmp:
-        n_runs, n_figures = _write_report(results_dir, tmp, thresholds)
+        n_runs, n_figures, said = _write_report(results_dir, tmp, thresholds, against, published_dir)
     target = final / "README.md"
     log(f"report: {target} ({n_runs} runs, {n_figures} figures, tables in {final / 'tables'})")
+    if said:
+        log(f"against the published numbers: {said}")
     return target
 
 
-def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -> tuple[int, int]:
+def _published_section(records: list[dict], against: list[dict], where, out: Path, md: list[str]) -> str:
+    """The report's last section: each cell beside the published one; returns the one-sentence summary."""
+    table = published.compare(records, against)
+    write_csv(table, out / "tables" / "published.csv", index=False)
+    said = published.summary(table, where)
+    view = table.assign(yours=[f"{m:.4f} (n={n})" if n else "no finished run" for m, n in zip(table["mean"], table.n)],
+                        published=[f"{m:.4f} [{lo:.4f}, {hi:.4f}] (n={n})" if n > 1 else ("-" if not n else f"{m:.4f}")
+                                   for m, lo, hi, n in zip(table.published_mean, table.published_low,
+                                                           table.published_high, table.published_n)],
+                        verdict=["inside" if i else ("outside" if c else "not compared") for i, c in
+                                 zip(table.inside, table.comparable)])
+    view = view.set_index(view.dataset + " / " + view.model + " / " + view.strategy)[
+        ["yours", "published", "verdict", "note"]]
+    md += ["## Against the published numbers", "",
+           f"Each cell's mean final test accuracy beside the same cell of `{where}` (finals of the same search: the "
+           f"same trials and the same final specs, so the same run ids), with the published 95% t interval of the "
+           f"mean. Inside it means these runs reproduce the published cell within its seed spread; float round-off "
+           f"alone moves same-seed runs by up to about 0.8 points on another machine. {said}", "",
+           markdown_table(view, corner="dataset / model / strategy"), ""]
+    return said
+
+
+def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None, against=None,
+                  where=None) -> tuple[int, int, str]:
     records = reader.load_records(results_dir)
     if not records:
         inner = sorted(p.name for p in Path(results_dir).iterdir() if reader.holds_records(p))
@@ -410,6 +439,10 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
             figures.append((title, path))
             md += [f"### {title}", "", f"![{title}](figures/{path.name})", ""]
 
+    said = ""
+    if against is not None:
+        said = _published_section(records, against, where, out, md)
+
     failed = runs[runs.status != "ok"]
     md += ["## Runs that did not finish", ""]
     if len(failed):
@@ -418,4 +451,4 @@ def _write_report(results_dir, out: Path, thresholds: dict[str, float] | None) -
         md += ["None: every run finished."]
     md += ["", f"_Report written {datetime.now(timezone.utc).isoformat(timespec='seconds')}._", ""]
     write_text(out / "README.md", "\n".join(md))
-    return len(runs), len(figures) + curve_figures
+    return len(runs), len(figures) + curve_figures, said
