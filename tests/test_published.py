@@ -54,3 +54,14 @@ def test_another_choice_another_search_or_no_cell_is_said_not_hidden():
 def test_an_empty_published_folder_is_refused_naming_it(tmp_path):
     with pytest.raises(NormbenchError, match="holds no records: give the folder of a published pack"):
         published.load_published(tmp_path)
+
+
+def test_the_bench_suite_trains_a_subset_of_the_published_tuned_study():
+    """make bench compares its cells with results/tuned's: that holds only while its runs are tuned's runs."""
+    from normbench.suites import get_suite
+
+    bench, tuned = get_suite("bench"), get_suite("tuned")
+    assert bench.search.as_dict() == tuned.search.as_dict() and bench.verdicts == tuned.verdicts
+    assert {s.run_id for s in bench.search.trials(bench.specs)} <= {s.run_id for s in tuned.search.trials(tuned.specs)}
+    assert {s.run_id for s in bench.specs} <= {s.run_id for s in tuned.specs}
+    assert {s.strategy for s in bench.specs} == {"batchnorm", "maxnorm", "selu", "none"}

@@ -62,7 +62,7 @@ def memory_gib() -> float:
         return 8.0
 
 
-JOB_MEMORY_GIB = 3.0  # the largest process peak of any `standard` run was 3.0 GiB (results/README.md)
+JOB_MEMORY_GIB = 3.0  # the largest process peak of any `standard` run was 3.0 GiB (results/history/standard/README.md)
 
 
 def auto_jobs(n_runs: int, *, gpus: int | None = None, cores: int | None = None, mem_gib: float | None = None) -> tuple[int, str]:
