@@ -78,4 +78,4 @@ def test_every_number_in_the_readmes_results_comes_from_the_report_it_cites():
     readme = (ROOT / "README.md").read_text()
     assert not published_numbers_not_in_their_source(readme)
     # the check has teeth: a number changed in the README is caught
-    assert published_numbers_not_in_their_source(readme.replace("0.9519", "0.9591", 1))
+    assert published_numbers_not_in_their_source(readme.replace("0.9512", "0.9521", 1))

@@ -73,7 +73,9 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
                 "dataset": s["dataset"],
                 "model": param_key(s["model"], s.get("model_params")),
                 "builder": s["model"],
-                "strategy": param_key(s["strategy"], s.get("strategy_params")),
+                # a tuning study's searched knobs are the setting's choice, not another configuration: the key
+                # keeps the strategy's name (the chosen values are in the report's search section)
+                "strategy": param_key(s["strategy"], _unsearched(s.get("strategy_params"), suite)),
                 "strategy_name": s["strategy"],
                 "strategy_params": s.get("strategy_params") or {},  # a spec field: absent or null when it has none
                 "seed": s["seed"],
@@ -119,6 +121,13 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
                                                             **{f: s.get(f, _spec_default(f)) for f in varying}})
                               for (_, row), s in zip(df.iterrows(), specs)]
     return df.drop(columns=["strategy_params"]) if len(df) else df
+
+
+def _unsearched(params: dict | None, suite: dict) -> dict:
+    """A final's strategy parameters without the knobs its search chose (``suite.chosen``)."""
+    chosen = (suite.get("chosen") or {}).get("values") or {}
+    searched = {k.split(".", 1)[1] for k in chosen if k.startswith("strategy_params.")}
+    return {k: v for k, v in (params or {}).items() if k not in searched}
 
 
 def _spec_default(name: str):
