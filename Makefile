@@ -29,7 +29,7 @@ test-slow: install
 test-all: test test-slow
 
 # The main job: the `bench` suite (the published tuned study cut to batchnorm, maxnorm, selu and none on mlp8, under
-# the same search protocol; about 30-45 minutes on 2 cores), trained into $(RESULTS)/bench (untracked; resumes if
+# the same search protocol; 95 runs, about 5 minutes on 2 cores), trained into $(RESULTS)/bench (untracked; resumes if
 # interrupted), reported into $(RESULTS)/bench/report, ending with each cell against results/tuned's published one.
 bench: install
 	$(BIN)/normbench run --suite bench --results $(RESULTS)/bench --jobs auto

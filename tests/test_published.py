@@ -65,3 +65,13 @@ def test_the_bench_suite_trains_a_subset_of_the_published_tuned_study():
     assert {s.run_id for s in bench.search.trials(bench.specs)} <= {s.run_id for s in tuned.search.trials(tuned.specs)}
     assert {s.run_id for s in bench.specs} <= {s.run_id for s in tuned.specs}
     assert {s.strategy for s in bench.specs} == {"batchnorm", "maxnorm", "selu", "none"}
+
+
+def test_the_same_search_in_another_key_order_is_the_same_search():
+    """A pack gives a record's nested tables back with their keys in another order: still the same search."""
+    reordered = {**{k: SEARCH[k] for k in reversed(list(SEARCH))}, "halving": {"epochs": 1, "eta": 3}}
+    ordered = {**SEARCH, "halving": {"eta": 3, "epochs": 1}}
+    mine = [_final("batchnorm", s, a, search=reordered) for s, a in enumerate([0.951, 0.9515])]
+    theirs = [_final("batchnorm", s, a, search=ordered) for s, a in enumerate([0.950, 0.952, 0.951, 0.953, 0.949])]
+    row = published.compare(mine, theirs).iloc[0]
+    assert row.comparable and row.inside and row.note == ""

@@ -221,7 +221,18 @@ def learning_curves(cells: pd.DataFrame, dataset: str, model: str, path: Path, t
         ax.set_ylabel("validation accuracy")
     if zoom:
         axes[0][0].set_title("all epochs", fontsize=10)
-        axes[0][1].set_title(f"epochs {start}-{last}, own y-scale", fontsize=10)
+        # the zoom's y-scale spans the strategies that learned (final mean at least halfway from the worst to the
+        # best), so one cell stuck at chance does not flatten the rest; the cells left below it are named
+        final = d[d.epoch == last].set_index("strategy")["mean"]
+        learned = final[final >= final.min() + (final.max() - final.min()) / 2] if len(final) else final
+        below = sorted(set(final.index) - set(learned.index))
+        shown = d[(d.epoch >= start) & d.strategy.isin(learned.index)]
+        if len(shown) and below:
+            low, high = float(shown.low.min()), float(shown.high.max())
+            pad = max(0.002, 0.05 * (high - low))
+            axes[0][1].set_ylim(low - pad, high + pad)
+        axes[0][1].set_title(f"epochs {start}-{last}, own y-scale" + (f" (below it: {', '.join(below)})"
+                                                                     if below else ""), fontsize=10)
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="strategy (n seeds)",
                        title_fontsize=8)  # outside the data
     fig.suptitle(f"{dataset} / {model}: validation accuracy per epoch\nline: mean over finished seeds; band: "

@@ -360,13 +360,16 @@ def lr_sensitivity(trials: pd.DataFrame, dataset: str, model: str, path: Path) -
                                                 "val_accuracy", "run_id")]
     mean = d.groupby(["strategy", "learning_rate", *others], dropna=False).val_accuracy.mean().reset_index()
     best = mean.groupby(["strategy", "learning_rate"]).val_accuracy.max().reset_index()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    seeds = d.groupby(["strategy", "learning_rate", *others], dropna=False).seed.nunique()
+    n = f"n = {seeds.min()}" if seeds.min() == seeds.max() else f"n = {seeds.min()}-{seeds.max()}"
+    fig, ax = plt.subplots(figsize=(8.4, 4.4))
     sns.lineplot(data=best, x="learning_rate", y="val_accuracy", hue="strategy", marker="o",
                  palette=strategy_palette(best.strategy.unique()), ax=ax)
     ax.set_xscale("log")
-    ax.set_title(f"{dataset} / {model}: learning-rate sensitivity")
+    ax.set_title(f"{dataset} / {model}: learning-rate sensitivity\n(mean over the trial seeds, {n}; the best other "
+                 f"searched value at each rate)", fontsize=11)
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("validation accuracy at the last epoch")
     if ax.get_legend():
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="strategy", title_fontsize=7)
     return _save(fig, path)

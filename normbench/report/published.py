@@ -9,6 +9,7 @@ strategy) made under the same search; anything else is named as not comparable r
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -36,7 +37,7 @@ def _cells(records: list[dict]) -> dict[tuple[str, str, str], dict]:
         key = (s["dataset"], param_key(s["model"], s.get("model_params")), s["strategy"])
         cell = cells.setdefault(key, {"keys": set(), "acc": [], "search": set(), "failed": 0})
         cell["keys"].add(param_key(s["strategy"], s.get("strategy_params")) + f"@lr={s['learning_rate']:g}")
-        cell["search"].add(repr(sorted((rec_mod.suite(r).get("search") or {}).items())))
+        cell["search"].add(json.dumps(rec_mod.suite(r).get("search") or {}, sort_keys=True))  # key order: not a change
         test = rec_mod.test_metrics(r)
         if r["status"] == "ok" and test.get("accuracy") is not None:
             cell["acc"].append(float(test["accuracy"]))

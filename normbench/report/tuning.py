@@ -7,6 +7,7 @@ trained."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def phase(record: dict) -> str | None:
 
 def search_of(records: list[dict]) -> Search:
     """The one search the records were made under; records of several searches are refused, naming them."""
-    tables = {repr(sorted(rec_mod.suite(r)["search"].items())): rec_mod.suite(r)["search"] for r in records
+    tables = {json.dumps(rec_mod.suite(r)["search"], sort_keys=True): rec_mod.suite(r)["search"] for r in records
               if rec_mod.suite(r).get("search")}
     if len(tables) > 1:
         raise NormbenchError(f"these records were made under {len(tables)} different searches "
