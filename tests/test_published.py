@@ -75,3 +75,4 @@ def test_the_same_search_in_another_key_order_is_the_same_search():
     theirs = [_final("batchnorm", s, a, search=ordered) for s, a in enumerate([0.950, 0.952, 0.951, 0.953, 0.949])]
     row = published.compare(mine, theirs).iloc[0]
     assert row.comparable and row.inside and row.note == ""
+

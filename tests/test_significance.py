@@ -328,3 +328,43 @@ def test_a_flag_is_printed_where_the_strategy_is_ranked():
     flag = "max-norm never bound (largest unit norm 0.54 c): the network trained as without the constraint"
     sentence = sig.reference_sentences(table.reset_index(), {("mnist", "mlp8", "maxnorm"): flag})[0]
     assert f"below: `maxnorm` -0.66 [" in sentence and sentence.endswith(f"[{flag}]")
+
+
+def _write_folder(folder, cells):
+    """Records on disk for ``normbench report``: {strategy: [test accuracy or "diverged", ...]} on mnist/mlp8."""
+    from normbench import record, store
+    from normbench.spec import RunSpec
+
+    for strategy, values in cells.items():
+        for seed, value in enumerate(values):
+            rec = record.new(RunSpec("mlp8", strategy, "mnist", seed=seed))
+            if value == "diverged":
+                rec.update(status="diverged", diverged_epoch=1,
+                           history=[{"epoch": 0, "train_loss": 2.3}, {"epoch": 1, "train_loss": float("nan")}])
+                rec["history"][1]["train_loss"] = None
+            else:
+                rec.update(status="ok", history=[{"epoch": 0, "train_loss": 2.3}, {"epoch": 1, "train_loss": 0.2}],
+                           test={"accuracy": value, "loss": 0.2})
+            store.save_record(folder, rec)
+
+
+def test_planted_noise_is_never_equivalent_and_a_planted_diverged_final_changes_the_verdict(tmp_path):
+    """Through the CLI, on records on disk: the primary family's words follow the planted data."""
+    import pandas as pd
+
+    from normbench.cli import main
+
+    bn = [0.951, 0.953, 0.950, 0.952, 0.954]
+    cells = {"batchnorm": bn, "layernorm": [0.952, 0.9525, 0.951, 0.953, 0.9515],
+             "dyt": [0.90, 0.99, 0.93, 0.97, 0.92],  # the same mean as BN, a 3-point spread
+             "selu": [0.960, 0.961, 0.962, 0.960, 0.961]}
+    _write_folder(tmp_path / "a", cells)
+    assert main(["report", "--results", str(tmp_path / "a"), "--out", str(tmp_path / "ra")]) == 0
+    a = pd.read_csv(tmp_path / "ra" / "tables" / "reference_tests.csv").set_index("strategy")
+    assert a.outcome.to_dict() == {"dyt": "not separable", "layernorm": "equivalent", "selu": "above"}
+    assert a.mdd_points["dyt"] > 3
+    _write_folder(tmp_path / "b", {**cells, "selu": [0.960, 0.961, 0.962, 0.960, "diverged"]})
+    assert main(["report", "--results", str(tmp_path / "b"), "--out", str(tmp_path / "rb")]) == 0
+    b = pd.read_csv(tmp_path / "rb" / "tables" / "reference_tests.csv").set_index("strategy")
+    assert b.outcome["selu"] != "above" and b.n["selu"] == 5 and "1 diverged (scored 0.1)" in b.failed["selu"]
+    assert "`selu`" in (tmp_path / "rb" / "README.md").read_text().split("## Verdicts")[1].split("### All pairs")[0]
