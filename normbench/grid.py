@@ -186,6 +186,8 @@ def run_search(specs: Sequence[RunSpec], search: Search, results_dir: str | Path
                        log=log, **options)
         counts = {k: counts[k] + got[k] for k in counts}
         failed |= {t.run_id for t in todo} & _errored(results_dir, todo)
+        if not (got["ok"] + got["diverged"] + got["error"]):  # nothing trained, nothing learned: never loop on it
+            failed |= {t.run_id for t in todo}
     for c in step.choices:
         log(f"    chose {', '.join(f'{k} = {v:g}' for k, v in c.values.items())} for {c.base.label.rsplit('/', 1)[0]} "
             f"(validation accuracy {c.score:.4f}, mean over {len(search.trial_seeds)} trial seed(s); runner-up "
