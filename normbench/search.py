@@ -344,8 +344,8 @@ def _edge_rates(grid: tuple, chosen: float) -> float | None:
     return float(f"{grid[-1] * grid[-1] / grid[-2]:.3g}")
 
 
-def _setting(search: Search, base: RunSpec, scores: dict) -> tuple[list[RunSpec], Choice | None, bool]:
-    """One setting's step: (trials to run now, its choice when made, whether a trial failed to score)."""
+def _setting(search: Search, base: RunSpec, scores: dict) -> tuple[list[RunSpec], Choice | None]:
+    """One setting's step: (trials to run now, its choice when made)."""
     configs = search.configurations(base)
     trained, epochs = 0, 0
 
@@ -357,7 +357,7 @@ def _setting(search: Search, base: RunSpec, scores: dict) -> tuple[list[RunSpec]
         short = [search.apply(base, c, seed=search.trial_seeds[0], epochs=search.halving.epochs) for c in configs]
         got = [score(s) for s in short]
         if any(g is None for g in got):
-            return [s for s, g in zip(short, got) if g is None], None, False
+            return [s for s, g in zip(short, got) if g is None], None
         trained, epochs = len(short), sum(s.epochs for s in short)
         order = sorted(range(len(configs)), key=lambda i: (-got[i], i))  # best first, ties to grid order
         keep = sorted(order[:search.halving.keep(len(configs))])
@@ -370,7 +370,7 @@ def _setting(search: Search, base: RunSpec, scores: dict) -> tuple[list[RunSpec]
         got = [[score(s) for s in row] for row in full]
         todo = [s for row, g in zip(full, got) for s, x in zip(row, g) if x is None]
         if todo:
-            return todo, None, False
+            return todo, None
         means = [sum(g) / len(g) for g in got]
         best = max(range(len(configs)), key=lambda i: (means[i], -i))  # the first of equal scores
         chosen = configs[best]
@@ -390,7 +390,7 @@ def _setting(search: Search, base: RunSpec, scores: dict) -> tuple[list[RunSpec]
         if len(values) > 1 and chosen[name] in (values[0], values[-1]):
             edge.append(name)
     return [], Choice(base, dict(chosen), means[best], tuple((tuple(c.values()), m) for c, m in zip(configs, means)),
-                      all_trials, all_epochs, spread, names, tuple(edge), extended, rung0), False
+                      all_trials, all_epochs, spread, names, tuple(edge), extended, rung0)
 
 
 def _std(values: list[float]) -> float:
@@ -406,7 +406,7 @@ def advance(search: Search, specs, scores: dict[str, float | None], failed: set[
     not retried now (a later run retries it) and is named in ``missing``."""
     todo, choices, missing, short = [], [], [], set()
     for base in search.bases(specs):
-        need, choice, _ = _setting(search, base, scores)
+        need, choice = _setting(search, base, scores)
         if choice is not None:
             choices.append(choice)
         elif any(s.run_id in failed for s in need):
