@@ -79,8 +79,7 @@ def run_grid(
     """Run every spec not already complete in ``results_dir``; return counts by status.
 
     ``suite`` (name and definition hash, or a function of the spec giving them) is stored in each record as
-    provenance; it is not
-    part of the run id. ``jobs`` runs train at once (``processes`` executor by default).
+    provenance; it is not part of the run id. ``jobs`` runs train at once (``processes`` executor by default).
     A progress bar (tqdm) weighted by each run's estimated cost is drawn on ``bar_stream``, by
     default on the terminal when the output is one and the log is the default; the log's lines
     are printed above it. Output that is not a terminal (CI logs, a file) gets plain lines only.
