@@ -168,10 +168,13 @@ def run_search(specs: Sequence[RunSpec], search: Search, results_dir: str | Path
     bases = search.bases(specs)
     log(f"== tuning: {len(bases)} settings; {search.describe()}")
     counts = {"skipped": 0, "ok": 0, "diverged": 0, "error": 0}
-    failed: set[str] = set()
+    failed: set[str] = set()  # trials this invocation trained that ended in an error: not retried until next time
+    attempted: set[str] = set()
     phase = 0
     while True:
-        scores = {r["run_id"]: trial_score(r) for r in reader.load_records(results_dir)}
+        records = reader.load_records(results_dir)  # once a phase: the scores and the errors of the last phase
+        scores = {r["run_id"]: trial_score(r) for r in records}
+        failed |= attempted & {r["run_id"] for r in records if r["status"] == "error"}
         step = advance(search, specs, scores, failed)
         todo = [t for t in step.todo if t.run_id not in failed]
         if not todo:
@@ -184,7 +187,7 @@ def run_search(specs: Sequence[RunSpec], search: Search, results_dir: str | Path
                                                              definition_hash(todo), "rung": step.rung(t)},
                        log=log, **options)
         counts = {k: counts[k] + got[k] for k in counts}
-        failed |= {t.run_id for t in todo} & _errored(results_dir, todo)
+        attempted |= {t.run_id for t in todo}
         if not (got["ok"] + got["diverged"] + got["error"]):  # nothing trained, nothing learned: never loop on it
             failed |= {t.run_id for t in todo}
     for c in step.choices:
@@ -205,8 +208,3 @@ def run_search(specs: Sequence[RunSpec], search: Search, results_dir: str | Path
                       log=log, accept=lambda r: rec_mod.suite(r).get("search") == this_search, **options)
     return {k: counts[k] + second[k] for k in counts}
 
-
-def _errored(results_dir, todo) -> set[str]:
-    """The run ids among ``todo`` whose record in the folder ended in an error."""
-    ids = {t.run_id for t in todo}
-    return {r["run_id"] for r in reader.load_records(results_dir) if r["run_id"] in ids and r["status"] == "error"}

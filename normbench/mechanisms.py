@@ -47,24 +47,13 @@ SQUASHED = 1.0  # |alpha x + s| from which a point-wise layer's tanh / erf count
 _SALT = 0x414743  # "AGC": the probe batch is its own stream, not the training order nor precise BN's batches
 
 
-def _layers(model) -> list:
-    """Every layer of ``model``: nested models' layers and a wrapper's inner layer included, in order."""
-    out, stack = [], list(model.layers)
-    while stack:
-        layer = stack.pop(0)
-        out.append(layer)
-        inner = list(getattr(layer, "layers", []) or [])
-        if getattr(layer, "layer", None) is not None:  # keras.layers.Wrapper (KernelReparametrization)
-            inner.append(layer.layer)
-        stack[:0] = inner
-    return out
-
-
 def max_norm_layers(model) -> list:
     """The layers whose kernel has a max-norm constraint."""
     import keras
 
-    return [layer for layer in _layers(model)
+    from .precise_bn import all_layers
+
+    return [layer for layer in all_layers(model)
             if isinstance(getattr(layer, "kernel_constraint", None), keras.constraints.MaxNorm)]
 
 
@@ -91,11 +80,11 @@ class Mechanisms:
     def __init__(self, model, *, agc_clip: float | None = None, x_probe=None, x_train=None, y_train=None,
                  seed: int = 0, batch_size: int = 128, batch_norm: bool = False):
         from .layers import PointwiseNormalization
-        from .precise_bn import moving_statistics_layers
+        from .precise_bn import all_layers, moving_statistics_layers
 
         self.model = model
         self.max_norm = max_norm_layers(model)
-        self.pointwise = [layer for layer in _layers(model) if isinstance(layer, PointwiseNormalization)]
+        self.pointwise = [layer for layer in all_layers(model) if isinstance(layer, PointwiseNormalization)]
         self.bn = moving_statistics_layers(model) if batch_norm else []
         self.agc_clip = None if agc_clip is None else float(agc_clip)
         if self.agc_clip is not None:

@@ -36,7 +36,7 @@ def moving_statistics_layers(model) -> list:
     import keras
 
     kinds = (keras.layers.BatchNormalization, MeanOnlyBatchNormalization)
-    return [layer for layer in _all_layers(model) if isinstance(layer, kinds)]
+    return [layer for layer in all_layers(model) if isinstance(layer, kinds)]
 
 
 def _stat_variables(layer) -> list:
@@ -81,7 +81,7 @@ class PreciseBN:
         self.variables = [v for layer in self.layers for v in _stat_variables(layer)]
         tracked = {id(v) for v in self.variables}
         self.others = [v for v in model.non_trainable_variables if id(v) not in tracked]
-        self.dropouts = [layer for layer in _all_layers(model) if isinstance(
+        self.dropouts = [layer for layer in all_layers(model) if isinstance(
             layer, (keras.layers.Dropout, keras.layers.AlphaDropout, keras.layers.GaussianDropout))]
         self._forward = None
 
@@ -138,10 +138,14 @@ class PreciseBN:
         return n_batches
 
 
-def _all_layers(model) -> list:
+def all_layers(model) -> list:
+    """Every layer of ``model``, in order: nested models' layers and a wrapper's inner layer included."""
     out, stack = [], list(model.layers)
     while stack:
         layer = stack.pop(0)
         out.append(layer)
-        stack[:0] = list(getattr(layer, "layers", []))
+        inner = list(getattr(layer, "layers", []) or [])
+        if getattr(layer, "layer", None) is not None:  # keras.layers.Wrapper (KernelReparametrization)
+            inner.append(layer.layer)
+        stack[:0] = inner
     return out
