@@ -83,11 +83,12 @@ def holm_levels(p_values, alpha: float = ALPHA) -> np.ndarray:
 
 
 def welch(a, b) -> dict:
-    """Welch comparison of two samples: means, difference a - b with its 95% CI half-width (Welch-Satterthwaite df),
-    the two-sided p-value, and a note when the test is undefined (NaN p) or trivially 1 (identical constants)."""
+    """Welch comparison of two samples: means, difference a - b with its 95% CI half-width (Welch-Satterthwaite df;
+    the standard error ``se`` and ``df`` too), the two-sided p-value, and a note when the test is undefined (NaN p) or trivially 1 (identical constants)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     out = {"n_a": len(a), "n_b": len(b), "mean_a": a.mean() if len(a) else math.nan,
-           "mean_b": b.mean() if len(b) else math.nan, "ci95": math.nan, "p_value": math.nan, "note": ""}
+           "mean_b": b.mean() if len(b) else math.nan, "ci95": math.nan, "p_value": math.nan, "note": "",
+           "se": math.nan, "df": math.nan}
     out["diff"] = out["mean_a"] - out["mean_b"]
     if min(len(a), len(b)) < 2:
         out["note"] = NO_N
@@ -98,7 +99,8 @@ def welch(a, b) -> dict:
         va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
         df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
         se = math.sqrt(va + vb)  # = scipy.stats.ttest_ind(a, b, equal_var=False), without its warning on a constant side
-        out.update(ci95=float(stats.t.ppf(0.975, df) * se), p_value=float(2 * stats.t.sf(abs(out["diff"]) / se, df)))
+        out.update(ci95=float(stats.t.ppf(0.975, df) * se), p_value=float(2 * stats.t.sf(abs(out["diff"]) / se, df)),
+                   se=se, df=df)  # for an interval at another level
     return out
 
 
@@ -291,7 +293,7 @@ def reference_tests(runs: pd.DataFrame, reference: str = REFERENCE, margin_point
                    "n_ref": w["n_b"], "mean": w["mean_a"], "mean_ref": w["mean_b"],
                    "diff_points": 100 * w["diff"], "p_value": w["p_value"], "note": w["note"],
                    "failed": failure_note(g[g.strategy == s].status, dataset),
-                   "incomplete": s in errors or ref in errors, "a": a, "b": b}
+                   "incomplete": s in errors or ref in errors, "a": a, "b": b, "se": w["se"], "df": w["df"]}
             if row["incomplete"]:
                 row["p_value"] = math.nan
             family.append(row)
@@ -302,12 +304,10 @@ def reference_tests(runs: pd.DataFrame, reference: str = REFERENCE, margin_point
         p_tost = [tost(r["a"], r["b"], margin_points / 100) if not r["incomplete"] else math.nan for r in family]
         p_tost_holm = holm(p_tost)
         for r, ph, pt, pth, step in zip(family, p_holm, p_tost, p_tost_holm, steps):
-            a, b = r.pop("a"), r.pop("b")
+            a, b, se, df = r.pop("a"), r.pop("b"), r.pop("se"), r.pop("df")
             half = math.nan
             if not math.isnan(r["p_value"]) and r["note"] == "":
-                va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-                df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-                half = 100 * float(stats.t.ppf(1 - step / 2, df) * math.sqrt(va + vb))
+                half = 100 * float(stats.t.ppf(1 - step / 2, df) * se)  # welch's interval at the Holm step's level
             elif r["note"] == "identical values":
                 half = 0.0
             mdd = 100 * detectable(a, b, level) if not r["incomplete"] else math.nan
